@@ -1,0 +1,231 @@
+//! Configuration: parse, then validate, then hand out one immutable [`Config`].
+//!
+//! `raw` mirrors the YAML file; `validate` turns it into the typed values below, expanding
+//! `${VAR}`, parsing addresses and durations and cross-checking references, and names the key
+//! and line of every problem it finds (all of them, not just the first). [`Config::from_yaml`]
+//! does no I/O beyond checking that secret sources can be read; [`Config::load`] reads a file.
+
+mod locate;
+pub mod raw;
+pub mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use raw::{AuthMethod, ExistingAuthorization, Unmatched};
+pub use secret::{Secret, SecretError, SecretSource};
+
+use crate::host::HostPattern;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub tokens: TokenSettings,
+    pub clients: BTreeMap<String, Arc<ClientConfig>>,
+    pub upstreams: Vec<Arc<UpstreamConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// The forward (`HTTP_PROXY`) listener; `None` runs reverse listeners only.
+    pub listen: Option<SocketAddr>,
+    pub unmatched: Unmatched,
+    pub connect_timeout: Duration,
+    /// How long an upstream may take to send its response head.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish after a stop signal.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Token lifetime and retry settings, shared by all upstreams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenSettings {
+    /// Lifetime assumed when the answer has neither `expires_in` nor a JWT `exp`.
+    pub default_lifetime: Duration,
+    /// Longest lifetime believed, whatever the server says.
+    pub max_lifetime: Duration,
+    /// Shortest time between two refreshes of one token (stops refresh loops).
+    pub min_refresh_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How long a request waits for a token before `503 token_unavailable`.
+    pub wait_timeout: Duration,
+    /// Total time allowed for one token request.
+    pub fetch_timeout: Duration,
+    /// Request bodies up to this size are buffered so they can be replayed after a 401.
+    pub replay_body_limit: usize,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            default_lifetime: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            min_refresh_interval: Duration::from_secs(1),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(10),
+            replay_body_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Credentials at one authorization server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    pub name: String,
+    pub token_endpoint: reqwest::Url,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub auth_method: AuthMethod,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What is asked for in a token request on behalf of one upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub resource: Vec<String>,
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// An upstream's `url`: where its requests are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    /// Normalised host (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for none).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    /// `host` or `host:port` when the port is not the scheme's default: the Host header value.
+    pub fn authority(&self) -> String {
+        if self.port == self.scheme.default_port() {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.base_path
+        )
+    }
+}
+
+/// One upstream API that gets tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Where requests go; `None` sends a forward-mode request to the target the app asked for.
+    pub url: Option<UpstreamUrl>,
+    pub match_hosts: Vec<HostPattern>,
+    pub listen: Option<SocketAddr>,
+    pub client: Arc<ClientConfig>,
+    pub request: TokenRequest,
+    pub existing_authorization: ExistingAuthorization,
+    pub allow_plaintext: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One thing wrong with a config, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted YAML path, e.g. `upstreams.inventory.client` (empty when unknown).
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{}", render(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Parses and validates YAML text. Secret sources are checked for readability.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        validate::from_yaml(text).map_err(ConfigError::Invalid)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamConfig>> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}

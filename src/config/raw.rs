@@ -1,0 +1,135 @@
+//! The config file's shape, exactly as a user writes it.
+//!
+//! These types only mirror the YAML (`deny_unknown_fields` everywhere, so a typo is an error
+//! with its line rather than a silently ignored key). Strings stay strings here: environment
+//! expansion, address and duration parsing and cross-checks happen in `validate`, which can
+//! name the key and line of each problem.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
+    pub clients: BTreeMap<String, RawClient>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<String>,
+    pub unmatched: Option<Unmatched>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub default_lifetime: Option<String>,
+    pub min_refresh_interval: Option<String>,
+    pub max_lifetime: Option<String>,
+    pub backoff_min: Option<String>,
+    pub backoff_max: Option<String>,
+    pub wait_timeout: Option<String>,
+    pub fetch_timeout: Option<String>,
+    pub replay_body_limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: RawSecret,
+    #[serde(default)]
+    pub auth_method: AuthMethod,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecret {
+    Literal(String),
+    Env(EnvRef),
+    File(FileRef),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvRef {
+    pub env: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    pub file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    #[serde(rename = "match")]
+    pub match_hosts: Option<Vec<String>>,
+    pub listen: Option<String>,
+    pub client: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub resource: Vec<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub existing_authorization: ExistingAuthorization,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    pub ca_file: Option<String>,
+}
+
+/// What happens to requests that no upstream matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    #[default]
+    Passthrough,
+    Deny,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+/// What to do when the app already sent an `Authorization` header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingAuthorization {
+    #[default]
+    Overwrite,
+    Keep,
+    Reject,
+}

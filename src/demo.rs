@@ -1,0 +1,189 @@
+//! `tokenproxy demo`: a self-contained demonstration on loopback. Demo only.
+//!
+//! Starts a tiny built-in authorization server (client `demo-client`, throwaway secret), an
+//! echo upstream that answers with the `Authorization` header it received, and the proxy with
+//! a forward and a reverse listener, all on ephemeral 127.0.0.1 ports. It sends one request
+//! through each listener, prints what the upstream saw, and prints `curl` lines to try.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::proxy::{full, server, Body};
+use crate::{Config, StartError};
+
+const CLIENT_ID: &str = "demo-client";
+const CLIENT_SECRET: &str = "demo-secret-not-for-production";
+const API_HOST: &str = "api.demo.internal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo could not bind a loopback port: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("demo config is invalid: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("demo self-check failed: {0}")]
+    Check(String),
+}
+
+/// Runs the demo; with `once`, exits after the self-check instead of serving until `stop`.
+pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let issued = Arc::new(AtomicU64::new(0));
+    let idp = TcpListener::bind("127.0.0.1:0").await?;
+    let idp_addr = idp.local_addr()?;
+    let counter = issued.clone();
+    tokio::spawn(server::serve(
+        idp,
+        move |req| token_endpoint(counter.clone(), req),
+        stop_rx.clone(),
+    ));
+    let echo = TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    tokio::spawn(server::serve(
+        echo,
+        |req| async move { echo_handler(req) },
+        stop_rx.clone(),
+    ));
+
+    let yaml = format!(
+        "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\nadmin:\n  listen: 127.0.0.1:0\n\
+         clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
+         upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n"
+    );
+    let proxy = crate::start(Config::from_yaml(&yaml)?).await?;
+    let (fwd, admin) = match (proxy.forward_addr, proxy.admin_addr) {
+        (Some(f), Some(a)) => (f, a),
+        _ => return Err(DemoError::Check("listeners did not start".into())),
+    };
+    let rev = proxy
+        .reverse_addrs
+        .get("demo-api")
+        .copied()
+        .ok_or_else(|| DemoError::Check("no reverse listener".into()))?;
+
+    println!(
+        "tokenproxy demo: DEMONSTRATION ONLY, everything on 127.0.0.1 with throwaway credentials\n"
+    );
+    println!("  authorization server  http://{idp_addr}/token   (built in, client_id {CLIENT_ID})");
+    println!("  echo upstream         http://{echo_addr}        (answers with the Authorization header it got)");
+    println!("  forward listener      {fwd}            (use as HTTP_PROXY; {API_HOST} is routed to the echo upstream)");
+    println!("  reverse listener      http://{rev}     (upstream demo-api)");
+    println!("  admin                 http://{admin}\n");
+
+    let via_forward = raw_get(fwd, &format!("http://{API_HOST}/orders?id=42"), API_HOST).await?;
+    println!("$ curl -x http://{fwd} http://{API_HOST}/orders?id=42\n{via_forward}\n");
+    let via_reverse = raw_get(rev, "/inventory", &rev.to_string()).await?;
+    println!("$ curl http://{rev}/inventory\n{via_reverse}\n");
+    if !via_forward.contains("Bearer demo-") || !via_reverse.contains("Bearer demo-") {
+        return Err(DemoError::Check(
+            "the upstream did not receive a bearer token".into(),
+        ));
+    }
+    let metrics = String::from_utf8_lossy(&proxy.app.metrics.render()).to_string();
+    println!("Token requests made to the authorization server: {} (one per token lifetime, shared by all requests)", issued.load(Ordering::Relaxed));
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("tokenproxy_requests_total")
+            || l.starts_with("tokenproxy_token_fetches_total{") && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+    println!("\nTry it yourself:");
+    println!("  curl -x http://{fwd} http://{API_HOST}/hello");
+    println!("  curl http://{rev}/hello");
+    println!("  curl http://{admin}/status");
+    println!("  curl -s http://{admin}/metrics | grep ^tokenproxy_");
+    if !once {
+        println!("\nServing until Ctrl-C.");
+        stop.await;
+    }
+    proxy.shutdown().await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// The demo authorization server: checks Basic credentials, issues a random token.
+async fn token_endpoint(issued: Arc<AtomicU64>, req: Request<Incoming>) -> Response<Body> {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v == expected.as_str());
+    if req.method() != Method::POST || req.uri().path() != "/token" {
+        return reply(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into());
+    }
+    if !authorized {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_client"}"#.into(),
+        );
+    }
+    let n = issued.fetch_add(1, Ordering::Relaxed) + 1;
+    let token = format!("demo-{:016x}{n:04}", rand::random::<u64>());
+    reply(
+        StatusCode::OK,
+        format!(
+            r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":300,"scope":"api:read api:write"}}"#
+        ),
+    )
+}
+
+fn echo_handler(req: Request<Incoming>) -> Response<Body> {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)");
+    let body = serde_json::json!({
+        "method": req.method().as_str(),
+        "path": req.uri().to_string(),
+        "host": req.headers().get(header::HOST).and_then(|v| v.to_str().ok()),
+        "authorization": auth,
+    });
+    reply(StatusCode::OK, body.to_string())
+}
+
+fn reply(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A minimal HTTP/1.1 GET (what curl would send), returning the response body.
+async fn raw_get(
+    addr: std::net::SocketAddr,
+    target: &str,
+    host: &str,
+) -> Result<String, DemoError> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| DemoError::Check("malformed response".into()))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(DemoError::Check(format!(
+            "got {}: {body}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(body.to_string())
+}

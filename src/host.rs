@@ -1,0 +1,247 @@
+//! Host names as tokenproxy compares them: normalised, validated, matched against patterns.
+//!
+//! Which upstream gets a token is decided here, so the rules are strict. A host is lowercased
+//! and loses one trailing dot; IP literals are put in canonical form; anything that a resolver
+//! might read differently from us (percent-encoding, user info, zone ids, odd IPv4 spellings
+//! such as `0x7f.1` or `2130706433`) is refused rather than guessed at. A pattern without a
+//! port matches the default ports (80 and 443), so an app can call `http://api` while
+//! tokenproxy speaks TLS to `https://api`; `*.example.com` matches whole labels only.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("empty host")]
+    Empty,
+    #[error("user info (user:pass@) is not allowed in a target")]
+    UserInfo,
+    #[error("host {0:?} has characters that are not allowed in a host name")]
+    BadChars(String),
+    #[error("host {0:?} is an ambiguous numeric address")]
+    AmbiguousNumeric(String),
+    #[error("bad port in {0:?}")]
+    BadPort(String),
+    #[error("bad IPv6 literal {0:?}")]
+    BadIpv6(String),
+    #[error("bad host pattern {0:?}: a wildcard may only be a leading \"*.\" label")]
+    BadPattern(String),
+}
+
+/// Normalises a host (no port): lowercase, one trailing dot removed, IPs canonical.
+pub fn normalize_host(raw: &str) -> Result<String, HostError> {
+    if raw.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if raw.contains('@') {
+        return Err(HostError::UserInfo);
+    }
+    if let Some(inner) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip: Ipv6Addr = inner
+            .parse()
+            .map_err(|_| HostError::BadIpv6(raw.to_string()))?;
+        return Ok(format!("[{ip}]"));
+    }
+    let host = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    if host.is_empty() || !host.chars().all(ok) || host.contains("..") || host.starts_with('.') {
+        return Err(HostError::BadChars(raw.to_string()));
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ip.to_string());
+    }
+    // A last label that is all digits (or 0x...) is something a resolver may read as an IPv4
+    // address in a non-canonical spelling; we refuse it instead of disagreeing with it.
+    let last = host.rsplit('.').next().unwrap_or("");
+    if last.chars().all(|c| c.is_ascii_digit()) || last.starts_with("0x") {
+        return Err(HostError::AmbiguousNumeric(raw.to_string()));
+    }
+    Ok(host)
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) and normalises the host; `default_port` fills in.
+pub fn split_authority(authority: &str, default_port: u16) -> Result<(String, u16), HostError> {
+    if authority.contains('@') {
+        return Err(HostError::UserInfo);
+    }
+    let (host, port) = split_port(authority)?;
+    Ok((normalize_host(host)?, port.unwrap_or(default_port)))
+}
+
+fn split_port(authority: &str) -> Result<(&str, Option<u16>), HostError> {
+    let bad_port = || HostError::BadPort(authority.to_string());
+    if authority.starts_with('[') {
+        let end = authority
+            .find(']')
+            .ok_or_else(|| HostError::BadIpv6(authority.to_string()))?;
+        let (host, rest) = authority.split_at(end + 1);
+        return match rest {
+            "" => Ok((host, None)),
+            _ => {
+                let p = rest.strip_prefix(':').ok_or_else(bad_port)?;
+                Ok((host, Some(parse_port(p).ok_or_else(bad_port)?)))
+            }
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, p)) => Ok((host, Some(parse_port(p).ok_or_else(bad_port)?))),
+        None => Ok((authority, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok().filter(|&n| n != 0)
+}
+
+/// True for `localhost` and loopback IP literals: the only plain-HTTP peers a token may reach
+/// without `allow_plaintext`.
+pub fn is_loopback(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A `match` entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPattern {
+    /// For a wildcard, the suffix after `*.`; otherwise the whole host.
+    pub host: String,
+    pub wildcard: bool,
+    /// `None` matches the default ports 80 and 443.
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<Self, HostError> {
+        let (host, port) = split_port(raw)?;
+        let (wildcard, host) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host),
+        };
+        if host.contains('*') {
+            return Err(HostError::BadPattern(raw.to_string()));
+        }
+        Ok(HostPattern {
+            host: normalize_host(host)?,
+            wildcard,
+            port,
+        })
+    }
+
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        if !port_ok {
+            return false;
+        }
+        if self.wildcard {
+            host.strip_suffix(self.host.as_str())
+                .and_then(|prefix| prefix.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty())
+        } else {
+            host == self.host
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.host)?;
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_trailing_dot_and_ips() {
+        assert_eq!(
+            normalize_host("API.Example.COM.").unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(normalize_host("[0:0::1]").unwrap(), "[::1]");
+        assert_eq!(normalize_host("127.0.0.1").unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn refuses_ambiguous_and_hostile_hosts() {
+        for bad in [
+            "",
+            "user@host",
+            "ex%61mple.com",
+            "0x7f.1",
+            "127.1",
+            "2130706433",
+            "0177.0.0.1",
+            "[fe80::1%25eth0]",
+            "a..b",
+            "sp ace",
+            ".lead",
+            "host\r\n",
+        ] {
+            assert!(normalize_host(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn splits_ports_and_rejects_bad_ones() {
+        assert_eq!(
+            split_authority("Api.Example.com:8443", 80).unwrap(),
+            ("api.example.com".into(), 8443)
+        );
+        assert_eq!(split_authority("[::1]:9", 80).unwrap(), ("[::1]".into(), 9));
+        assert_eq!(split_authority("host", 443).unwrap(), ("host".into(), 443));
+        for bad in [
+            "host:",
+            "host:0",
+            "host:99999",
+            "host:+1",
+            "u:p@host:80",
+            "[::1]x",
+        ] {
+            assert!(split_authority(bad, 80).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_match_whole_labels_only() {
+        let p = HostPattern::parse("*.example.com").unwrap();
+        assert!(p.matches("a.example.com", 443));
+        assert!(p.matches("a.b.example.com", 80));
+        assert!(!p.matches("example.com", 443));
+        assert!(!p.matches("evilexample.com", 443));
+        assert!(!p.matches("a.example.com.evil.net", 443));
+        assert!(!p.matches("a.example.com", 8080));
+    }
+
+    #[test]
+    fn ports_are_part_of_the_origin() {
+        let p = HostPattern::parse("api.example.com:8443").unwrap();
+        assert!(p.matches("api.example.com", 8443));
+        assert!(!p.matches("api.example.com", 443));
+        let bare = HostPattern::parse("api.example.com").unwrap();
+        assert!(bare.matches("api.example.com", 80) && bare.matches("api.example.com", 443));
+        assert!(!bare.matches("api.example.com", 8080));
+        assert!(HostPattern::parse("a.*.com").is_err());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("localhost") && is_loopback("127.0.0.9") && is_loopback("[::1]"));
+        assert!(!is_loopback("10.0.0.1") && !is_loopback("localhost.evil.com"));
+    }
+}

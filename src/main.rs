@@ -1,0 +1,157 @@
+//! The `tokenproxy` binary: flags, logging, signals and exit codes. Everything else is in the
+//! library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokenproxy::config::{Config, ConfigError};
+
+/// Exit code for a bad config (EX_CONFIG from sysexits.h).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "tokenproxy",
+    version,
+    about = "OAuth 2.0 client-credentials sidecar: adds bearer tokens to outgoing HTTP requests"
+)]
+struct Cli {
+    /// Log format on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOKENPROXY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file (YAML).
+        #[arg(short, long, env = "TOKENPROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file: exit 0, or print each problem with its line and exit 78.
+    Validate {
+        #[arg(short, long, env = "TOKENPROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demonstration on loopback (built-in authorization server and echo upstream).
+    Demo {
+        /// Exit after the self-check instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo's own output is the point; keep its logs to warnings unless RUST_LOG says more.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokenproxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Validate { config } => match Config::load(&config) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} clients, {} upstreams)",
+                        config.display(),
+                        c.clients.len(),
+                        c.upstreams.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&config, &e),
+            },
+            Command::Run { config: path } => {
+                let config = match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => return config_error(&path, &e),
+                };
+                match tokenproxy::run(config, stop_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "tokenproxy failed to start");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Command::Demo { once } => match tokenproxy::demo::run(once, stop_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tokenproxy demo: {e}");
+                    ExitCode::from(1)
+                }
+            },
+        }
+    })
+}
+
+fn config_error(path: &std::path::Path, e: &ConfigError) -> ExitCode {
+    eprintln!("{}: {e}", path.display());
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+async fn stop_signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        tracing::warn!("second stop signal: exiting without waiting for the drain");
+        std::process::exit(1);
+    });
+}
+
+#[cfg(unix)]
+async fn first_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn first_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

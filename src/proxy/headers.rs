@@ -1,0 +1,155 @@
+//! Header rewriting: hop-by-hop removal and token injection.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1), and any header the sender names in `Connection`,
+//! belong to one connection and are removed before a request or response crosses the proxy.
+//! A few names are never removed that way, because removing them would break framing or let
+//! the app strip the token (`Connection: Authorization`). `Proxy-Authorization` is never
+//! forwarded. The injected value is marked sensitive so hyper's debug output masks it.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::answer::ProxyError;
+use crate::config::ExistingAuthorization;
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Names `Connection` may not remove: framing, routing and the token are ours to decide.
+const PROTECTED: [HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::HOST,
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+];
+
+/// Removes hop-by-hop headers and those listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !PROTECTED.contains(name))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Applies the `existing_authorization` policy and adds the token if the policy says so.
+pub fn inject(
+    headers: &mut HeaderMap,
+    policy: ExistingAuthorization,
+    token: &HeaderValue,
+) -> Result<(), ProxyError> {
+    let sent = headers.get_all(header::AUTHORIZATION).iter().count();
+    match (policy, sent) {
+        (_, 0) | (ExistingAuthorization::Overwrite, _) => {
+            headers.insert(header::AUTHORIZATION, token.clone());
+            Ok(())
+        }
+        (ExistingAuthorization::Keep, 1) => Ok(()),
+        (ExistingAuthorization::Keep, _) => Err(ProxyError::BadRequest(
+            "more than one Authorization header".into(),
+        )),
+        (ExistingAuthorization::Reject, _) => Err(ProxyError::BadRequest(
+            "this upstream's token is added by tokenproxy; the request must not carry its own Authorization header (existing_authorization: reject)".into(),
+        )),
+    }
+}
+
+/// The one `Host` header of a request, refusing duplicates.
+pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyError> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header".into()));
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            (
+                "connection",
+                "X-Secret-Hop, keep-alive, Content-Length, Authorization, Host",
+            ),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("content-length", "3"),
+            ("host", "a"),
+            ("authorization", "Bearer app"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["authorization", "content-length", "host", "x-keep"]);
+    }
+
+    #[test]
+    fn injection_policies() {
+        let token = HeaderValue::from_static("Bearer new");
+        let mut h = map(&[
+            ("authorization", "Bearer app"),
+            ("authorization", "Basic x"),
+        ]);
+        inject(&mut h, ExistingAuthorization::Overwrite, &token).unwrap();
+        assert_eq!(
+            h.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>(),
+            [&token]
+        );
+
+        let mut h = map(&[("authorization", "Bearer app")]);
+        inject(&mut h, ExistingAuthorization::Keep, &token).unwrap();
+        assert_eq!(h[header::AUTHORIZATION], "Bearer app");
+
+        let mut h = HeaderMap::new();
+        inject(&mut h, ExistingAuthorization::Keep, &token).unwrap();
+        assert_eq!(h[header::AUTHORIZATION], "Bearer new");
+
+        let mut h = map(&[("authorization", "Bearer app")]);
+        assert!(inject(&mut h, ExistingAuthorization::Reject, &token).is_err());
+    }
+
+    #[test]
+    fn duplicate_host_is_refused() {
+        assert!(single_host(&map(&[("host", "a"), ("host", "b")])).is_err());
+        assert_eq!(single_host(&map(&[("host", "a")])).unwrap().unwrap(), "a");
+    }
+}

@@ -1,0 +1,89 @@
+//! Serving HTTP/1 on a listener until told to stop, then draining.
+//!
+//! Each accepted connection runs in its own task. On stop the accept loop ends at once, every
+//! connection is asked to shut down gracefully (an idle keep-alive connection closes, a busy
+//! one closes after its current response), and [`serve`] returns when the last one is gone.
+//! The caller bounds that wait with the drain deadline.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::Body;
+
+/// How long a client may take to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `listener` with `handler` until `stop` becomes true, then drains.
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F, mut stop: watch::Receiver<bool>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    // Each connection task holds a sender; when all are dropped, `recv` returns None.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, handler.clone(), stop.clone(), alive.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    drop(alive);
+    let _ = all_closed.recv().await;
+}
+
+async fn connection<F, Fut>(
+    stream: tokio::net::TcpStream,
+    handler: F,
+    mut stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Resolves once `stop` is true (at once if it already is).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

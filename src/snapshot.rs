@@ -1,0 +1,125 @@
+//! The immutable state requests read: routes, upstreams, their clients and token sources.
+//!
+//! One [`Snapshot`] sits behind one `ArcSwap` in [`App`]; a request loads it once and uses it
+//! to the end, so a reload (which builds a new snapshot and swaps it in) never shows a request
+//! half of the old config and half of the new. Token sources whose token-relevant settings did
+//! not change are carried over from the previous snapshot, so a reload never drops a good token.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::Histogram;
+
+use crate::config::{Config, UpstreamConfig};
+use crate::metrics::Metrics;
+use crate::proxy::client::{self, HttpClient};
+use crate::proxy::route::Router;
+use crate::tls::TlsError;
+use crate::token::source::Jitter;
+use crate::token::{Endpoint, TokenSource};
+
+/// Everything shared by the listeners and the admin endpoints.
+pub struct App {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    /// Set on the first stop signal: `/readyz` turns 503 at once.
+    pub stopping: AtomicBool,
+}
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    by_name: HashMap<String, usize>,
+    pub router: Router,
+    /// For requests no upstream matches (`passthrough`); never carries a token.
+    pub passthrough: HttpClient,
+}
+
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub config: Arc<UpstreamConfig>,
+    pub tokens: Arc<TokenSource>,
+    pub client: HttpClient,
+    /// `scheme://authority/base` of `url`, to which the request's path is appended.
+    pub origin: Option<String>,
+    pub duration: Histogram,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing the token sources of `previous` where nothing relevant
+    /// changed. Starts fetching for every new source.
+    pub fn build(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+        jitter: Jitter,
+    ) -> Result<Snapshot, TlsError> {
+        let connect_timeout = config.proxy.connect_timeout;
+        let default_client = client::build(None, connect_timeout)?;
+        let mut clients: HashMap<Option<std::path::PathBuf>, HttpClient> = HashMap::new();
+        clients.insert(None, default_client.clone());
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            let client = match clients.get(&u.ca_file) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = client::build(u.ca_file.as_deref(), connect_timeout)?;
+                    clients.insert(u.ca_file.clone(), c.clone());
+                    c
+                }
+            };
+            let reused = previous
+                .and_then(|p| p.upstream(&u.name))
+                .filter(|old| {
+                    same_token_settings(&old.config, u)
+                        && previous.is_some_and(|p| p.config.tokens == config.tokens)
+                })
+                .map(|old| old.tokens.clone());
+            let tokens = match reused {
+                Some(t) => t,
+                None => {
+                    let endpoint = Endpoint::new(u.client.clone(), &u.request, &config.tokens)?;
+                    Arc::new(TokenSource::spawn(
+                        &u.name,
+                        Arc::new(endpoint),
+                        config.tokens.clone(),
+                        metrics.clone(),
+                        jitter,
+                    ))
+                }
+            };
+            upstreams.push(Arc::new(Upstream {
+                name: Arc::from(u.name.as_str()),
+                origin: u.url.as_ref().map(|url| url.to_string()),
+                duration: metrics.request_duration.with_label_values(&[&u.name]),
+                config: u.clone(),
+                tokens,
+                client,
+            }));
+        }
+        let router = Router::new(config.upstreams.iter().map(|u| u.match_hosts.as_slice()));
+        let by_name = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.to_string(), i))
+            .collect();
+        Ok(Snapshot {
+            config: Arc::new(config),
+            upstreams,
+            by_name,
+            router,
+            passthrough: default_client,
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name).and_then(|&i| self.upstreams.get(i))
+    }
+}
+
+/// Whether a token fetched for `a` is right for `b` too.
+fn same_token_settings(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
+    a.client == b.client && a.request == b.request
+}

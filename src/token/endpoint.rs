@@ -1,0 +1,266 @@
+//! The token endpoint client: one `client_credentials` request, answered or classified.
+//!
+//! Built on reqwest with the hardening the design asks for: no redirects followed, proxy
+//! environment variables ignored, HTTP/1.1, a total timeout, and a cap on the body read.
+//! Response bodies are never logged; only the RFC 6749 `error` code of a failure is kept.
+//! The secret is read from its source at every fetch, so a rotated secret is used at once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, StatusCode};
+
+use super::response::{parse_error_code, parse_success, InvalidResponse, Issued};
+use crate::config::{AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings};
+use crate::metrics::FetchOutcome;
+use crate::tls::{client_config, TlsError};
+
+/// Largest token response body read.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Why a fetch failed. Display never includes a secret, a token or a response body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("token endpoint answered HTTP {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Http {
+        status: u16,
+        code: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("invalid token response: {0}")]
+    Invalid(#[from] InvalidResponse),
+    #[error("token endpoint unreachable: {0}")]
+    Transport(String),
+    #[error("client secret unavailable: {0}")]
+    Secret(#[from] SecretError),
+}
+
+impl FetchError {
+    pub fn outcome(&self) -> FetchOutcome {
+        match self {
+            FetchError::Http { .. } => FetchOutcome::HttpError,
+            FetchError::Invalid(_) => FetchOutcome::InvalidResponse,
+            FetchError::Transport(_) => FetchOutcome::TransportError,
+            FetchError::Secret(_) => FetchOutcome::SecretUnavailable,
+        }
+    }
+
+    /// The OAuth `error` code, for the ones that change how we retry.
+    pub fn oauth_code(&self) -> Option<&str> {
+        match self {
+            FetchError::Http { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Makes token requests for one upstream (one client, one set of scopes).
+pub struct Endpoint {
+    http: reqwest::Client,
+    client: Arc<ClientConfig>,
+    form_base: String,
+    default_lifetime: Duration,
+}
+
+impl Endpoint {
+    pub fn new(
+        client: Arc<ClientConfig>,
+        request: &TokenRequest,
+        settings: &TokenSettings,
+    ) -> Result<Self, TlsError> {
+        let tls = client_config(client.ca_file.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .http1_only()
+            .timeout(settings.fetch_timeout)
+            .connect_timeout(settings.fetch_timeout)
+            .user_agent(concat!("tokenproxy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TlsError::CaFile {
+                path: client.ca_file.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        Ok(Endpoint {
+            http,
+            form_base: form_body(request),
+            client,
+            default_lifetime: settings.default_lifetime,
+        })
+    }
+
+    /// One token request.
+    pub async fn fetch(&self) -> Result<Issued, FetchError> {
+        let secret = self.client.client_secret.read()?;
+        let mut form = self.form_base.clone();
+        let mut req = self
+            .http
+            .post(self.client.token_endpoint.clone())
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        match self.client.auth_method {
+            AuthMethod::ClientSecretBasic => {
+                let mut value = http::HeaderValue::try_from(basic_auth(
+                    &self.client.client_id,
+                    secret.expose(),
+                ))
+                .map_err(|_| FetchError::Secret(SecretError::Empty("unencodable".into())))?;
+                value.set_sensitive(true);
+                req = req.header(AUTHORIZATION, value);
+            }
+            AuthMethod::ClientSecretPost => {
+                form.push_str(
+                    &form_urlencoded::Serializer::new(String::from("&"))
+                        .append_pair("client_id", &self.client.client_id)
+                        .append_pair("client_secret", secret.expose())
+                        .finish(),
+                );
+            }
+        }
+        let resp = req.body(form).send().await.map_err(transport)?;
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let body = read_capped(resp).await?;
+        if status.is_redirection() {
+            return Err(InvalidResponse::Redirect(status.as_u16()).into());
+        }
+        if status != StatusCode::OK {
+            return Err(FetchError::Http {
+                status: status.as_u16(),
+                code: parse_error_code(&body),
+                retry_after,
+            });
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(parse_success(&body, self.default_lifetime, now.as_secs())?)
+    }
+}
+
+/// `grant_type`, `scope`, `audience`, `resource` and extra params, form-encoded.
+pub fn form_body(request: &TokenRequest) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    if !request.scopes.is_empty() {
+        form.append_pair("scope", &request.scopes.join(" "));
+    }
+    if let Some(aud) = &request.audience {
+        form.append_pair("audience", aud);
+    }
+    for r in &request.resource {
+        form.append_pair("resource", r);
+    }
+    for (k, v) in &request.params {
+        form.append_pair(k, v);
+    }
+    form.finish()
+}
+
+/// RFC 6749 §2.3.1: id and secret are form-urlencoded before being joined and base64'd.
+pub fn basic_auth(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let joined = format!("{}:{}", enc(id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(joined)
+    )
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(InvalidResponse::TooLarge(MAX_BODY).into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(InvalidResponse::TooLarge(MAX_BODY).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// reqwest's message plus its causes ("connection refused"), never a body.
+fn transport(e: reqwest::Error) -> FetchError {
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    FetchError::Transport(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let got = basic_auth("a b:c", "p@ss:w+rd/=%&é");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(got.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "a+b%3Ac:p%40ss%3Aw%2Brd%2F%3D%25%26%C3%A9"
+        );
+        assert_eq!(basic_auth("id", "s"), "Basic aWQ6cw==");
+    }
+
+    #[test]
+    fn form_has_scope_audience_and_repeated_resource() {
+        let req = TokenRequest {
+            scopes: vec!["api:read".into(), "api:write".into()],
+            audience: Some("https://api".into()),
+            resource: vec!["https://a".into(), "https://b".into()],
+            params: [("tenant".to_string(), "acme".to_string())].into(),
+        };
+        assert_eq!(
+            form_body(&req),
+            "grant_type=client_credentials&scope=api%3Aread+api%3Awrite&audience=https%3A%2F%2Fapi&resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&tenant=acme"
+        );
+    }
+
+    #[test]
+    fn retry_after_both_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        h.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

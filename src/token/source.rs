@@ -1,0 +1,339 @@
+//! One upstream's token: fetched at start, cached, refreshed before expiry, shared by all
+//! requests.
+//!
+//! A single background task owns fetching, so a thousand requests on a cold start cause one
+//! token request (single-flight by construction). Requests read the current token lock-free
+//! (`ArcSwapOption`); one that finds none waits on a `watch` channel for the task's next
+//! result, bounded by `wait_timeout`. The task refreshes at 75–80% of the lifetime (jittered),
+//! never sooner than `min_refresh_interval` after the last fetch (so a server that hands out
+//! the same or very short-lived tokens cannot make it spin), and backs off exponentially with
+//! full jitter on failure, honouring `Retry-After`. An old token stays in use until it expires,
+//! less a small skew. All times are on tokio's clock, so tests run on a paused one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::endpoint::{Endpoint, FetchError};
+use super::response::Issued;
+use crate::config::TokenSettings;
+use crate::metrics::{FetchOutcome, Metrics};
+
+/// Where tokens come from: the real endpoint, or a script in tests.
+pub trait Fetcher: Send + Sync + 'static {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Issued, FetchError>> + Send + '_>>;
+}
+
+impl Fetcher for Endpoint {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Issued, FetchError>> + Send + '_>> {
+        Box::pin(Endpoint::fetch(self))
+    }
+}
+
+/// A uniform random number in [0, 1): the jitter. Tests pass a constant.
+pub type Jitter = fn() -> f64;
+
+/// A token in use.
+#[derive(Debug)]
+pub struct Token {
+    header: HeaderValue,
+    /// After this the token is not sent (its lifetime less a small skew).
+    pub usable_until: Instant,
+}
+
+impl Token {
+    /// The `Authorization` header value, marked sensitive.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+/// Why a request could not have a token.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unavailable {
+    pub reason: String,
+}
+
+/// What `/status` shows about one token source. No token, no secret.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub last_refresh: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub next_attempt: Option<Instant>,
+    pub fetches: u64,
+    pub failures: u64,
+    /// Failures since the last success; > 0 means requests without a token fail at once.
+    pub consecutive_failures: u32,
+}
+
+struct Shared {
+    upstream: String,
+    settings: TokenSettings,
+    current: ArcSwapOption<Token>,
+    /// Bumped after every fetch, good or bad, to wake waiting requests.
+    changed: watch::Sender<u64>,
+    refresh_now: Notify,
+    last_fetch: Mutex<Option<Instant>>,
+    status: Mutex<Status>,
+    metrics: Metrics,
+}
+
+/// Handle to one upstream's token. Dropping it stops the background task.
+pub struct TokenSource {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// At most this often a 401 from the upstream may force a new token.
+pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Upper bound on a honoured `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+impl TokenSource {
+    /// Starts fetching at once in a background task.
+    pub fn spawn(
+        upstream: &str,
+        fetcher: Arc<dyn Fetcher>,
+        settings: TokenSettings,
+        metrics: Metrics,
+        jitter: Jitter,
+    ) -> Self {
+        metrics.init_upstream(upstream);
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            settings,
+            current: ArcSwapOption::empty(),
+            changed: watch::channel(0).0,
+            refresh_now: Notify::new(),
+            last_fetch: Mutex::new(None),
+            status: Mutex::new(Status::default()),
+            metrics,
+        });
+        let task = tokio::spawn(refresh_loop(shared.clone(), fetcher, jitter));
+        TokenSource { shared, task }
+    }
+
+    /// The current token if it is still usable.
+    pub fn current(&self) -> Option<Arc<Token>> {
+        self.shared
+            .current
+            .load_full()
+            .filter(|t| t.usable_until > Instant::now())
+    }
+
+    /// A usable token, waiting for the first fetch if need be (bounded by `wait_timeout`).
+    /// Fails at once when the last fetch failed and no usable token is left.
+    pub async fn get(&self) -> Result<Arc<Token>, Unavailable> {
+        if let Some(t) = self.current() {
+            return Ok(t);
+        }
+        let deadline = Instant::now() + self.shared.settings.wait_timeout;
+        let mut rx = self.shared.changed.subscribe();
+        loop {
+            if let Some(t) = self.current() {
+                return Ok(t);
+            }
+            if let Some(err) = self.failing() {
+                return Err(Unavailable { reason: err });
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(self.unavailable("token source stopped")),
+                Err(_) => return Err(self.unavailable("timed out waiting for a token")),
+            }
+        }
+    }
+
+    fn failing(&self) -> Option<String> {
+        let status = self.lock_status();
+        (status.consecutive_failures > 0).then(|| {
+            let last = status.last_error.as_deref().unwrap_or("token fetch failed");
+            format!("no valid token; last error: {last}")
+        })
+    }
+
+    fn unavailable(&self, what: &str) -> Unavailable {
+        let status = self.lock_status();
+        let reason = match &status.last_error {
+            Some(e) => format!("{what}; last error: {e}"),
+            None => what.to_string(),
+        };
+        Unavailable { reason }
+    }
+
+    /// Called after the upstream refused `token` with 401: drops it and asks for a new one,
+    /// unless a fetch happened less than [`FORCED_REFRESH_INTERVAL`] ago (so an upstream that
+    /// always says 401 cannot cause a fetch storm). Returns whether a new token is coming.
+    pub fn invalidate(&self, token: &Arc<Token>) -> bool {
+        let now = Instant::now();
+        {
+            let mut last = self
+                .shared
+                .last_fetch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| now < t + FORCED_REFRESH_INTERVAL) {
+                return false;
+            }
+            // Claim the slot so concurrent 401s cause one refresh between them.
+            *last = Some(now);
+        }
+        let current = self.shared.current.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+            self.shared.current.store(None);
+        }
+        self.shared
+            .metrics
+            .upstream_auth_retries
+            .with_label_values(&[&self.shared.upstream])
+            .inc();
+        self.shared.refresh_now.notify_one();
+        true
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock_status().clone()
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Jitter) {
+    let s = &shared.settings;
+    let mut failures: u32 = 0;
+    let mut retried_invalid_client = false;
+    loop {
+        let started = Instant::now();
+        *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        let result = fetcher.fetch().await;
+        record_metrics(&shared, &result, started.elapsed());
+        let wait = match result {
+            Ok(issued) => {
+                failures = 0;
+                retried_invalid_client = false;
+                store(&shared, issued, started, jitter)
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = if e.oauth_code() == Some("invalid_client") && !retried_invalid_client {
+                    // The secret may have been rotated: the next fetch re-reads it.
+                    retried_invalid_client = true;
+                    Duration::ZERO
+                } else {
+                    retry_delay(s, &e, failures, jitter)
+                };
+                record_failure(&shared, &e, failures);
+                wait
+            }
+        };
+        let wait = wait.max(s.min_refresh_interval);
+        shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_attempt = Some(Instant::now() + wait);
+        shared.changed.send_modify(|n| *n += 1);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.refresh_now.notified() => {}
+        }
+    }
+}
+
+/// Publishes a new token; returns when to refresh it.
+fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> Duration {
+    let s = &shared.settings;
+    let lifetime = issued.lifetime.min(s.max_lifetime);
+    // Lifetime counts from when we asked; keep a skew so a token is never sent at its last
+    // instant, small enough for short-lived tokens to stay useful.
+    let skew = (lifetime / 10).min(Duration::from_secs(30));
+    let same = shared
+        .current
+        .load()
+        .as_ref()
+        .is_some_and(|t| issued.same_token_header(&t.header));
+    shared.current.store(Some(Arc::new(Token {
+        header: issued.token.header().clone(),
+        usable_until: started + lifetime - skew,
+    })));
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    shared
+        .metrics
+        .expiry_gauge(&shared.upstream)
+        .set((now_unix + lifetime).as_secs_f64());
+    {
+        let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.last_refresh = Some(SystemTime::now());
+        status.last_error = None;
+        status.fetches += 1;
+        status.consecutive_failures = 0;
+    }
+    tracing::info!(upstream = %shared.upstream, expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
+    lifetime.mul_f64(0.75 + 0.05 * jitter())
+}
+
+fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
+    let config_error = matches!(
+        e.oauth_code(),
+        Some("invalid_scope" | "unauthorized_client" | "invalid_client")
+    );
+    if config_error {
+        tracing::error!(upstream = %shared.upstream, error = %e, consecutive_failures = failures,
+            "token request refused; check the client's credentials and the upstream's scopes");
+    } else {
+        tracing::warn!(upstream = %shared.upstream, error = %e, consecutive_failures = failures, "token fetch failed");
+    }
+    let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+    status.last_error = Some(e.to_string());
+    status.fetches += 1;
+    status.failures += 1;
+    status.consecutive_failures = failures;
+}
+
+fn record_metrics(shared: &Shared, result: &Result<Issued, FetchError>, took: Duration) {
+    let outcome = match result {
+        Ok(_) => FetchOutcome::Success,
+        Err(e) => e.outcome(),
+    };
+    let m = &shared.metrics;
+    m.token_fetches
+        .with_label_values(&[&shared.upstream, outcome.as_str()])
+        .inc();
+    m.token_fetch_duration
+        .with_label_values(&[&shared.upstream])
+        .observe(took.as_secs_f64());
+}
+
+/// Exponential backoff with full jitter between `backoff_min` and the doubling cap;
+/// `Retry-After` wins when given; configuration errors wait the maximum.
+pub fn retry_delay(s: &TokenSettings, e: &FetchError, failures: u32, jitter: Jitter) -> Duration {
+    if let Some(ra) = e.retry_after() {
+        return ra.clamp(s.backoff_min, MAX_RETRY_AFTER);
+    }
+    if matches!(
+        e.oauth_code(),
+        Some("invalid_scope" | "unauthorized_client" | "invalid_client")
+    ) {
+        return s.backoff_max;
+    }
+    let exp = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
+    let cap = s.backoff_min.saturating_mul(exp).min(s.backoff_max);
+    s.backoff_min + (cap - s.backoff_min).mul_f64(jitter().clamp(0.0, 1.0))
+}
