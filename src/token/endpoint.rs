@@ -119,12 +119,10 @@ impl Endpoint {
                 req = req.header(AUTHORIZATION, value);
             }
             AuthMethod::ClientSecretPost => {
-                form.push_str(
-                    &form_urlencoded::Serializer::new(String::from("&"))
-                        .append_pair("client_id", &self.client.client_id)
-                        .append_pair("client_secret", secret.expose())
-                        .finish(),
-                );
+                let start = 0; // the form is non-empty, so pairs are joined with &
+                form_urlencoded::Serializer::for_suffix(&mut form, start)
+                    .append_pair("client_id", &self.client.client_id)
+                    .append_pair("client_secret", secret.expose());
             }
         }
         let resp = req.body(form).send().await.map_err(transport)?;

@@ -247,7 +247,8 @@ mod tests {
             "é",
             "a=b",
             "=",
-            "\"q\"",
+            "a\\\"b",
+            "a\\tb",
         ] {
             let body = format!(r#"{{"access_token":"{tok}","token_type":"Bearer"}}"#);
             assert_eq!(parse(&body), Err(InvalidResponse::TokenSyntax), "{tok}");

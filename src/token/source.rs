@@ -80,7 +80,8 @@ struct Shared {
     /// Bumped after every fetch, good or bad, to wake waiting requests.
     changed: watch::Sender<u64>,
     refresh_now: Notify,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When a 401 last forced a refresh.
+    last_forced: Mutex<Option<Instant>>,
     status: Mutex<Status>,
     metrics: Metrics,
 }
@@ -118,7 +119,7 @@ impl TokenSource {
             current: ArcSwapOption::empty(),
             changed: watch::channel(0).0,
             refresh_now: Notify::new(),
-            last_fetch: Mutex::new(None),
+            last_forced: Mutex::new(None),
             status: Mutex::new(Status::default()),
             metrics,
         });
@@ -178,23 +179,21 @@ impl TokenSource {
     /// unless a fetch happened less than [`FORCED_REFRESH_INTERVAL`] ago (so an upstream that
     /// always says 401 cannot cause a fetch storm). Returns whether a new token is coming.
     pub fn invalidate(&self, token: &Arc<Token>) -> bool {
+        let current = self.shared.current.load();
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+            // Already replaced (or dropped by a concurrent 401): the next `get` has the new one.
+            return true;
+        }
         let now = Instant::now();
         {
-            let mut last = self
-                .shared
-                .last_fetch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut last = lock(&self.shared.last_forced);
             if last.is_some_and(|t| now < t + FORCED_REFRESH_INTERVAL) {
                 return false;
             }
             // Claim the slot so concurrent 401s cause one refresh between them.
             *last = Some(now);
         }
-        let current = self.shared.current.load();
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
-            self.shared.current.store(None);
-        }
+        self.shared.current.compare_and_swap(&*current, None);
         self.shared
             .metrics
             .upstream_auth_retries
@@ -209,7 +208,7 @@ impl TokenSource {
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.status)
     }
 }
 
@@ -219,7 +218,6 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
     let mut retried_invalid_client = false;
     loop {
         let started = Instant::now();
-        *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         let result = fetcher.fetch().await;
         record_metrics(&shared, &result, started.elapsed());
         let wait = match result {
@@ -242,15 +240,14 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
             }
         };
         let wait = wait.max(s.min_refresh_interval);
-        shared
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_attempt = Some(Instant::now() + wait);
+        lock(&shared.status).next_attempt = Some(Instant::now() + wait);
         shared.changed.send_modify(|n| *n += 1);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shared.refresh_now.notified() => {}
+            _ = shared.refresh_now.notified() => {
+                // Forced by a 401; still never two fetches closer than the floor.
+                tokio::time::sleep_until(started + s.min_refresh_interval).await;
+            }
         }
     }
 }
@@ -279,7 +276,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         .expiry_gauge(&shared.upstream)
         .set((now_unix + lifetime).as_secs_f64());
     {
-        let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = lock(&shared.status);
         status.last_refresh = Some(SystemTime::now());
         status.last_error = None;
         status.fetches += 1;
@@ -300,7 +297,7 @@ fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
     } else {
         tracing::warn!(upstream = %shared.upstream, error = %e, consecutive_failures = failures, "token fetch failed");
     }
-    let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+    let mut status = lock(&shared.status);
     status.last_error = Some(e.to_string());
     status.fetches += 1;
     status.failures += 1;
@@ -336,4 +333,10 @@ pub fn retry_delay(s: &TokenSettings, e: &FetchError, failures: u32, jitter: Jit
     let exp = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
     let cap = s.backoff_min.saturating_mul(exp).min(s.backoff_max);
     s.backoff_min + (cap - s.backoff_min).mul_f64(jitter().clamp(0.0, 1.0))
+}
+
+/// Locks a mutex, taking the data even if a panicking thread poisoned it (the state is plain
+/// data that stays consistent).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,0 +1,511 @@
+//! In-process integration tests of the request path: a fake authorization server and an echo
+//! upstream on port 0, the proxy started through the library.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokenproxy::Running;
+
+const FWD: &str = "  listen: 127.0.0.1:0";
+
+async fn start(idp: &FakeIdp, proxy: &str, upstreams: &str) -> Running {
+    tokenproxy::start(config(idp, proxy, upstreams))
+        .await
+        .unwrap()
+}
+
+fn inventory(echo: &Echo, extra: &str) -> String {
+    format!(
+        "  inventory:\n    url: {}\n    match: [inventory.example.com]\n    client: idp\n    scopes: [inventory:read, inventory:write]\n{extra}",
+        echo.url()
+    )
+}
+
+#[tokio::test]
+async fn forward_injects_the_token_routed_by_target_not_host_header() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    let r = get(
+        fwd,
+        "http://Inventory.Example.com./items?x=1",
+        "evil.example.net",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["authorization"], serde_json::json!(["Bearer tok-1"]));
+    assert_eq!(v["uri"], "/items?x=1");
+    assert_eq!(
+        v["host"],
+        echo.addr.to_string(),
+        "Host is regenerated from the upstream url"
+    );
+    let seen = idp.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some("Basic b3JkZXJzOnMzY3JldA==")
+    );
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        seen.body,
+        "grant_type=client_credentials&scope=inventory%3Aread+inventory%3Awrite"
+    );
+
+    // The Host header naming a matched upstream does not route an unmatched target to it.
+    let r = get(
+        fwd,
+        &format!("{}/other", echo.url()),
+        "inventory.example.com",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!([]),
+        "passthrough carries no token"
+    );
+    assert_eq!(idp.calls(), 1);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_secret_post_sends_credentials_in_the_body_with_extra_params() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let yaml = format!(
+        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: \"a b:c\"\n    client_secret: \"p@ss:w+rd/=%&é\"\n    auth_method: client_secret_post\n\
+         upstreams:\n  api:\n    url: {}\n    listen: 127.0.0.1:0\n    client: idp\n    audience: https://api.example.com\n    resource: [https://a.example.com, https://b.example.com]\n    params: {{ tenant: acme }}\n",
+        idp.url(),
+        echo.url()
+    );
+    let p = tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
+        .await
+        .unwrap();
+    let r = get(p.reverse_addrs["api"], "/x", "localhost", "").await;
+    assert_eq!(r.status, 200);
+    let seen = idp.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.authorization, None);
+    assert_eq!(
+        seen.body,
+        "grant_type=client_credentials&audience=https%3A%2F%2Fapi.example.com&resource=https%3A%2F%2Fa.example.com&resource=https%3A%2F%2Fb.example.com&tenant=acme&client_id=a+b%3Ac&client_secret=p%40ss%3Aw%2Brd%2F%3D%25%26%C3%A9"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn reverse_listener_injects_and_rewrites_host() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
+    assert!(p.forward_addr.is_none());
+    let r = get(
+        p.reverse_addrs["inventory"],
+        "/v1/items?q=a%20b",
+        "127.0.0.1",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["authorization"], serde_json::json!(["Bearer tok-1"]));
+    assert_eq!(v["uri"], "/v1/items?q=a%20b");
+    assert_eq!(v["host"], echo.addr.to_string());
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_proxy_headers_are_not_forwarded() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let extra = "Connection: X-Hop, Authorization\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-End: 2\r\n";
+    let r = get(
+        p.forward_addr.unwrap(),
+        "http://inventory.example.com/",
+        "inventory.example.com",
+        extra,
+    )
+    .await;
+    let v = r.json();
+    let headers: Vec<String> = serde_json::from_value(v["headers"].clone()).unwrap();
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(
+            !headers.contains(&gone.to_string()),
+            "{gone} was forwarded: {headers:?}"
+        );
+    }
+    assert!(headers.contains(&"x-end".to_string()));
+    assert!(!headers
+        .iter()
+        .any(|h| h.starts_with("x-forwarded") || h == "via"));
+    assert_eq!(
+        v["authorization"],
+        serde_json::json!(["Bearer tok-1"]),
+        "Connection: Authorization must not drop the token"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn existing_authorization_policies() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let ups = format!(
+        "{}  keep:\n    url: {}\n    match: [keep.example.com]\n    client: idp\n    existing_authorization: keep\n  reject:\n    url: {}\n    match: [reject.example.com]\n    client: idp\n    existing_authorization: reject\n",
+        inventory(&echo, ""),
+        echo.url(),
+        echo.url()
+    );
+    let p = start(&idp, FWD, &ups).await;
+    let fwd = p.forward_addr.unwrap();
+    let app_auth = "Authorization: Bearer from-app\r\n";
+    let r = get(fwd, "http://inventory.example.com/", "x", app_auth).await;
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!(["Bearer tok-1"]),
+        "overwrite leaves exactly one"
+    );
+    let r = get(fwd, "http://keep.example.com/", "x", app_auth).await;
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!(["Bearer from-app"])
+    );
+    let r = get(fwd, "http://keep.example.com/", "x", "").await;
+    assert!(r.json()["authorization"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer tok-"));
+    let r = get(fwd, "http://reject.example.com/", "x", app_auth).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
+    assert_eq!(r.json()["upstream"], "reject");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn unmatched_passthrough_and_deny() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(
+        &idp,
+        "  listen: 127.0.0.1:0\n  unmatched: deny",
+        &inventory(&echo, ""),
+    )
+    .await;
+    let r = get(
+        p.forward_addr.unwrap(),
+        &format!("{}/x", echo.url()),
+        "x",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let v = r.json();
+    assert_eq!(
+        (v["error"].as_str(), v["upstream"].as_str()),
+        (Some("unmatched_denied"), Some("unmatched"))
+    );
+    assert_eq!(echo.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    assert!(
+        metrics.contains(r#"tokenproxy_requests_total{code="403",upstream="unmatched"} 1"#),
+        "{metrics}"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn single_flight_on_cold_start() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    *idp.default_delay.lock().unwrap() = Duration::from_millis(500);
+    let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
+    let addr = p.reverse_addrs["inventory"];
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/r{i}"), "x", "").await }))
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.json()["authorization"],
+            serde_json::json!(["Bearer tok-1"])
+        );
+    }
+    assert_eq!(
+        idp.calls(),
+        1,
+        "1000 concurrent requests must share one token fetch"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_tunnels_unmatched_and_refuses_matched() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    // What Python requests sends for https:// through HTTPS_PROXY: HTTP/1.0, no Host header.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(fwd).await.unwrap();
+    s.write_all(format!("CONNECT {} HTTP/1.0\r\n\r\n", echo.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 19];
+    s.read_exact(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(
+        head.starts_with("HTTP/1.") && head[8..].starts_with(" 200"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        rest.push(b[0]);
+        if rest.ends_with(b"\r\n\r\n") || rest == b"\n" {
+            break;
+        }
+    }
+    s.write_all(b"GET /through-tunnel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let r = parse_response(&buf);
+    assert_eq!(r.json()["uri"], "/through-tunnel");
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!([]),
+        "a tunnel carries no token"
+    );
+
+    let r = raw(fwd, "CONNECT inventory.example.com:443 HTTP/1.1\r\nHost: inventory.example.com:443\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "tunnel_refused");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("http:// URL"));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_401_refreshes_and_replays_once() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    echo.accepted.lock().unwrap().push("tok-2".into());
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    let body = "{\"a\":1}";
+    let req = format!("POST http://inventory.example.com/401 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let r = raw(fwd, &req).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!(["Bearer tok-2"])
+    );
+    assert_eq!(r.json()["body"], body, "the buffered body is replayed");
+    assert_eq!(idp.calls(), 2);
+    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    assert!(
+        metrics.contains(r#"tokenproxy_upstream_auth_retries_total{upstream="inventory"} 1"#),
+        "{metrics}"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_that_always_says_401_causes_no_fetch_storm() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    for _ in 0..20 {
+        let r = get(fwd, "http://inventory.example.com/401", "x", "").await;
+        assert_eq!(r.status, 401);
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    }
+    assert_eq!(
+        idp.calls(),
+        2,
+        "one start fetch plus one forced refresh within the interval"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_unavailable_is_a_clear_503_and_not_forwarded() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    for _ in 0..50 {
+        idp.push(Answer::json(500, r#"{"error":"server_error"}"#));
+    }
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    eventually(|| idp.calls() >= 1).await;
+    let r = get(
+        p.forward_addr.unwrap(),
+        "http://inventory.example.com/",
+        "x",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["error"], "token_unavailable");
+    assert_eq!(v["upstream"], "inventory");
+    assert!(v["message"].as_str().unwrap().contains("HTTP 500"), "{v}");
+    assert_eq!(
+        echo.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never forwarded without its token"
+    );
+    let ready = get(p.admin_addr.unwrap(), "/readyz", "x", "").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["missing"][0]["upstream"], "inventory");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_errors_map_to_502_504_and_redirects_are_relayed() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ups = format!(
+        "{}  down:\n    url: http://{closed}\n    match: [down.example.com]\n    client: idp\n",
+        inventory(&echo, "")
+    );
+    let p = start(
+        &idp,
+        "  listen: 127.0.0.1:0\n  request_timeout: 300ms",
+        &ups,
+    )
+    .await;
+    let fwd = p.forward_addr.unwrap();
+    let r = get(fwd, "http://down.example.com/", "x", "").await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (502, Some("upstream_unreachable"))
+    );
+    let r = get(fwd, "http://inventory.example.com/slow", "x", "").await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (504, Some("upstream_timeout"))
+    );
+    let r = get(fwd, "http://inventory.example.com/redirect", "x", "").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://elsewhere.example/")
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_targets_get_400() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    for target in [
+        "http://user:pass@inventory.example.com/",
+        "/origin-form",
+        "http://0x7f.1/",
+    ] {
+        let r = get(fwd, target, "inventory.example.com", "").await;
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+    }
+    let r = raw(fwd, "GET http://inventory.example.com/ HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(echo.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    *idp.default_delay.lock().unwrap() = Duration::from_millis(300);
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let admin = p.admin_addr.unwrap();
+    let r = get(admin, "/readyz", "x", "").await;
+    assert_eq!(r.status, 503, "not ready before the first token");
+    assert_eq!(
+        r.json()["missing"][0]["reason"],
+        "waiting for the first token"
+    );
+    eventually(|| idp.calls() == 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(admin, "/readyz", "x", "").await.status, 200);
+    assert_eq!(get(admin, "/livez", "x", "").await.status, 200);
+    assert_eq!(
+        get(
+            p.forward_addr.unwrap(),
+            "http://inventory.example.com/",
+            "x",
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    let status = get(admin, "/status", "x", "").await;
+    let up = &status.json()["upstreams"][0];
+    assert_eq!(up["upstream"], "inventory");
+    assert_eq!(up["client"], "idp");
+    assert_eq!(up["state"], "valid");
+    assert_eq!(up["fetches"], 1);
+    let secs = up["seconds_to_expiry"].as_u64().unwrap();
+    assert!(secs > 3000 && secs <= 3600, "{secs}");
+    assert!(!status.body.contains("tok-1") && !status.body.contains("s3cret"));
+    let metrics = get(admin, "/metrics", "x", "").await.body;
+    for name in [
+        "tokenproxy_requests_total",
+        "tokenproxy_request_duration_seconds",
+        "tokenproxy_token_fetches_total",
+        "tokenproxy_token_fetch_duration_seconds",
+        "tokenproxy_token_expiry_timestamp_seconds",
+        "tokenproxy_upstream_auth_retries_total",
+        "tokenproxy_config_reloads_total",
+        "tokenproxy_config_last_reload_successful",
+        "tokenproxy_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} missing from /metrics"
+        );
+    }
+    assert!(!metrics.contains("tok-1") && !metrics.contains("s3cret"));
+    assert_eq!(
+        raw(
+            admin,
+            "POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .status,
+        405
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_bodies_are_forwarded_small_and_large() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
+    let addr = p.reverse_addrs["inventory"];
+    for size in [10usize, 200 * 1024] {
+        let body = "x".repeat(size);
+        let req = format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n{body}");
+        let r = raw(addr, &req).await;
+        assert_eq!(r.json()["body"].as_str().unwrap().len(), size);
+    }
+    let chunked = "PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    assert_eq!(raw(addr, chunked).await.json()["body"], "abcde");
+    p.shutdown().await;
+}
