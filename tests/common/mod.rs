@@ -1,6 +1,6 @@
 //! Test peers on 127.0.0.1:0: a scripted authorization server that counts calls, an echo
 //! upstream, and a raw HTTP/1.1 client (so tests control every byte they send).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
