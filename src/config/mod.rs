@@ -3,7 +3,8 @@
 //! `raw` mirrors the YAML file; `validate` turns it into the typed values below, expanding
 //! `${VAR}`, parsing addresses and durations and cross-checking references, and names the key
 //! and line of every problem it finds (all of them, not just the first). [`Config::from_yaml`]
-//! does no I/O beyond checking that secret sources can be read; [`Config::load`] reads a file.
+//! does no I/O; [`Config::load`] reads a file and also checks that every secret source can be
+//! read and every referenced file exists.
 
 mod locate;
 pub mod raw;
@@ -211,18 +212,24 @@ fn render(problems: &[Problem]) -> String {
 }
 
 impl Config {
-    /// Parses and validates YAML text. Secret sources are checked for readability.
+    /// Parses and validates YAML text, without touching secret sources or files.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        validate::from_yaml(text).map_err(ConfigError::Invalid)
+        validate::from_yaml(text, false).map_err(ConfigError::Invalid)
     }
 
-    /// Reads and validates a config file.
+    /// Like [`Config::from_yaml`], and also reads every secret source and checks every
+    /// referenced file, so a missing secret is reported with its line before start.
+    pub fn from_yaml_checked(text: &str) -> Result<Config, ConfigError> {
+        validate::from_yaml(text, true).map_err(ConfigError::Invalid)
+    }
+
+    /// Reads a config file and validates it with [`Config::from_yaml_checked`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_yaml(&text)
+        Config::from_yaml_checked(&text)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamConfig>> {

@@ -1,0 +1,125 @@
+//! Config parsing and validation: shipped examples, valid and invalid fixtures.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokenproxy::config::{
+    AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource, Unmatched,
+};
+
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_shipped_example_config_parses() {
+    std::env::set_var("PARTNER_CLIENT_ID", "reports-client");
+    for path in yaml_files("config") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = Config::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!config.upstreams.is_empty(), "{}", path.display());
+    }
+}
+
+#[test]
+fn valid_fixtures_pass_the_full_check() {
+    for path in yaml_files("tests/fixtures/config/valid") {
+        Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[test]
+fn invalid_fixtures_name_the_key_and_line() {
+    for path in yaml_files("tests/fixtures/config/invalid") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap();
+        let err = Config::load(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{} was accepted", path.display()));
+        let shown = err.to_string();
+        assert!(
+            shown.contains(expect),
+            "{}:\n  want: {expect}\n  got:  {shown}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid/bad-values.yaml");
+    let shown = Config::load(&path).err().unwrap().to_string();
+    for want in [
+        "line 3: proxy.request_timeout",
+        "line 4: proxy.listen: \"0.0.0.0\" is not an IP:PORT address",
+        "line 13: upstreams.inventory.match: bad host pattern \"a.*.example.com\"",
+        "line 15: upstreams.inventory.scopes: scope \"inventory read\" is not a valid scope token",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
+    }
+}
+
+#[test]
+fn everything_fixture_has_the_values_written() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/everything.yaml");
+    let c = Config::load(&path).unwrap();
+    let home = std::env::var("HOME").unwrap();
+    assert_eq!(c.proxy.listen, Some("127.0.0.1:3128".parse().unwrap()));
+    assert_eq!(c.proxy.unmatched, Unmatched::Deny);
+    assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));
+    assert_eq!(c.admin.listen, Some("[::1]:9901".parse().unwrap()));
+    assert_eq!(c.tokens.backoff_min, Duration::from_millis(500));
+    assert_eq!(c.tokens.replay_body_limit, 1024);
+    let idp = &c.clients["idp"];
+    assert_eq!(idp.client_id, home);
+    assert_eq!(idp.client_secret, SecretSource::Env("HOME".into()));
+    assert_eq!(idp.auth_method, AuthMethod::ClientSecretPost);
+    let inv = c.upstream("inventory").unwrap();
+    let url = inv.url.as_ref().unwrap();
+    assert_eq!(
+        (
+            url.scheme,
+            url.host.as_str(),
+            url.port,
+            url.base_path.as_str()
+        ),
+        (Scheme::Https, "inventory.example.com", 8443, "/api")
+    );
+    assert_eq!(inv.listen, Some("127.0.0.1:8081".parse().unwrap()));
+    assert_eq!(inv.match_hosts.len(), 2);
+    assert_eq!(inv.request.params["tenant"], "acme");
+    assert_eq!(inv.existing_authorization, ExistingAuthorization::Keep);
+    let legacy = c.upstream("legacy").unwrap();
+    assert!(legacy.allow_plaintext);
+    assert_eq!(
+        legacy.match_hosts[0].to_string(),
+        "legacy.internal",
+        "default match is the url's host"
+    );
+    assert!(c.upstream("local").unwrap().url.is_none());
+}
+
+#[test]
+fn debug_of_a_config_masks_literal_secrets() {
+    let c = Config::from_yaml(
+        "clients:\n  idp:\n    token_endpoint: https://idp/t\n    client_id: a\n    client_secret: canary-Secret-4242\nupstreams: {}\n",
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("canary-Secret-4242"), "{shown}");
+}
