@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""End-to-end checks of the real tokenproxy binary against real peers.
+
+Authorization server: oidc-provider (idp.mjs), issuing JWT access tokens.
+Upstream: nginx, echoing the Authorization header it receives, plus a 401 location.
+Apps: curl (forward listener via -x, reverse listener) and Python requests (HTTP_PROXY,
+HTTPS_PROXY tunnel). Every process started here is stopped here, by PID.
+
+Usage: check.py TOKENPROXY_BINARY
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import jwt
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHORT_TTL = 4
+PROCS = []
+FAILURES = []
+PASSED = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, argv, env=None, log=None):
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    p = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    PROCS.append((name, p))
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_http(url, want=200, timeout=20):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            r = requests.get(url, timeout=2, proxies={"http": None, "https": None})
+            if r.status_code == want:
+                return r
+            last = r.status_code
+        except requests.RequestException as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {want} within {timeout}s (last: {last})")
+
+
+def check(name, fn):
+    try:
+        fn()
+        PASSED.append(name)
+        print(f"ok   {name}", flush=True)
+    except Exception as e:  # noqa: BLE001 - report every failure, keep going
+        FAILURES.append(name)
+        print(f"FAIL {name}: {e!r}", flush=True)
+
+
+def curl(*args):
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args],
+                       capture_output=True, text=True, timeout=20, env={k: v for k, v in os.environ.items()
+                                                                         if "proxy" not in k.lower()})
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+class Env:
+    def __init__(self, binary, tmp):
+        self.binary, self.tmp = binary, tmp
+        self.idp_port, self.http_port, self.tls_port = free_port(), free_port(), free_port()
+        self.fwd_port, self.rev_port, self.admin_port = free_port(), free_port(), free_port()
+        self.basic_secret = "e2e-basic-" + os.urandom(8).hex()
+        self.post_secret = "e2e-post-" + os.urandom(8).hex()
+        self.idp = None
+        self.tokens_seen = set()
+
+    @property
+    def fwd(self):
+        return f"http://127.0.0.1:{self.fwd_port}"
+
+    def admin(self, path):
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def start_idp(self):
+        self.idp = start("oidc-provider", ["node", os.path.join(HERE, "idp.mjs")], env={
+            "IDP_PORT": str(self.idp_port), "BASIC_SECRET": self.basic_secret,
+            "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL)},
+            log=os.path.join(self.tmp, "idp.log"))
+        wait_http(f"http://127.0.0.1:{self.idp_port}/.well-known/openid-configuration")
+
+    def stats(self):
+        return requests.get(f"http://127.0.0.1:{self.idp_port}/__stats", timeout=5,
+                            proxies={"http": None}).json()
+
+    def start_nginx(self):
+        cert, key = os.path.join(self.tmp, "tls.crt"), os.path.join(self.tmp, "tls.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        self.cert = cert
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(os.path.join(HERE, "nginx.conf.in")) as f:
+            text = f.read()
+        for k, v in {"TMP": self.tmp, "HTTP_PORT": self.http_port, "TLS_PORT": self.tls_port,
+                     "CERT": cert, "KEY": key}.items():
+            text = text.replace("@" + k + "@", str(v))
+        with open(conf, "w") as f:
+            f.write(text)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        start("nginx", [nginx, "-p", self.tmp, "-c", conf, "-g", "daemon off;"],
+              log=os.path.join(self.tmp, "nginx.out"))
+        wait_http(f"http://127.0.0.1:{self.http_port}/plain")
+
+    def start_tokenproxy(self):
+        with open(os.path.join(HERE, "tokenproxy.yaml.in")) as f:
+            text = f.read()
+        for k, v in {"IDP_PORT": self.idp_port, "HTTP_PORT": self.http_port, "FWD_PORT": self.fwd_port,
+                     "REV_PORT": self.rev_port, "ADMIN_PORT": self.admin_port}.items():
+            text = text.replace("@" + k + "@", str(v))
+        cfg = os.path.join(self.tmp, "tokenproxy.yaml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        self.log = os.path.join(self.tmp, "tokenproxy.log")
+        self.proxy = start("tokenproxy", [self.binary, "run", "-c", cfg], log=self.log,
+                           env={"RUST_LOG": "debug", "E2E_BASIC_SECRET": self.basic_secret,
+                                "E2E_POST_SECRET": self.post_secret})
+        wait_http(self.admin("/readyz"))
+
+    def verify(self, authorization, audience, client_id, scope):
+        assert authorization.startswith("Bearer "), f"no bearer token: {authorization[:40]!r}"
+        token = authorization[len("Bearer "):]
+        self.tokens_seen.add(token)
+        keys = jwt.PyJWKClient(f"http://127.0.0.1:{self.idp_port}/jwks")
+        key = keys.get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=audience,
+                            issuer=f"http://127.0.0.1:{self.idp_port}")
+        assert claims["client_id"] == client_id, claims
+        assert scope in claims["scope"].split(), claims
+        return claims
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    tmp = tempfile.mkdtemp(prefix="tokenproxy-e2e-")
+    env = Env(binary, tmp)
+    started = time.time()
+    try:
+        env.start_nginx()
+        env.start_idp()
+        env.start_tokenproxy()
+        run_checks(env)
+    finally:
+        for _, p in reversed(PROCS):
+            stop(p)
+        if FAILURES:
+            for name in ("tokenproxy.log", "idp.log", "error.log"):
+                path = os.path.join(tmp, name)
+                if os.path.exists(path):
+                    print(f"--- {name} (last 40 lines)")
+                    with open(path, errors="replace") as f:
+                        print("".join(f.readlines()[-40:]))
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"e2e: {len(PASSED)} passed, {len(FAILURES)} failed ({time.time() - started:.0f}s)")
+    sys.exit(1 if FAILURES else 0)
+
+
+def run_checks(env):
+    inv = ("https://inventory.e2e.test", "basic-client", "inventory:read")
+
+    def forward_curl():
+        for _ in range(20):
+            code, body = curl("-x", env.fwd, "http://inventory.e2e.test/echo")
+            assert code == 200, (code, body)
+            env.verify(body, *inv)
+    check("curl through the forward listener gets a verified JWT (client_secret_basic)", forward_curl)
+
+    def python_http_proxy():
+        os.environ["HTTP_PROXY"] = env.fwd
+        try:
+            s = requests.Session()
+            for _ in range(20):
+                r = s.get("http://orders.e2e.test/echo", timeout=10)
+                assert r.status_code == 200, (r.status_code, r.text)
+                env.verify(r.text, "https://orders.e2e.test", "post-client", "orders:read")
+        finally:
+            del os.environ["HTTP_PROXY"]
+    check("Python requests via HTTP_PROXY gets a verified JWT (client_secret_post)", python_http_proxy)
+
+    def reverse_curl():
+        for _ in range(5):
+            code, body = curl(f"http://127.0.0.1:{env.rev_port}/echo")
+            assert code == 200, (code, body)
+            env.verify(body, *inv)
+    check("curl against the reverse listener gets a verified JWT", reverse_curl)
+
+    def one_fetch_per_upstream():
+        s = env.stats()
+        assert s.get("basic-client https://inventory.e2e.test") == 1, s
+        assert s.get("post-client https://orders.e2e.test") == 1, s
+    check("the server saw exactly one token request per upstream", one_fetch_per_upstream)
+
+    def https_tunnel():
+        r = requests.get(f"https://127.0.0.1:{env.tls_port}/plain", timeout=10, verify=env.cert,
+                         proxies={"https": env.fwd})
+        assert r.status_code == 200 and r.text.strip() == "plain", (r.status_code, r.text)
+    check("Python requests through HTTPS_PROXY tunnels an unmatched https:// host", https_tunnel)
+
+    def matched_connect_refused():
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_connect}",
+                            "-x", env.fwd, "https://inventory.e2e.test/echo"], capture_output=True, text=True)
+        assert r.stdout == "403", r.stdout
+    check("CONNECT to a host that gets tokens is refused", matched_connect_refused)
+
+    def replay_401():
+        before = env.stats().get("basic-client https://authfail.e2e.test", 0)
+        code, body = curl("-x", env.fwd, "http://authfail.e2e.test/401")
+        assert code == 401, (code, body)
+        after = env.stats().get("basic-client https://authfail.e2e.test", 0)
+        assert after == before + 1, (before, after)
+        metrics = requests.get(env.admin("/metrics"), timeout=5).text
+        assert 'tokenproxy_upstream_auth_retries_total{upstream="authfail"} 1' in metrics, metrics
+    check("an upstream 401 causes exactly one refresh-and-replay", replay_401)
+
+    def short_lifetimes():
+        distinct, deadline = set(), time.time() + 3.5 * SHORT_TTL
+        while time.time() < deadline:
+            code, body = curl("-x", env.fwd, "http://short.e2e.test/echo")
+            assert code == 200, (code, body)
+            claims = env.verify(body, "https://short.e2e.test", "basic-client", "short:read")
+            assert claims["exp"] > time.time(), "an expired token was injected"
+            distinct.add(body)
+            time.sleep(0.1)
+        fetched = env.stats().get("basic-client https://short.e2e.test", 0)
+        assert len(distinct) >= 3, f"only {len(distinct)} tokens across 3.5 lifetimes"
+        assert fetched <= 6, f"{fetched} fetches for ~3.5 lifetimes"
+    check(f"tokens are refreshed before expiry across several {SHORT_TTL}s lifetimes, no request fails",
+          short_lifetimes)
+
+    def server_down_and_back():
+        stop(env.idp)
+        codes = []
+        deadline = time.time() + 2 * SHORT_TTL
+        while time.time() < deadline:
+            code, body = curl("-x", env.fwd, "http://short.e2e.test/echo")
+            codes.append(code)
+            if code == 503:
+                err = json.loads(body)
+                assert err["error"] == "token_unavailable" and err["upstream"] == "short", err
+                break
+            assert code == 200, (code, body)
+            time.sleep(0.1)
+        assert codes[0] == 200, f"the token in hand should serve first: {codes[:5]}"
+        assert codes[-1] == 503, f"never reached 503 after expiry: {codes[-5:]}"
+        assert requests.get(env.admin("/readyz"), timeout=5).status_code == 503
+        env.start_idp()
+        wait_http(env.admin("/readyz"), timeout=15)
+        code, body = curl("-x", env.fwd, "http://short.e2e.test/echo")
+        assert code == 200, (code, body)
+    check("with the server stopped: serves until expiry, then 503 token_unavailable, then recovers",
+          server_down_and_back)
+
+    def no_secret_in_logs():
+        with open(env.log, errors="replace") as f:
+            log = f.read()
+        assert "token obtained" in log, "debug log missing"
+        for canary in [env.basic_secret, env.post_secret, *env.tokens_seen]:
+            assert canary not in log, "a secret or token reached the log"
+        for path in ["/metrics", "/status", "/readyz"]:
+            text = requests.get(env.admin(path), timeout=5).text
+            for canary in [env.basic_secret, env.post_secret, *env.tokens_seen]:
+                assert canary not in text, f"a secret or token reached {path}"
+    check("no secret or token in logs or admin output", no_secret_in_logs)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    main()

@@ -1,0 +1,68 @@
+// Authorization server for the end-to-end tests: oidc-provider with the client-credentials
+// grant and resource indicators (which make it issue JWT access tokens), on 127.0.0.1.
+//
+// Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource).
+// GET /__stats answers {"<client_id> <resource>": count} of successful token requests, so the
+// test can check that tokenproxy fetched exactly one token per upstream.
+import Provider, { errors } from 'oidc-provider';
+
+const port = Number(process.env.IDP_PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const shortTtl = Number(process.env.SHORT_TTL || 4);
+
+const resources = {
+  'https://inventory.e2e.test': { scope: 'inventory:read inventory:write', ttl: 3600 },
+  'https://orders.e2e.test': { scope: 'orders:read', ttl: 3600 },
+  'https://authfail.e2e.test': { scope: 'authfail:read', ttl: 3600 },
+  'https://short.e2e.test': { scope: 'short:read', ttl: shortTtl },
+};
+const allScopes = Object.values(resources).flatMap((r) => r.scope.split(' '));
+
+const client = (id, secret, method) => ({
+  client_id: id,
+  client_secret: secret,
+  grant_types: ['client_credentials'],
+  redirect_uris: [],
+  response_types: [],
+  token_endpoint_auth_method: method,
+  scope: allScopes.join(' '),
+});
+
+const provider = new Provider(issuer, {
+  clients: [
+    client('basic-client', process.env.BASIC_SECRET, 'client_secret_basic'),
+    client('post-client', process.env.POST_SECRET, 'client_secret_post'),
+  ],
+  scopes: allScopes,
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (_ctx, _client, oneOf) => oneOf,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (_ctx, resource) => {
+        const r = resources[resource];
+        if (!r) throw new errors.InvalidTarget();
+        return { scope: r.scope, audience: resource, accessTokenTTL: r.ttl, accessTokenFormat: 'jwt' };
+      },
+    },
+  },
+});
+
+const stats = {};
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'GET' && ctx.path === '/__stats') {
+    ctx.body = stats;
+    return;
+  }
+  await next();
+  if (ctx.method === 'POST' && ctx.path === '/token' && ctx.status === 200) {
+    const key = `${ctx.oidc?.client?.clientId} ${ctx.oidc?.params?.resource}`;
+    stats[key] = (stats[key] || 0) + 1;
+  }
+});
+
+provider.listen(port, '127.0.0.1', () => {
+  console.log(`idp listening on ${issuer}`);
+});

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# End-to-end tests: the real tokenproxy binary against oidc-provider (authorization server)
+# and nginx (upstream), with curl and Python requests as the apps. Installs what it needs on a
+# fresh Debian machine, runs bounded (check.py stops every process it started, by PID), and
+# exits non-zero on any failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "e2e: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# nginx-light's package starts a system nginx on port 80; we run our own on loopback ports.
+
+echo "e2e: npm ci (oidc-provider)"
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
+
+echo "e2e: building tokenproxy"
+(cd "$root" && cargo build --quiet --bin tokenproxy)
+
+timeout 600 "$venv/bin/python" "$here/check.py" "$root/target/debug/tokenproxy"
