@@ -8,14 +8,20 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_tokenproxy");
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/config/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/config/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 #[test]
 fn version_help_and_usage_errors() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("tokenproxy {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tokenproxy {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for sub in ["run", "validate", "demo"] {
@@ -23,27 +29,57 @@ fn version_help_and_usage_errors() {
     }
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN).args(["run", "--log-format", "xml", "-c", "x"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--log-format", "xml", "-c", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn validate_exits_0_or_78_with_the_line() {
-    let ok = Command::new(BIN).args(["validate", "-c", &fixture("valid/minimal.yaml")]).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
-    let bad = Command::new(BIN).args(["validate", "--config", &fixture("invalid/unknown-client.yaml")]).output().unwrap();
+    let ok = Command::new(BIN)
+        .args(["validate", "-c", &fixture("valid/minimal.yaml")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = Command::new(BIN)
+        .args([
+            "validate",
+            "--config",
+            &fixture("invalid/unknown-client.yaml"),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(78));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("line 10: upstreams.inventory.client: unknown client"), "{err}");
+    assert!(
+        err.contains("line 10: upstreams.inventory.client: unknown client"),
+        "{err}"
+    );
     let env = Command::new(BIN)
         .arg("validate")
-        .env("TOKENPROXY_CONFIG", fixture("invalid/missing-secret-file.yaml"))
+        .env(
+            "TOKENPROXY_CONFIG",
+            fixture("invalid/missing-secret-file.yaml"),
+        )
         .output()
         .unwrap();
     assert_eq!(env.status.code(), Some(78), "TOKENPROXY_CONFIG is read");
-    let run = Command::new(BIN).args(["run", "-c", &fixture("invalid/unknown-key.yaml")]).output().unwrap();
+    let run = Command::new(BIN)
+        .args(["run", "-c", &fixture("invalid/unknown-key.yaml")])
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(78));
-    let missing = Command::new(BIN).args(["validate", "-c", "/nonexistent/tokenproxy.yaml"]).output().unwrap();
+    let missing = Command::new(BIN)
+        .args(["validate", "-c", "/nonexistent/tokenproxy.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(78));
 }
 
@@ -51,9 +87,17 @@ fn validate_exits_0_or_78_with_the_line() {
 fn demo_shows_an_injected_token() {
     let out = Command::new(BIN).args(["demo", "--once"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("DEMONSTRATION ONLY"));
-    assert_eq!(stdout.matches(r#""authorization":"Bearer demo-"#).count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches(r#""authorization":"Bearer demo-"#).count(),
+        2,
+        "{stdout}"
+    );
     assert!(stdout.contains("curl -x http://127.0.0.1:"));
     assert!(stdout.contains("Token requests made to the authorization server: 1"));
 }
@@ -84,7 +128,10 @@ fn sigterm_stops_gracefully_with_exit_0_and_json_logs() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["fields"]["message"], "tokenproxy started");
     std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let mut rest = String::new();
