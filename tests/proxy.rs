@@ -510,3 +510,58 @@ async fn request_bodies_are_forwarded_small_and_large() {
     assert_eq!(raw(addr, chunked).await.json()["body"], "abcde");
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn bad_token_answers_are_counted_retried_and_never_injected() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    idp.push(Answer::json(200, "<html>maintenance</html>"));
+    idp.push(Answer::json(
+        200,
+        r#"{"access_token":"evil\r\nX-Injected: 1","token_type":"Bearer"}"#,
+    ));
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    // backoff_min is 100ms in the test config: two refusals, then a good token.
+    eventually(|| idp.calls() == 3).await;
+    let r = get(
+        p.forward_addr.unwrap(),
+        "http://inventory.example.com/",
+        "x",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!(["Bearer tok-3"])
+    );
+    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    assert!(
+        metrics.contains(
+            r#"tokenproxy_token_fetches_total{outcome="invalid_response",upstream="inventory"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains(r#"tokenproxy_token_fetches_total{outcome="success",upstream="inventory"} 1"#));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_401_on_a_body_too_large_to_replay_is_returned_and_the_next_request_is_renewed() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    echo.accepted.lock().unwrap().push("tok-2".into());
+    let p = start(&idp, FWD, &inventory(&echo, "")).await;
+    let fwd = p.forward_addr.unwrap();
+    let body = "x".repeat(70 * 1024);
+    let req = format!("POST http://inventory.example.com/401 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let r = raw(fwd, &req).await;
+    assert_eq!(r.status, 401, "a streamed body cannot be replayed");
+    eventually(|| idp.calls() == 2).await;
+    let r = get(fwd, "http://inventory.example.com/401", "x", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["authorization"],
+        serde_json::json!(["Bearer tok-2"])
+    );
+    p.shutdown().await;
+}

@@ -190,7 +190,13 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError>
         return Err(InvalidResponse::TooLarge(MAX_BODY).into());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+    // The server has answered; a body that stalls or breaks is a bad answer, not a transport
+    // failure. The client's total timeout bounds a slow drip.
+    let unreadable = |e: reqwest::Error| match transport(e) {
+        FetchError::Transport(msg) => FetchError::Invalid(InvalidResponse::BodyUnreadable(msg)),
+        other => other,
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(unreadable)? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(InvalidResponse::TooLarge(MAX_BODY).into());
         }

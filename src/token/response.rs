@@ -81,6 +81,8 @@ pub enum InvalidResponse {
     TooLarge(usize),
     #[error("answered with redirect {0}; redirects are not followed")]
     Redirect(u16),
+    #[error("body could not be read in time: {0}")]
+    BodyUnreadable(String),
 }
 
 /// A token as issued, with the lifetime it will be trusted for.

@@ -135,34 +135,43 @@ impl TokenSource {
             .filter(|t| t.usable_until > Instant::now())
     }
 
-    /// A usable token, waiting for the first fetch if need be (bounded by `wait_timeout`).
-    /// Fails at once when the last fetch failed and no usable token is left.
+    /// A usable token, waiting for the next fetch if there is none (bounded by
+    /// `wait_timeout`). While fetches are failing, a request waits for at most one more
+    /// attempt, and fails at once when that attempt is not due before its deadline, so an
+    /// outage answers quickly instead of holding every request for `wait_timeout`.
     pub async fn get(&self) -> Result<Arc<Token>, Unavailable> {
         if let Some(t) = self.current() {
             return Ok(t);
         }
         let deadline = Instant::now() + self.shared.settings.wait_timeout;
         let mut rx = self.shared.changed.subscribe();
+        let mut saw_attempt = false;
         loop {
             if let Some(t) = self.current() {
                 return Ok(t);
             }
-            if let Some(err) = self.failing() {
-                return Err(Unavailable { reason: err });
+            if let Some((err, next)) = self.failing() {
+                if saw_attempt || next.is_none_or(|n| n > deadline) {
+                    return Err(Unavailable { reason: err });
+                }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => saw_attempt = true,
                 Ok(Err(_)) => return Err(self.unavailable("token source stopped")),
                 Err(_) => return Err(self.unavailable("timed out waiting for a token")),
             }
         }
     }
 
-    fn failing(&self) -> Option<String> {
+    /// The last error and the next attempt, while fetches are failing.
+    fn failing(&self) -> Option<(String, Option<Instant>)> {
         let status = self.lock_status();
         (status.consecutive_failures > 0).then(|| {
             let last = status.last_error.as_deref().unwrap_or("token fetch failed");
-            format!("no valid token; last error: {last}")
+            (
+                format!("no valid token; last error: {last}"),
+                status.next_attempt,
+            )
         })
     }
 
@@ -256,9 +265,7 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
 fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> Duration {
     let s = &shared.settings;
     let lifetime = issued.lifetime.min(s.max_lifetime);
-    // Lifetime counts from when we asked; keep a skew so a token is never sent at its last
-    // instant, small enough for short-lived tokens to stay useful.
-    let skew = (lifetime / 10).min(Duration::from_secs(30));
+    let usable = lifetime - expiry_skew(lifetime);
     let same = shared
         .current
         .load()
@@ -266,7 +273,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         .is_some_and(|t| issued.same_token_header(&t.header));
     shared.current.store(Some(Arc::new(Token {
         header: issued.token.header().clone(),
-        usable_until: started + lifetime - skew,
+        usable_until: started + usable,
     })));
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -283,7 +290,19 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         status.consecutive_failures = 0;
     }
     tracing::info!(upstream = %shared.upstream, expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
-    lifetime.mul_f64(0.75 + 0.05 * jitter())
+    // 75-80% of the lifetime, and in any case well before the token stops being usable.
+    lifetime
+        .mul_f64(0.75 + 0.05 * jitter())
+        .min(usable.mul_f64(0.9))
+}
+
+/// How long before the server's expiry a token stops being sent. Lifetime counts from when we
+/// asked, and servers state `exp`/`expires_in` in whole seconds from their own clock, so a
+/// tenth of the lifetime, at least 1 s and at most 30 s, but never more than half.
+pub fn expiry_skew(lifetime: Duration) -> Duration {
+    (lifetime / 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
+        .min(lifetime / 2)
 }
 
 fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
@@ -339,4 +358,18 @@ pub fn retry_delay(s: &TokenSettings, e: &FetchError, failures: u32, jitter: Jit
 /// data that stays consistent).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_skew_is_a_tenth_clamped() {
+        let s = Duration::from_secs;
+        assert_eq!(expiry_skew(s(100)), s(10));
+        assert_eq!(expiry_skew(s(4)), s(1));
+        assert_eq!(expiry_skew(s(3600)), s(30));
+        assert_eq!(expiry_skew(s(1)), Duration::from_millis(500));
+    }
 }
