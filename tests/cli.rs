@@ -1,5 +1,5 @@
 //! The real binary: flags, exit codes, the demo, and a graceful stop on SIGTERM.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};

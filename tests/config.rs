@@ -1,5 +1,5 @@
 //! Config parsing and validation: shipped examples, valid and invalid fixtures.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Token lifecycle on a paused tokio clock: refresh timing, backoff, Retry-After, stale tokens,
 //! waiting requests, single-flight. The clock is virtual, so timings are asserted exactly.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! In-process integration tests of the request path: a fake authorization server and an echo
 //! upstream on port 0, the proxy started through the library.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
