@@ -60,15 +60,14 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
          upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n"
     );
     let proxy = crate::start(Config::from_yaml(&yaml)?).await?;
-    let (fwd, admin) = match (proxy.forward_addr, proxy.admin_addr) {
-        (Some(f), Some(a)) => (f, a),
-        _ => return Err(DemoError::Check("listeners did not start".into())),
+    let addrs = (
+        proxy.forward_addr(),
+        proxy.admin_addr(),
+        proxy.reverse_addr("demo-api"),
+    );
+    let (Some(fwd), Some(admin), Some(rev)) = addrs else {
+        return Err(DemoError::Check("listeners did not start".into()));
     };
-    let rev = proxy
-        .reverse_addrs
-        .get("demo-api")
-        .copied()
-        .ok_or_else(|| DemoError::Check("no reverse listener".into()))?;
 
     println!(
         "tokenproxy demo: DEMONSTRATION ONLY, everything on 127.0.0.1 with throwaway credentials\n"

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod host;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod snapshot;
@@ -30,14 +31,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use config::Config;
+use listeners::{Listeners, Role};
 use metrics::Metrics;
 use snapshot::{App, Snapshot};
 use token::source::Jitter;
@@ -56,16 +54,12 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// A started proxy: its bound addresses and the handle to stop it.
+/// A started proxy: its bound addresses, reload and stop.
 pub struct Running {
-    pub forward_addr: Option<SocketAddr>,
-    pub admin_addr: Option<SocketAddr>,
-    /// Reverse listeners by upstream name.
-    pub reverse_addrs: BTreeMap<String, SocketAddr>,
     pub app: Arc<App>,
-    stop: watch::Sender<bool>,
-    servers: Vec<JoinHandle<()>>,
-    drain_timeout: Duration,
+    listeners: tokio::sync::Mutex<Listeners>,
+    addrs: std::sync::Mutex<BTreeMap<Role, SocketAddr>>,
+    jitter: Jitter,
 }
 
 /// Production jitter: uniform in [0, 1).
@@ -81,7 +75,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// [`start`] with a chosen jitter source (tests pass a constant for exact timings).
 pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
-    let drain_timeout = config.proxy.drain_timeout;
     let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
     let config = snapshot.config.clone();
     let app = Arc::new(App {
@@ -89,88 +82,96 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
         metrics,
         stopping: AtomicBool::new(false),
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let mut running = Running {
-        forward_addr: None,
-        admin_addr: None,
-        reverse_addrs: BTreeMap::new(),
-        app: app.clone(),
-        stop,
-        servers: Vec::new(),
-        drain_timeout,
+    let mut listeners = Listeners::default();
+    listeners.reconcile(&app, &config).await?;
+    let running = Running {
+        app,
+        addrs: std::sync::Mutex::new(listeners.addrs()),
+        listeners: tokio::sync::Mutex::new(listeners),
+        jitter,
     };
-    if let Some(addr) = config.proxy.listen {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the forward listener is not on loopback: anyone who can reach it can spend this proxy's tokens");
-        }
-        let listener = bind(addr, "forward listener").await?;
-        running.forward_addr = Some(listener.local_addr().unwrap_or(addr));
-        let app = app.clone();
-        let handler = move |req| proxy::forward::handle(app.clone(), req);
-        running.servers.push(tokio::spawn(proxy::server::serve(
-            listener,
-            handler,
-            stop_rx.clone(),
-        )));
-    }
-    for u in &config.upstreams {
-        let Some(addr) = u.listen else { continue };
-        let listener = bind(addr, &format!("reverse listener of {}", u.name)).await?;
-        running
-            .reverse_addrs
-            .insert(u.name.clone(), listener.local_addr().unwrap_or(addr));
-        let (app, name): (_, Arc<str>) = (app.clone(), Arc::from(u.name.as_str()));
-        let handler = move |req| proxy::reverse::handle(app.clone(), name.clone(), req);
-        running.servers.push(tokio::spawn(proxy::server::serve(
-            listener,
-            handler,
-            stop_rx.clone(),
-        )));
-    }
-    if let Some(addr) = config.admin.listen {
-        let listener = bind(addr, "admin listener").await?;
-        running.admin_addr = Some(listener.local_addr().unwrap_or(addr));
-        let app = app.clone();
-        let handler = move |req| admin::handle(app.clone(), req);
-        running.servers.push(tokio::spawn(proxy::server::serve(
-            listener,
-            handler,
-            stop_rx.clone(),
-        )));
-    }
     tracing::info!(
-        forward = ?running.forward_addr,
-        admin = ?running.admin_addr,
-        reverse = ?running.reverse_addrs,
+        listeners = ?running.lock_addrs(),
         upstreams = config.upstreams.len(),
         "tokenproxy started"
     );
     Ok(running)
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr,
-            what: what.to_string(),
-            source,
-        })
-}
-
 impl Running {
-    /// Stops accepting, lets in-flight requests finish within the drain deadline.
+    fn lock_addrs(&self) -> std::sync::MutexGuard<'_, BTreeMap<Role, SocketAddr>> {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn addr(&self, role: &Role) -> Option<SocketAddr> {
+        self.lock_addrs().get(role).copied()
+    }
+
+    pub fn forward_addr(&self) -> Option<SocketAddr> {
+        self.addr(&Role::Forward)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.addr(&Role::Admin)
+    }
+
+    pub fn reverse_addr(&self, upstream: &str) -> Option<SocketAddr> {
+        self.addr(&Role::Reverse(upstream.to_string()))
+    }
+
+    /// Applies a validated config: builds a new snapshot (carrying over token sources whose
+    /// settings did not change), waits for the new sources' first fetch (bounded by
+    /// `wait_timeout`) so requests never switch to an upstream without a token, swaps it in,
+    /// then reconciles the listeners.
+    pub async fn apply(&self, config: Config) -> Result<(), StartError> {
+        let mut listeners = self.listeners.lock().await;
+        let old = self.app.snapshot.load_full();
+        let snap = Snapshot::build(config, &self.app.metrics, Some(&old), self.jitter)?;
+        let wait = snap.config.tokens.wait_timeout;
+        let fresh = snap.upstreams.iter().filter(|u| {
+            !old.upstream(&u.name)
+                .is_some_and(|o| Arc::ptr_eq(&o.tokens, &u.tokens))
+        });
+        let settled = futures_util::future::join_all(fresh.map(|u| u.tokens.settled()));
+        let _ = tokio::time::timeout(wait, settled).await;
+        for gone in old
+            .upstreams
+            .iter()
+            .filter(|u| snap.upstream(&u.name).is_none())
+        {
+            self.app.metrics.forget_upstream(&gone.name);
+        }
+        let config = snap.config.clone();
+        self.app.snapshot.store(Arc::new(snap));
+        let result = listeners.reconcile(&self.app, &config).await;
+        *self.lock_addrs() = listeners.addrs();
+        result
+    }
+
+    /// Graceful stop: `/readyz` turns 503 at once; after `proxy.shutdown_delay` the listeners
+    /// stop accepting and in-flight requests get until `proxy.drain_timeout` to finish.
     /// Returns true if everything drained in time.
-    pub async fn shutdown(self) -> bool {
+    pub async fn shutdown(&self) -> bool {
         self.app.stopping.store(true, Ordering::Relaxed);
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.servers);
-        let drained = tokio::time::timeout(self.drain_timeout, all).await.is_ok();
+        let proxy = self.app.snapshot.load().config.proxy.clone();
+        if !proxy.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_s = proxy.shutdown_delay.as_secs_f64(),
+                "not ready; waiting before closing listeners"
+            );
+            tokio::time::sleep(proxy.shutdown_delay).await;
+        }
+        let drained = self
+            .listeners
+            .lock()
+            .await
+            .shutdown(proxy.drain_timeout)
+            .await;
         if drained {
             tracing::info!("stopped: all connections drained");
         } else {
             tracing::warn!(
-                deadline_s = self.drain_timeout.as_secs(),
+                deadline_s = proxy.drain_timeout.as_secs(),
                 "stopped: drain deadline passed with requests still in flight"
             );
         }

@@ -28,7 +28,7 @@ fn inventory(echo: &Echo, extra: &str) -> String {
 async fn forward_injects_the_token_routed_by_target_not_host_header() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     let r = get(
         fwd,
         "http://Inventory.Example.com./items?x=1",
@@ -89,7 +89,7 @@ async fn client_secret_post_sends_credentials_in_the_body_with_extra_params() {
     let p = tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
         .await
         .unwrap();
-    let r = get(p.reverse_addrs["api"], "/x", "localhost", "").await;
+    let r = get(p.reverse_addr("api").unwrap(), "/x", "localhost", "").await;
     assert_eq!(r.status, 200);
     let seen = idp.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.authorization, None);
@@ -104,9 +104,9 @@ async fn client_secret_post_sends_credentials_in_the_body_with_extra_params() {
 async fn reverse_listener_injects_and_rewrites_host() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
-    assert!(p.forward_addr.is_none());
+    assert!(p.forward_addr().is_none());
     let r = get(
-        p.reverse_addrs["inventory"],
+        p.reverse_addr("inventory").unwrap(),
         "/v1/items?q=a%20b",
         "127.0.0.1",
         "",
@@ -126,7 +126,7 @@ async fn hop_by_hop_and_proxy_headers_are_not_forwarded() {
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
     let extra = "Connection: X-Hop, Authorization\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-End: 2\r\n";
     let r = get(
-        p.forward_addr.unwrap(),
+        p.forward_addr().unwrap(),
         "http://inventory.example.com/",
         "inventory.example.com",
         extra,
@@ -168,7 +168,7 @@ async fn existing_authorization_policies() {
         echo.url()
     );
     let p = start(&idp, FWD, &ups).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     let app_auth = "Authorization: Bearer from-app\r\n";
     let r = get(fwd, "http://inventory.example.com/", "x", app_auth).await;
     assert_eq!(
@@ -203,7 +203,7 @@ async fn unmatched_passthrough_and_deny() {
     )
     .await;
     let r = get(
-        p.forward_addr.unwrap(),
+        p.forward_addr().unwrap(),
         &format!("{}/x", echo.url()),
         "x",
         "",
@@ -216,7 +216,7 @@ async fn unmatched_passthrough_and_deny() {
         (Some("unmatched_denied"), Some("unmatched"))
     );
     assert_eq!(echo.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
-    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    let metrics = get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body;
     assert!(
         metrics.contains(r#"tokenproxy_requests_total{code="403",upstream="unmatched"} 1"#),
         "{metrics}"
@@ -229,7 +229,7 @@ async fn single_flight_on_cold_start() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     *idp.default_delay.lock().unwrap() = Duration::from_millis(500);
     let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
-    let addr = p.reverse_addrs["inventory"];
+    let addr = p.reverse_addr("inventory").unwrap();
     let tasks: Vec<_> = (0..1000)
         .map(|i| tokio::spawn(async move { get(addr, &format!("/r{i}"), "x", "").await }))
         .collect();
@@ -253,7 +253,7 @@ async fn single_flight_on_cold_start() {
 async fn connect_tunnels_unmatched_and_refuses_matched() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     // What Python requests sends for https:// through HTTPS_PROXY: HTTP/1.0, no Host header.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(fwd).await.unwrap();
@@ -304,7 +304,7 @@ async fn upstream_401_refreshes_and_replays_once() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     echo.accepted.lock().unwrap().push("tok-2".into());
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     let body = "{\"a\":1}";
     let req = format!("POST http://inventory.example.com/401 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let r = raw(fwd, &req).await;
@@ -315,7 +315,7 @@ async fn upstream_401_refreshes_and_replays_once() {
     );
     assert_eq!(r.json()["body"], body, "the buffered body is replayed");
     assert_eq!(idp.calls(), 2);
-    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    let metrics = get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body;
     assert!(
         metrics.contains(r#"tokenproxy_upstream_auth_retries_total{upstream="inventory"} 1"#),
         "{metrics}"
@@ -327,7 +327,7 @@ async fn upstream_401_refreshes_and_replays_once() {
 async fn upstream_that_always_says_401_causes_no_fetch_storm() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     for _ in 0..20 {
         let r = get(fwd, "http://inventory.example.com/401", "x", "").await;
         assert_eq!(r.status, 401);
@@ -350,7 +350,7 @@ async fn token_unavailable_is_a_clear_503_and_not_forwarded() {
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
     eventually(|| idp.calls() >= 1).await;
     let r = get(
-        p.forward_addr.unwrap(),
+        p.forward_addr().unwrap(),
         "http://inventory.example.com/",
         "x",
         "",
@@ -366,7 +366,7 @@ async fn token_unavailable_is_a_clear_503_and_not_forwarded() {
         0,
         "never forwarded without its token"
     );
-    let ready = get(p.admin_addr.unwrap(), "/readyz", "x", "").await;
+    let ready = get(p.admin_addr().unwrap(), "/readyz", "x", "").await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["missing"][0]["upstream"], "inventory");
     p.shutdown().await;
@@ -389,7 +389,7 @@ async fn upstream_errors_map_to_502_504_and_redirects_are_relayed() {
         &ups,
     )
     .await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     let r = get(fwd, "http://down.example.com/", "x", "").await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
@@ -413,7 +413,7 @@ async fn upstream_errors_map_to_502_504_and_redirects_are_relayed() {
 async fn bad_targets_get_400() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     for target in [
         "http://user:pass@inventory.example.com/",
         "/origin-form",
@@ -433,7 +433,7 @@ async fn admin_endpoints() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     *idp.default_delay.lock().unwrap() = Duration::from_millis(300);
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let admin = p.admin_addr.unwrap();
+    let admin = p.admin_addr().unwrap();
     let r = get(admin, "/readyz", "x", "").await;
     assert_eq!(r.status, 503, "not ready before the first token");
     assert_eq!(
@@ -446,7 +446,7 @@ async fn admin_endpoints() {
     assert_eq!(get(admin, "/livez", "x", "").await.status, 200);
     assert_eq!(
         get(
-            p.forward_addr.unwrap(),
+            p.forward_addr().unwrap(),
             "http://inventory.example.com/",
             "x",
             ""
@@ -499,7 +499,7 @@ async fn admin_endpoints() {
 async fn request_bodies_are_forwarded_small_and_large() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let p = start(&idp, "", &inventory(&echo, "    listen: 127.0.0.1:0\n")).await;
-    let addr = p.reverse_addrs["inventory"];
+    let addr = p.reverse_addr("inventory").unwrap();
     for size in [10usize, 200 * 1024] {
         let body = "x".repeat(size);
         let req = format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n{body}");
@@ -523,7 +523,7 @@ async fn bad_token_answers_are_counted_retried_and_never_injected() {
     // backoff_min is 100ms in the test config: two refusals, then a good token.
     eventually(|| idp.calls() == 3).await;
     let r = get(
-        p.forward_addr.unwrap(),
+        p.forward_addr().unwrap(),
         "http://inventory.example.com/",
         "x",
         "",
@@ -534,7 +534,7 @@ async fn bad_token_answers_are_counted_retried_and_never_injected() {
         r.json()["authorization"],
         serde_json::json!(["Bearer tok-3"])
     );
-    let metrics = get(p.admin_addr.unwrap(), "/metrics", "x", "").await.body;
+    let metrics = get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body;
     assert!(
         metrics.contains(
             r#"tokenproxy_token_fetches_total{outcome="invalid_response",upstream="inventory"} 2"#
@@ -551,7 +551,7 @@ async fn a_401_on_a_body_too_large_to_replay_is_returned_and_the_next_request_is
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     echo.accepted.lock().unwrap().push("tok-2".into());
     let p = start(&idp, FWD, &inventory(&echo, "")).await;
-    let fwd = p.forward_addr.unwrap();
+    let fwd = p.forward_addr().unwrap();
     let body = "x".repeat(70 * 1024);
     let req = format!("POST http://inventory.example.com/401 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let r = raw(fwd, &req).await;

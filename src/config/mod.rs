@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after a stop signal.
     pub drain_timeout: Duration,
+    /// How long to keep serving (not ready) after a stop signal before closing listeners.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -32,6 +32,7 @@ pub struct RawProxy {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    pub shutdown_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

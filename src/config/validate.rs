@@ -74,6 +74,11 @@ impl Validator<'_> {
                 30,
             ),
             drain_timeout: self.duration(&["proxy", "drain_timeout"], &raw.proxy.drain_timeout, 20),
+            shutdown_delay: self.duration(
+                &["proxy", "shutdown_delay"],
+                &raw.proxy.shutdown_delay,
+                0,
+            ),
         };
         let admin_listen = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
         let admin = AdminConfig {

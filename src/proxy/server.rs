@@ -15,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Body;
 
@@ -23,8 +23,22 @@ use super::Body;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `listener` with `handler` until `stop` becomes true, then drains.
-pub async fn serve<F, Fut>(listener: TcpListener, handler: F, mut stop: watch::Receiver<bool>)
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
 where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with(listener, handler, stop, None).await
+}
+
+/// [`serve`], telling `closed` as soon as the socket is closed (before the drain), so the
+/// address can be bound again by a moved listener.
+pub async fn serve_with<F, Fut>(
+    listener: TcpListener,
+    handler: F,
+    mut stop: watch::Receiver<bool>,
+    closed: Option<oneshot::Sender<()>>,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -47,6 +61,9 @@ where
         }
     }
     drop(listener);
+    if let Some(closed) = closed {
+        let _ = closed.send(());
+    }
     drop(alive);
     let _ = all_closed.recv().await;
 }

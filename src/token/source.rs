@@ -163,6 +163,12 @@ impl TokenSource {
         }
     }
 
+    /// Resolves once the first fetch attempt has finished, well or badly.
+    pub async fn settled(&self) {
+        let mut rx = self.shared.changed.subscribe();
+        let _ = rx.wait_for(|n| *n > 0).await;
+    }
+
     /// The last error and the next attempt, while fetches are failing.
     fn failing(&self) -> Option<(String, Option<Instant>)> {
         let status = self.lock_status();

@@ -1,0 +1,183 @@
+//! The listening sockets, reconciled against the config.
+//!
+//! Each listener has a [`Role`]: the forward listener, the admin listener, or one upstream's
+//! reverse listener. At start and after every reload, [`Listeners::reconcile`] compares the
+//! roles and addresses the config wants with those running: a removed or moved listener stops
+//! accepting at once (its connections drain in the background), then new and moved ones are
+//! bound. Listeners whose role and address did not change keep running untouched; they read
+//! the current snapshot per request, so their behaviour follows the new config anyway.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::proxy::server::serve_with;
+use crate::snapshot::App;
+use crate::{admin, proxy, StartError};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Forward,
+    Admin,
+    Reverse(String),
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Forward => f.write_str("forward listener"),
+            Role::Admin => f.write_str("admin listener"),
+            Role::Reverse(name) => write!(f, "reverse listener of {name}"),
+        }
+    }
+}
+
+struct Server {
+    /// The address as configured (may have port 0).
+    configured: SocketAddr,
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+    closed: Option<oneshot::Receiver<()>>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct Listeners {
+    running: BTreeMap<Role, Server>,
+    /// Stopped listeners whose connections may still be draining.
+    draining: Vec<JoinHandle<()>>,
+}
+
+/// What the config asks for.
+fn wanted(config: &Config) -> BTreeMap<Role, SocketAddr> {
+    let mut want = BTreeMap::new();
+    if let Some(a) = config.proxy.listen {
+        want.insert(Role::Forward, a);
+    }
+    if let Some(a) = config.admin.listen {
+        want.insert(Role::Admin, a);
+    }
+    for u in &config.upstreams {
+        if let Some(a) = u.listen {
+            want.insert(Role::Reverse(u.name.clone()), a);
+        }
+    }
+    want
+}
+
+impl Listeners {
+    /// Makes the running listeners match `config`. On a bind error the other listeners are
+    /// still reconciled; the first error is returned.
+    pub async fn reconcile(&mut self, app: &Arc<App>, config: &Config) -> Result<(), StartError> {
+        let want = wanted(config);
+        let stale: Vec<Role> = self
+            .running
+            .iter()
+            .filter(|(role, s)| want.get(role) != Some(&s.configured))
+            .map(|(role, _)| role.clone())
+            .collect();
+        for role in stale {
+            if let Some(mut server) = self.running.remove(&role) {
+                tracing::info!(%role, addr = %server.bound, "stopping listener");
+                let _ = server.stop.send(true);
+                if let Some(closed) = server.closed.take() {
+                    // Wait for the socket to close so a moved listener can take its address.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+                }
+                self.draining.push(server.task);
+            }
+        }
+        let mut first_error = None;
+        for (role, addr) in want {
+            if self.running.contains_key(&role) {
+                continue;
+            }
+            match self.start(app, role.clone(), addr).await {
+                Ok(server) => {
+                    tracing::info!(%role, addr = %server.bound, "listening");
+                    self.running.insert(role, server);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start listener");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn start(
+        &self,
+        app: &Arc<App>,
+        role: Role,
+        addr: SocketAddr,
+    ) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr,
+                what: role.to_string(),
+                source,
+            })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        if role == Role::Forward && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the forward listener is not on loopback: anyone who can reach it can spend this proxy's tokens");
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let (closed_tx, closed) = oneshot::channel();
+        let app = app.clone();
+        let closed_tx = Some(closed_tx);
+        let task = match role {
+            Role::Forward => {
+                let handler = move |req| proxy::forward::handle(app.clone(), req);
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+            }
+            Role::Admin => {
+                let handler = move |req| admin::handle(app.clone(), req);
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+            }
+            Role::Reverse(name) => {
+                let name: Arc<str> = Arc::from(name.as_str());
+                let handler = move |req| proxy::reverse::handle(app.clone(), name.clone(), req);
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+            }
+        };
+        Ok(Server {
+            configured: addr,
+            bound,
+            stop,
+            closed: Some(closed),
+            task,
+        })
+    }
+
+    /// Bound addresses by role.
+    pub fn addrs(&self) -> BTreeMap<Role, SocketAddr> {
+        self.running
+            .iter()
+            .map(|(r, s)| (r.clone(), s.bound))
+            .collect()
+    }
+
+    /// Stops every listener and waits for all connections to end, up to `deadline`.
+    pub async fn shutdown(&mut self, deadline: Duration) -> bool {
+        for server in self.running.values() {
+            let _ = server.stop.send(true);
+        }
+        let mut tasks: Vec<JoinHandle<()>> = std::mem::take(&mut self.draining);
+        tasks.extend(
+            std::mem::take(&mut self.running)
+                .into_values()
+                .map(|s| s.task),
+        );
+        tokio::time::timeout(deadline, futures_util::future::join_all(tasks))
+            .await
+            .is_ok()
+    }
+}
