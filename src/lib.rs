@@ -22,6 +22,7 @@ pub mod host;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod snapshot;
 pub mod tls;
 pub mod token;
@@ -75,6 +76,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// [`start`] with a chosen jitter source (tests pass a constant for exact timings).
 pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
+    warn_about_secret_files(&config);
     let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
     let config = snapshot.config.clone();
     let app = Arc::new(App {
@@ -96,6 +98,17 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
         "tokenproxy started"
     );
     Ok(running)
+}
+
+fn warn_about_secret_files(config: &Config) {
+    for client in config.clients.values() {
+        if let Some(path) = client.client_secret.file() {
+            if config::secret::readable_by_others(path) {
+                tracing::warn!(client = %client.name, path = %path.display(),
+                    "the secret file is readable by group or others; make it 0400 or 0440 (Kubernetes: defaultMode: 0400)");
+            }
+        }
+    }
 }
 
 impl Running {
@@ -179,11 +192,43 @@ impl Running {
     }
 }
 
-/// Starts the proxy and runs it until `shutdown` resolves, then drains.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let running = start(config).await?;
+/// Where the running config came from, for reloads: the file and the text that was loaded.
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    pub loaded: String,
+}
+
+/// Starts the proxy and runs it until `shutdown` resolves, then drains. With a `source`, the
+/// file is watched and reloaded on change or SIGHUP.
+pub async fn run(
+    config: Config,
+    source: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let hup = source.as_ref().map(|_| reload::hangup());
+    let running = Arc::new(start(config).await?);
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = source.map(|src| {
+        let stopped = async move {
+            let _ = watch_stopped.await;
+        };
+        let hup = hup.unwrap_or_else(reload::Hangup::never);
+        let poll = reload::POLL_INTERVAL;
+        tokio::spawn(reload::watch(
+            running.clone(),
+            src.path,
+            Some(src.loaded),
+            poll,
+            hup,
+            stopped,
+        ))
+    });
     shutdown.await;
     tracing::info!("stop signal received; draining");
+    let _ = stop_watch.send(());
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     running.shutdown().await;
     Ok(())
 }

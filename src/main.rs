@@ -85,11 +85,24 @@ fn main() -> ExitCode {
                 Err(e) => config_error(&config, &e),
             },
             Command::Run { config: path } => {
-                let config = match Config::load(&path) {
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(source) => {
+                        return config_error(
+                            &path,
+                            &ConfigError::Read {
+                                path: path.clone(),
+                                source,
+                            },
+                        )
+                    }
+                };
+                let config = match Config::from_yaml_checked(&text) {
                     Ok(c) => c,
                     Err(e) => return config_error(&path, &e),
                 };
-                match tokenproxy::run(config, stop_signal()).await {
+                let source = tokenproxy::ConfigSource { path, loaded: text };
+                match tokenproxy::run(config, Some(source), stop_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "tokenproxy failed to start");

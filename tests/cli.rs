@@ -140,3 +140,136 @@ fn sigterm_stops_gracefully_with_exit_0_and_json_logs() {
     assert!(!rest.contains("canary-SIGTERM-secret") && !line.contains("canary-SIGTERM-secret"));
     let _ = std::io::stdout().flush();
 }
+
+mod common;
+
+/// Starts the binary on `config` and returns it once it logged its start, with its stdout.
+fn spawn_binary(
+    config: &std::path::Path,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !line.contains("tokenproxy started") {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert!(Instant::now() < deadline, "no start line");
+    }
+    (child, stdout)
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    let (idp, echo) = (common::FakeIdp::start().await, common::Echo::start().await);
+    let (rev, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, format!(
+        "proxy:\n  drain_timeout: 5s\nadmin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: {}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
+        idp.url(), echo.url()
+    )).unwrap();
+    let (mut child, _out) = spawn_binary(&cfg);
+    let rev: std::net::SocketAddr = format!("127.0.0.1:{rev}").parse().unwrap();
+    common::eventually(|| idp.calls() == 1).await;
+    let slow = tokio::spawn(common::get(rev, "/slow", "x", ""));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "-TERM");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished: {r:?}");
+    assert_eq!(r.json()["authorization"][0], "Bearer tok-1");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(rev).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn sighup_and_file_changes_reload_the_config() {
+    let (idp, echo) = (common::FakeIdp::start().await, common::Echo::start().await);
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let conf = |ups: &str| {
+        format!(
+        "admin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n{ups}",
+        idp.url()
+    )
+    };
+    let one = format!(
+        "  a:\n    url: {}\n    match: [a.example]\n    client: idp\n",
+        echo.url()
+    );
+    std::fs::write(&cfg, conf(&one)).unwrap();
+    let (mut child, _out) = spawn_binary(&cfg);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    // The file is unchanged, so only SIGHUP can cause this reload.
+    signal(&child, "-HUP");
+    let want = r#"tokenproxy_config_reloads_total{outcome="success"} 1"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        if common::get(admin, "/metrics", "x", "")
+            .await
+            .body
+            .contains(want)
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "SIGHUP reloaded the config");
+    // A changed file is picked up by the directory watch.
+    let two = format!(
+        "{one}  b:\n    url: {}\n    match: [b.example]\n    client: idp\n",
+        echo.url()
+    );
+    std::fs::write(&cfg, conf(&two)).unwrap();
+    let mut names = 0;
+    for _ in 0..100 {
+        let status = common::get(admin, "/status", "x", "").await.json();
+        names = status["upstreams"].as_array().unwrap().len();
+        if names == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        names, 2,
+        "the new upstream is served after the file changed"
+    );
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -565,3 +565,45 @@ async fn a_401_on_a_body_too_large_to_replay_is_returned_and_the_next_request_is
     );
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_turns_not_ready_at_once_serves_through_the_delay_then_closes_idle_keepalives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = std::sync::Arc::new(
+        start(
+            &idp,
+            "  listen: 127.0.0.1:0\n  shutdown_delay: 500ms",
+            &inventory(&echo, ""),
+        )
+        .await,
+    );
+    let (fwd, admin) = (p.forward_addr().unwrap(), p.admin_addr().unwrap());
+    eventually(|| idp.calls() == 1).await;
+    // A keep-alive connection that has served one request and sits idle.
+    let mut idle = tokio::net::TcpStream::connect(fwd).await.unwrap();
+    idle.write_all(b"GET http://inventory.example.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let stopping = tokio::spawn({
+        let p = p.clone();
+        async move { p.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = get(admin, "/readyz", "x", "").await;
+    assert_eq!(ready.status, 503, "not ready at once");
+    assert_eq!(ready.json()["stopping"], true);
+    let r = get(fwd, "http://inventory.example.com/", "x", "").await;
+    assert_eq!(r.status, 200, "still serving during shutdown_delay");
+    assert!(stopping.await.unwrap(), "drained in time");
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "the idle keep-alive connection was closed");
+    assert!(tokio::net::TcpStream::connect(fwd).await.is_err());
+}

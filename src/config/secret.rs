@@ -81,6 +81,13 @@ impl SecretSource {
     }
 }
 
+/// True when a secret file can be read by its group or by others (mode & 0o077), which is
+/// worth a warning: Kubernetes mounts Secrets 0644 unless `defaultMode` says otherwise.
+pub fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
 fn read_file(path: &Path) -> Result<String, SecretError> {
     std::fs::read_to_string(path).map_err(|e| SecretError::FileUnreadable {
         path: path.to_path_buf(),
@@ -114,6 +121,18 @@ mod tests {
             missing.read(),
             Err(SecretError::FileUnreadable { .. })
         ));
+    }
+
+    #[test]
+    fn group_or_world_readable_files_are_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable_by_others(&p));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(readable_by_others(&p));
     }
 
     #[test]

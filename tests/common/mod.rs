@@ -62,6 +62,8 @@ pub struct FakeIdp {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub default_expires_in: Arc<Mutex<u64>>,
     pub default_delay: Arc<Mutex<Duration>>,
+    /// When set, only `orders:<secret>` in HTTP Basic is accepted; else 401 invalid_client.
+    pub required_secret: Arc<Mutex<Option<String>>>,
     _stop: Arc<watch::Sender<bool>>,
 }
 
@@ -76,6 +78,7 @@ impl FakeIdp {
             seen: Arc::new(Mutex::new(Vec::new())),
             default_expires_in: Arc::new(Mutex::new(3600)),
             default_delay: Arc::new(Mutex::new(Duration::ZERO)),
+            required_secret: Arc::new(Mutex::new(None)),
             _stop: Arc::new(stop),
         };
         let me = idp.clone();
@@ -114,6 +117,22 @@ impl FakeIdp {
             content_type,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
+        let required = self.required_secret.lock().unwrap().clone();
+        if let Some(secret) = required {
+            let want = format!("Basic {}", base64_encode(&format!("orders:{secret}")));
+            if self
+                .seen
+                .lock()
+                .unwrap()
+                .last()
+                .and_then(|s| s.authorization.as_deref())
+                != Some(want.as_str())
+            {
+                let mut resp = Response::new(full(r#"{"error":"invalid_client"}"#));
+                *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                return resp;
+            }
+        }
         let scripted = self.script.lock().unwrap().pop_front();
         let a = scripted.unwrap_or_else(|| {
             let mut a = Answer::token(
@@ -335,4 +354,9 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("condition not met within 5s");
+}
+
+pub fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
