@@ -81,6 +81,7 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
     let config = snapshot.config.clone();
     let app = Arc::new(App {
         snapshot: ArcSwap::from_pointee(snapshot),
+        unmatched: metrics::RequestMetrics::new(&metrics, metrics::UNMATCHED),
         metrics,
         stopping: AtomicBool::new(false),
     });

@@ -4,9 +4,11 @@
 //! (status codes, fetch outcomes), never from a request: forwarding to ten thousand distinct
 //! hosts adds no series. Nothing here ever holds a token or a secret.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `upstream` label for requests that no upstream matched.
@@ -169,5 +171,38 @@ impl Metrics {
         // Encoding into a Vec fails only on invalid metric families, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+/// One upstream's request counters and latency histogram, resolved once instead of hashing
+/// label values on every request.
+pub struct RequestMetrics {
+    upstream: String,
+    requests: IntCounterVec,
+    by_code: Box<[OnceLock<IntCounter>]>,
+    pub duration: Histogram,
+}
+
+impl RequestMetrics {
+    pub fn new(metrics: &Metrics, upstream: &str) -> Self {
+        RequestMetrics {
+            upstream: upstream.to_string(),
+            requests: metrics.requests.clone(),
+            by_code: (100..600).map(|_| OnceLock::new()).collect(),
+            duration: metrics.request_duration.with_label_values(&[upstream]),
+        }
+    }
+
+    /// Counts one answered request with `status`.
+    pub fn count(&self, status: http::StatusCode) {
+        let code = status.as_u16();
+        let make = || {
+            self.requests
+                .with_label_values(&[&self.upstream, status.as_str()])
+        };
+        match self.by_code.get(usize::from(code).wrapping_sub(100)) {
+            Some(slot) => slot.get_or_init(make).inc(),
+            None => make().inc(),
+        }
     }
 }

@@ -10,10 +10,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use prometheus::Histogram;
 
 use crate::config::{Config, UpstreamConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::proxy::client::{self, HttpClient};
 use crate::proxy::route::Router;
 use crate::tls::TlsError;
@@ -24,6 +23,8 @@ use crate::token::{Endpoint, TokenSource};
 pub struct App {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
+    /// Request metrics of the `unmatched` label.
+    pub unmatched: RequestMetrics,
     /// Set on the first stop signal: `/readyz` turns 503 at once.
     pub stopping: AtomicBool,
 }
@@ -42,9 +43,31 @@ pub struct Upstream {
     pub config: Arc<UpstreamConfig>,
     pub tokens: Arc<TokenSource>,
     pub client: HttpClient,
-    /// `scheme://authority/base` of `url`, to which the request's path is appended.
-    pub origin: Option<String>,
-    pub duration: Histogram,
+    /// Where requests go (from `url`); the request's path is appended.
+    pub origin: Option<Origin>,
+    pub metrics: RequestMetrics,
+}
+
+/// An upstream `url`, pre-parsed so building each request's URI copies no strings.
+pub struct Origin {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix without a trailing slash ("" for none).
+    pub base_path: String,
+}
+
+impl Origin {
+    fn new(url: &crate::config::UpstreamUrl) -> Result<Origin, http::Error> {
+        let scheme = match url.scheme {
+            crate::config::Scheme::Http => http::uri::Scheme::HTTP,
+            crate::config::Scheme::Https => http::uri::Scheme::HTTPS,
+        };
+        Ok(Origin {
+            scheme,
+            authority: http::uri::Authority::try_from(url.authority())?,
+            base_path: url.base_path.clone(),
+        })
+    }
 }
 
 impl Snapshot {
@@ -90,10 +113,13 @@ impl Snapshot {
                     ))
                 }
             };
+            // Validation produced the url from a parsed URI, so this cannot fail in practice;
+            // if it did, the upstream would answer 502 rather than the proxy not starting.
+            let origin = u.url.as_ref().and_then(|url| Origin::new(url).ok());
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),
-                origin: u.url.as_ref().map(|url| url.to_string()),
-                duration: metrics.request_duration.with_label_values(&[&u.name]),
+                origin,
+                metrics: RequestMetrics::new(metrics, &u.name),
                 config: u.clone(),
                 tokens,
                 client,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -17,8 +18,8 @@ use super::answer::ProxyError;
 use super::client::HttpClient;
 use super::headers::{inject, strip_hop_by_hop};
 use super::{empty, full, incoming, Body};
-use crate::metrics::{Metrics, UNMATCHED};
-use crate::snapshot::Upstream;
+use crate::metrics::{RequestMetrics, UNMATCHED};
+use crate::snapshot::{Origin, Upstream};
 use tokio::time::Instant;
 
 /// A request reduced to what is sent upstream.
@@ -125,18 +126,28 @@ pub async fn with_token(
     .await
 }
 
-/// `origin` (`scheme://authority/base`) followed by the request's path and query.
-pub fn join(origin: &str, uri: &Uri) -> Result<Uri, ProxyError> {
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let pq = if pq.starts_with('/') { pq } else { "/" };
-    format!("{origin}{pq}")
-        .parse()
+/// The upstream's origin followed by the request's path and query.
+pub fn join(origin: &Origin, uri: &Uri) -> Result<Uri, ProxyError> {
+    let bad = |_| ProxyError::BadRequest("request path cannot be forwarded".into());
+    let pq = match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') && origin.base_path.is_empty() => pq.clone(),
+        Some(pq) if pq.as_str().starts_with('/') => {
+            PathAndQuery::try_from(format!("{}{}", origin.base_path, pq.as_str())).map_err(bad)?
+        }
+        _ if origin.base_path.is_empty() => PathAndQuery::from_static("/"),
+        _ => PathAndQuery::try_from(format!("{}/", origin.base_path)).map_err(bad)?,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(origin.scheme.clone());
+    parts.authority = Some(origin.authority.clone());
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts)
         .map_err(|_| ProxyError::BadRequest("request path cannot be forwarded".into()))
 }
 
 /// Records the request in the metrics and turns an error into its answer.
 pub fn finish(
-    metrics: &Metrics,
+    unmatched: &RequestMetrics,
     up: Option<&Upstream>,
     started: Instant,
     result: Result<Response<Body>, ProxyError>,
@@ -152,17 +163,9 @@ pub fn finish(
         e.into_response(label)
     });
     let took = started.elapsed().as_secs_f64();
-    match up {
-        Some(u) => u.duration.observe(took),
-        None => metrics
-            .request_duration
-            .with_label_values(&[UNMATCHED])
-            .observe(took),
-    }
-    metrics
-        .requests
-        .with_label_values(&[label, resp.status().as_str()])
-        .inc();
+    let m = up.map_or(unmatched, |u| &u.metrics);
+    m.duration.observe(took);
+    m.count(resp.status());
     resp
 }
 

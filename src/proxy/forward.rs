@@ -32,7 +32,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     } else {
         forward(&snap, req).await
     };
-    dispatch::finish(&app.metrics, up.as_deref(), started, result)
+    dispatch::finish(&app.unmatched, up.as_deref(), started, result)
 }
 
 /// The scheme, normalised host and port of an absolute-form target.

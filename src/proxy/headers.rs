@@ -33,6 +33,11 @@ const PROTECTED: [HeaderName; 4] = [
 
 /// Removes hop-by-hop headers and those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most messages carry none, and one pass over the names is cheaper than
+    // hashing nine of them for removal.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

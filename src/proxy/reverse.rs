@@ -21,7 +21,7 @@ pub async fn handle(app: Arc<App>, name: Arc<str>, req: Request<Incoming>) -> Re
     let Some(up) = snap.upstream(&name).cloned() else {
         let gone =
             ProxyError::UpstreamUnreachable(format!("upstream {name} is no longer configured"));
-        return dispatch::finish(&app.metrics, None, started, Err(gone));
+        return dispatch::finish(&app.unmatched, None, started, Err(gone));
     };
     let (parts, body) = req.into_parts();
     let uri = single_host(&parts.headers).and_then(|_| match &up.origin {
@@ -49,5 +49,5 @@ pub async fn handle(app: Arc<App>, name: Arc<str>, req: Request<Incoming>) -> Re
         }
         Err(e) => Err(e),
     };
-    dispatch::finish(&app.metrics, Some(&up), started, result)
+    dispatch::finish(&app.unmatched, Some(&up), started, result)
 }

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Benchmark: wrk against (a) nginx direct, (b) nginx as a reverse proxy adding a static
+Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forward listener
+(absolute-form requests from a wrk Lua script). Same wrk settings for all, several runs each,
+medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
+connections, and the token fetches during the run. Not part of CI's pass/fail.
+
+Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1]
+  --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
+  --workers  nginx worker_processes and tokenproxy worker threads (same number for both)
+Everything listens on 127.0.0.1 and is stopped by PID at the end.
+"""
+import argparse
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROCS = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.05)
+    raise SystemExit(f"{url} not ready")
+
+
+def start(argv, cpu=None, env=None):
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, **(env or {})})
+    PROCS.append(p)
+    return p
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def wrk(url, args, script=None, cpu=None):
+    argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
+    if script:
+        argv[1:1] = ["-s", script]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers\n{out}")
+    return rps, p50, p99
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pin", action="store_true")
+    args = ap.parse_args()
+    server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
+    binary = os.path.join(ROOT, "target", "release", "tokenproxy")
+    tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
+    ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    def nginx_conf(name, workers, servers):
+        return f"""
+worker_processes {workers};
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
+    fastcgi_temp_path {tmp}/{name}.fcgi; uwsgi_temp_path {tmp}/{name}.uwsgi; scgi_temp_path {tmp}/{name}.scgi;
+    default_type text/plain;
+    keepalive_requests 1000000;
+{servers}
+}}
+"""
+    # The origin (and token endpoint) is one nginx with one worker, shared by every target.
+    origin = nginx_conf("origin", 1, f"""
+    server {{
+        listen 127.0.0.1:{ports['origin']} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+        location = /token {{
+            default_type application/json;
+            return 200 '{{"access_token":"bench-token-0123456789","token_type":"Bearer","expires_in":3600}}';
+        }}
+    }}""")
+    # (b): nginx as the reverse proxy that adds a static token, with as many workers as
+    # tokenproxy has threads.
+    proxy = nginx_conf("proxy", args.workers, f"""
+    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx_proxy']} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer bench-token-0123456789";
+        }}
+    }}""")
+    for name, text in [("origin", origin), ("proxy", proxy)]:
+        with open(f"{tmp}/{name}.conf", "w") as f:
+            f.write(text)
+    cfg = f"""
+proxy:
+  listen: 127.0.0.1:{ports['fwd']}
+admin:
+  listen: 127.0.0.1:{ports['admin']}
+clients:
+  bench:
+    token_endpoint: http://127.0.0.1:{ports['origin']}/token
+    client_id: bench
+    client_secret: bench-secret
+upstreams:
+  origin:
+    url: http://127.0.0.1:{ports['origin']}
+    match: [origin.bench]
+    listen: 127.0.0.1:{ports['rev']}
+    client: bench
+"""
+    with open(f"{tmp}/tokenproxy.yaml", "w") as f:
+        f.write(cfg)
+    lua = f"{tmp}/forward.lua"
+    with open(lua, "w") as f:
+        f.write('wrk.path = "http://origin.bench/"\n')
+    try:
+        for name in ["origin", "proxy"]:
+            start([nginx, "-p", tmp, "-c", f"{tmp}/{name}.conf", "-g", "daemon off;"], cpu=server_cpu)
+        wait(f"http://127.0.0.1:{ports['origin']}/")
+        wait(f"http://127.0.0.1:{ports['nginx_proxy']}/")
+        tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml"], cpu=server_cpu,
+                   env={"TOKIO_WORKER_THREADS": str(args.workers), "RUST_LOG": "warn"})
+        wait(f"http://127.0.0.1:{ports['admin']}/readyz")
+        time.sleep(0.5)
+        idle_rss = rss_kib(tp.pid)
+
+        targets = [
+            ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", None),
+            ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", None),
+            ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", None),
+            ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua),
+        ]
+        results = {name: [] for name, _, _ in targets}
+        for _ in range(args.runs):
+            for name, url, script in targets:  # interleaved, so drift hits all alike
+                results[name].append(wrk(url, args, script, client_cpu))
+        # RSS under 256 open connections.
+        saved = args.connections
+        args.connections = 256
+        peak = [0]
+        holder = subprocess.Popen(["wrk", "-t1", "-c256", "-d5s", f"http://127.0.0.1:{ports['rev']}/"],
+                                  stdout=subprocess.DEVNULL)
+        PROCS.append(holder)
+        while holder.poll() is None:
+            peak[0] = max(peak[0], rss_kib(tp.pid))
+            time.sleep(0.2)
+        args.connections = saved
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics") as r:
+            metrics = r.read().decode()
+        fetches = re.search(r'tokenproxy_token_fetches_total\{outcome="success",upstream="origin"\} (\d+)', metrics)
+    finally:
+        for p in reversed(PROCS):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for n, rs in results.items()}
+    a, b = med["a nginx direct"], med["b nginx proxy+header"]
+    cpu = platform.processor() or platform.machine()
+    print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores ({cpu}) · wrk -t1 -c{args.connections} "
+          f"-d{args.duration}s · {args.runs} runs, medians · workers {args.workers} · pinned {args.pin}")
+    print(f"| target | req/s | p50 ms | p99 ms | req/s vs b | p99 vs b | req/s vs a |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (rps, p50, p99) in med.items():
+        print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {rps / b[0]:.2f}x | {p99 / b[2]:.2f}x | {rps / a[0]:.2f}x |")
+    print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak[0] / 1024:.1f} MiB")
+    print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
+
+
+if __name__ == "__main__":
+    main()
