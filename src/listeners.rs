@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::proxy::server::serve_with;
+use crate::proxy::server::{serve_with, Limits};
 use crate::snapshot::App;
 use crate::{admin, proxy, StartError};
 
@@ -39,8 +39,8 @@ impl std::fmt::Display for Role {
 }
 
 struct Server {
-    /// The address as configured (may have port 0).
-    configured: SocketAddr,
+    /// The address (may have port 0) and limits as configured.
+    configured: (SocketAddr, Limits),
     bound: SocketAddr,
     stop: watch::Sender<bool>,
     closed: Option<oneshot::Receiver<()>>,
@@ -54,18 +54,19 @@ pub struct Listeners {
     draining: Vec<JoinHandle<()>>,
 }
 
-/// What the config asks for.
-fn wanted(config: &Config) -> BTreeMap<Role, SocketAddr> {
+/// What the config asks for. A listener whose limits change is rebound too.
+fn wanted(config: &Config) -> BTreeMap<Role, (SocketAddr, Limits)> {
+    let limits = config.proxy.limits;
     let mut want = BTreeMap::new();
     if let Some(a) = config.proxy.listen {
-        want.insert(Role::Forward, a);
+        want.insert(Role::Forward, (a, limits));
     }
     if let Some(a) = config.admin.listen {
-        want.insert(Role::Admin, a);
+        want.insert(Role::Admin, (a, limits));
     }
     for u in &config.upstreams {
         if let Some(a) = u.listen {
-            want.insert(Role::Reverse(u.name.clone()), a);
+            want.insert(Role::Reverse(u.name.clone()), (a, limits));
         }
     }
     want
@@ -94,11 +95,11 @@ impl Listeners {
             }
         }
         let mut first_error = None;
-        for (role, addr) in want {
+        for (role, configured) in want {
             if self.running.contains_key(&role) {
                 continue;
             }
-            match self.start(app, role.clone(), addr).await {
+            match self.start(app, role.clone(), configured).await {
                 Ok(server) => {
                     tracing::info!(%role, addr = %server.bound, "listening");
                     self.running.insert(role, server);
@@ -116,7 +117,7 @@ impl Listeners {
         &self,
         app: &Arc<App>,
         role: Role,
-        addr: SocketAddr,
+        (addr, limits): (SocketAddr, Limits),
     ) -> Result<Server, StartError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -136,20 +137,20 @@ impl Listeners {
         let task = match role {
             Role::Forward => {
                 let handler = move |req| proxy::forward::handle(app.clone(), req);
-                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx, limits))
             }
             Role::Admin => {
                 let handler = move |req| admin::handle(app.clone(), req);
-                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx, limits))
             }
             Role::Reverse(name) => {
                 let name: Arc<str> = Arc::from(name.as_str());
                 let handler = move |req| proxy::reverse::handle(app.clone(), name.clone(), req);
-                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx))
+                tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx, limits))
             }
         };
         Ok(Server {
-            configured: addr,
+            configured: (addr, limits),
             bound,
             stop,
             closed: Some(closed),

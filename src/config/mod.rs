@@ -45,6 +45,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// How long to keep serving (not ready) after a stop signal before closing listeners.
     pub shutdown_delay: Duration,
+    /// Per-listener limits (all listeners, admin included).
+    pub limits: crate::proxy::server::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq)]

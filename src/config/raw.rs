@@ -33,6 +33,10 @@ pub struct RawProxy {
     pub request_timeout: Option<String>,
     pub drain_timeout: Option<String>,
     pub shutdown_delay: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_head_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

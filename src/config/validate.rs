@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::locate::line_of;
-use super::raw::{RawClient, RawConfig, RawSecret, RawTokens, RawUpstream};
+use super::raw::{RawClient, RawConfig, RawProxy, RawSecret, RawTokens, RawUpstream};
 use super::*;
 use crate::host::{is_loopback, normalize_host, HostPattern};
+use crate::proxy::server::Limits;
 
 /// Parses and validates; with `check_sources`, also reads secret sources and checks that
 /// referenced files exist (I/O that a pure parse leaves out).
@@ -79,6 +80,7 @@ impl Validator<'_> {
                 &raw.proxy.shutdown_delay,
                 0,
             ),
+            limits: self.limits(&raw.proxy),
         };
         let admin_listen = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
         let admin = AdminConfig {
@@ -106,6 +108,30 @@ impl Validator<'_> {
         self.check_listeners(&config);
         self.check_patterns(&config);
         config
+    }
+
+    fn limits(&mut self, p: &RawProxy) -> Limits {
+        let d = Limits::default();
+        let limits = Limits {
+            header_read_timeout: self.duration(
+                &["proxy", "header_read_timeout"],
+                &p.header_read_timeout,
+                d.header_read_timeout.as_secs(),
+            ),
+            max_connections: p.max_connections.unwrap_or(d.max_connections),
+            max_headers: p.max_headers.unwrap_or(d.max_headers),
+            max_head_bytes: p.max_head_bytes.unwrap_or(d.max_head_bytes),
+        };
+        if limits.max_connections == 0 {
+            self.problem(&["proxy", "max_connections"], "must be at least 1");
+        }
+        if limits.max_head_bytes < 8192 {
+            self.problem(&["proxy", "max_head_bytes"], "must be at least 8192");
+        }
+        if limits.header_read_timeout.is_zero() {
+            self.problem(&["proxy", "header_read_timeout"], "must be above zero");
+        }
+        limits
     }
 
     fn tokens(&mut self, t: &RawTokens) -> TokenSettings {

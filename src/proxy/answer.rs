@@ -17,6 +17,8 @@ pub enum ProxyError {
     TokenUnavailable(String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    #[error("upstream answered with a malformed response: {0}")]
+    BadUpstreamResponse(&'static str),
     #[error("upstream did not answer within {}s", .0.as_secs())]
     UpstreamTimeout(Duration),
     #[error("no upstream matches {0} and unmatched requests are denied (proxy.unmatched: deny)")]
@@ -38,6 +40,9 @@ impl ProxyError {
                 (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
             }
             ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            ProxyError::BadUpstreamResponse(_) => {
+                (StatusCode::BAD_GATEWAY, "bad_upstream_response")
+            }
             ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ProxyError::UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

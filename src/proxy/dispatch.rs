@@ -202,10 +202,34 @@ async fn send(
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
-        .map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))?;
+        .map_err(classify)?;
     let (mut parts, body) = resp.into_parts();
+    if parts.headers.contains_key(header::CONTENT_LENGTH)
+        && parts.headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        // Ambiguous framing (RFC 9112 §6.1): refuse rather than pick one reading of it.
+        return Err(ProxyError::BadUpstreamResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, incoming(body)))
+}
+
+/// A failure while streaming the app's request body (bad chunked framing, a client that went
+/// away) is the app's fault, not the upstream's: 400, which also closes the connection.
+fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    let user_body = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user);
+    if user_body {
+        ProxyError::BadRequest(format!(
+            "request body could not be read: {}",
+            error_chain(&e)
+        ))
+    } else {
+        ProxyError::UpstreamUnreachable(error_chain(&e))
+    }
 }
 
 /// A `Bearer` challenge that says the token is bad (or gives no reason). `insufficient_scope`

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::dispatch::{self, Outgoing};
-use super::headers::single_host;
+use super::headers::{check_transfer_encoding, single_host};
 use super::{empty, Body};
 use crate::config::{Scheme, Unmatched};
 use crate::host::{is_loopback, split_authority};
@@ -65,11 +65,12 @@ impl Target {
 
 async fn forward(snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let (parts, body) = req.into_parts();
-    let target =
-        match Target::parse(&parts.uri).and_then(|t| single_host(&parts.headers).map(|_| t)) {
-            Ok(t) => t,
-            Err(e) => return (None, Err(e)),
-        };
+    let checked =
+        check_transfer_encoding(&parts.headers).and_then(|()| single_host(&parts.headers));
+    let target = match checked.and_then(|_| Target::parse(&parts.uri)) {
+        Ok(t) => t,
+        Err(e) => return (None, Err(e)),
+    };
     let proxy = &snap.config.proxy;
     let Some(up) = snap
         .router

@@ -78,6 +78,27 @@ pub fn inject(
     }
 }
 
+/// Accepts a request `Transfer-Encoding` only when it is exactly `chunked`. hyper has decoded
+/// the chunked framing and re-frames the body upstream, dropping the header as hop-by-hop; any
+/// other coding (`gzip, chunked`) or a repeated `chunked` would reach the upstream as bytes it
+/// cannot interpret, or be read differently by another parser. (hyper itself refuses a
+/// coding list that does not end in `chunked`, and resolves `Content-Length` plus
+/// `Transfer-Encoding` by RFC 9112 §6.3: chunked wins and the connection is closed after.)
+pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim);
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => Err(ProxyError::BadRequest(
+            "unsupported Transfer-Encoding: only a single chunked coding is accepted".into(),
+        )),
+    }
+}
+
 /// The one `Host` header of a request, refusing duplicates.
 pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyError> {
     let mut all = headers.get_all(header::HOST).iter();
@@ -150,6 +171,23 @@ mod tests {
 
         let mut h = map(&[("authorization", "Bearer app")]);
         assert!(inject(&mut h, ExistingAuthorization::Reject, &token).is_err());
+    }
+
+    #[test]
+    fn only_a_single_chunked_coding_is_accepted() {
+        assert!(check_transfer_encoding(&map(&[])).is_ok());
+        assert!(check_transfer_encoding(&map(&[("transfer-encoding", "Chunked")])).is_ok());
+        for bad in ["gzip, chunked", "chunked, chunked", "identity", "chunked,"] {
+            assert!(
+                check_transfer_encoding(&map(&[("transfer-encoding", bad)])).is_err(),
+                "{bad}"
+            );
+        }
+        let twice = map(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(check_transfer_encoding(&twice).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::dispatch::{self, Outgoing};
-use super::headers::single_host;
+use super::headers::{check_transfer_encoding, single_host};
 use super::Body;
 use crate::snapshot::App;
 
@@ -24,7 +24,9 @@ pub async fn handle(app: Arc<App>, name: Arc<str>, req: Request<Incoming>) -> Re
         return dispatch::finish(&app.unmatched, None, started, Err(gone));
     };
     let (parts, body) = req.into_parts();
-    let uri = single_host(&parts.headers).and_then(|_| match &up.origin {
+    let checked =
+        check_transfer_encoding(&parts.headers).and_then(|()| single_host(&parts.headers));
+    let uri = checked.and_then(|_| match &up.origin {
         Some(origin) => dispatch::join(origin, &parts.uri),
         None => Err(ProxyError::UpstreamUnreachable(format!(
             "upstream {name} has no url"

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -15,12 +16,34 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::Body;
 
-/// How long a client may take to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-listener limits against slow or greedy clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open (hyper starts the clock when it waits for the next request).
+    pub header_read_timeout: Duration,
+    /// Open connections at most; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// Request header fields at most (more → 431).
+    pub max_headers: usize,
+    /// Read buffer, and so the largest request head (larger → 431).
+    pub max_head_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_headers: 100,
+            max_head_bytes: 64 * 1024,
+        }
+    }
+}
 
 /// Serves `listener` with `handler` until `stop` becomes true, then drains.
 pub async fn serve<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
@@ -28,7 +51,7 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_with(listener, handler, stop, None).await
+    serve_with(listener, handler, stop, None, Limits::default()).await
 }
 
 /// [`serve`], telling `closed` as soon as the socket is closed (before the drain), so the
@@ -38,18 +61,33 @@ pub async fn serve_with<F, Fut>(
     handler: F,
     mut stop: watch::Receiver<bool>,
     closed: Option<oneshot::Sender<()>>,
+    limits: Limits,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     // Each connection task holds a sender; when all are dropped, `recv` returns None.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At the connection cap, stop accepting until a connection ends.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, handler.clone(), stop.clone(), alive.clone()));
+                    let conn = connection(stream, handler.clone(), stop.clone(), limits);
+                    let alive = alive.clone();
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop((permit, alive));
+                    });
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -72,7 +110,7 @@ async fn connection<F, Fut>(
     stream: tokio::net::TcpStream,
     handler: F,
     mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    limits: Limits,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -83,7 +121,9 @@ async fn connection<F, Fut>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_head_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
