@@ -225,7 +225,7 @@ async fn connection_naming_framing_headers_does_not_break_framing() {
     let capture = Capture::start(OK).await;
     let (_idp, p) = proxy_to(&capture, "").await;
     let req = "POST http://api.example.com/ HTTP/1.1\r\nHost: api.example.com\r\nConnection: Content-Length, Transfer-Encoding, Host, Authorization\r\nContent-Length: 5\r\n\r\nhello";
-    let (resp, _) = exchange(p.forward_addr().unwrap(), format!("{req}").as_bytes()).await;
+    let (resp, _) = exchange(p.forward_addr().unwrap(), req.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let heads = capture.heads();
     assert_eq!(heads.len(), 1);
