@@ -273,3 +273,75 @@ async fn sighup_and_file_changes_reload_the_config() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Peak resident memory of a process, from /proc.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_1_gib_upload_streams_through_with_flat_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: u64 = 1 << 30;
+    // An upstream that reads and discards the body, then answers with the byte count.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = sink.accept().await.unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut got = (head.len() - end) as u64;
+        while got < SIZE {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "upstream saw EOF after {got} bytes");
+            got += n as u64;
+        }
+        let body = got.to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+    });
+    let idp = common::FakeIdp::start().await;
+    let rev = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, format!(
+        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://{sink_addr}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
+        idp.url()
+    )).unwrap();
+    let (mut child, _out) = spawn_binary(&cfg);
+    let before = vm_hwm_kib(child.id());
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", rev))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..(SIZE >> 20) {
+        s.write_all(&chunk).await.unwrap();
+    }
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with(&SIZE.to_string()),
+        "{resp}"
+    );
+    let peak = vm_hwm_kib(child.id());
+    signal(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB for a 1 GiB upload (was {before} KiB idle)"
+    );
+}

@@ -1,0 +1,118 @@
+//! Property tests for the parts that decide where a token goes and what is sent: the host
+//! normaliser, the router, the token-response parser and the header rewriter.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use proptest::prelude::*;
+use tokenproxy::config::ExistingAuthorization;
+use tokenproxy::host::{normalize_host, split_authority, HostPattern};
+use tokenproxy::proxy::headers::{inject, strip_hop_by_hop};
+use tokenproxy::proxy::route::Router;
+use tokenproxy::token::response::parse_success;
+
+fn label() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("example".to_string()),
+        Just("com".to_string()),
+        Just("api".to_string()),
+        Just("evil".to_string()),
+        "[a-z][a-z0-9-]{0,5}",
+    ]
+}
+
+fn host() -> impl Strategy<Value = String> {
+    prop::collection::vec(label(), 1..5).prop_map(|l| l.join("."))
+}
+
+fn pattern() -> impl Strategy<Value = String> {
+    (
+        any::<bool>(),
+        host(),
+        prop::option::of(prop_oneof![Just(80u16), Just(443), Just(8443)]),
+    )
+        .prop_map(|(wild, h, port)| {
+            let mut p = if wild { format!("*.{h}") } else { h };
+            if let Some(port) = port {
+                p.push_str(&format!(":{port}"));
+            }
+            p
+        })
+}
+
+proptest! {
+    #[test]
+    fn normalising_never_panics_and_is_idempotent(raw in "\\PC{0,40}") {
+        if let Ok(h) = normalize_host(&raw) {
+            prop_assert_eq!(normalize_host(&h).unwrap(), h.clone());
+            prop_assert!(!h.contains('@') && !h.ends_with('.') && !h.contains('%'));
+            prop_assert_eq!(h.to_ascii_lowercase(), h);
+        }
+        let _ = split_authority(&raw, 80);
+        let _ = HostPattern::parse(&raw);
+    }
+
+    #[test]
+    fn a_routed_target_always_matches_its_upstreams_patterns(
+        table in prop::collection::vec(prop::collection::vec(pattern(), 1..3), 1..6),
+        target in host(),
+        port in prop_oneof![Just(80u16), Just(443), Just(8443), Just(9000)],
+    ) {
+        let table: Vec<Vec<HostPattern>> = table
+            .iter()
+            .map(|ps| ps.iter().map(|p| HostPattern::parse(p).unwrap()).collect())
+            .collect();
+        let router = Router::new(table.iter().map(Vec::as_slice));
+        let target = normalize_host(&target).unwrap();
+        match router.route(&target, port) {
+            Some(i) => prop_assert!(table[i].iter().any(|p| p.matches(&target, port)),
+                "routed {target}:{port} to {i} whose patterns do not match"),
+            None => prop_assert!(!table.iter().flatten().any(|p| p.matches(&target, port)),
+                "{target}:{port} matches a pattern but was not routed"),
+        }
+    }
+
+    #[test]
+    fn the_token_parser_never_panics_and_never_accepts_header_breaking_bytes(
+        token in "\\PC{0,30}|[\\x00-\\x7f]{0,30}",
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        expires in prop_oneof![Just(serde_json::json!(60)), any::<i64>().prop_map(|n| serde_json::json!(n)),
+                               any::<f64>().prop_map(|f| serde_json::json!(f)), "\\PC{0,8}".prop_map(|s| serde_json::json!(s))],
+    ) {
+        let _ = parse_success(&body, Duration::from_secs(300), 0);
+        let json = serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": expires});
+        if let Ok(issued) = parse_success(json.to_string().as_bytes(), Duration::from_secs(300), 0) {
+            let v = issued.token.header().as_bytes();
+            prop_assert!(v.starts_with(b"Bearer "));
+            prop_assert!(v[7..].iter().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b)));
+            prop_assert!(issued.lifetime > Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn rewritten_requests_carry_exactly_the_token_and_no_hop_by_hop_header(
+        headers in prop::collection::vec((
+            prop_oneof![Just("connection"), Just("keep-alive"), Just("proxy-authorization"),
+                        Just("authorization"), Just("content-length"), Just("te"), Just("upgrade"),
+                        Just("x-a"), Just("x-b"), Just("host")],
+            prop_oneof![Just("x-a"), Just("authorization"), Just("content-length"), Just("1"),
+                        Just("close, x-b"), Just("Bearer app")],
+        ), 0..10),
+    ) {
+        let mut map = HeaderMap::new();
+        for (k, v) in &headers {
+            map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let cl_before = map.get_all(CONTENT_LENGTH).iter().count();
+        let token = HeaderValue::from_static("Bearer tok");
+        strip_hop_by_hop(&mut map);
+        inject(&mut map, ExistingAuthorization::Overwrite, &token).unwrap();
+        let auth: Vec<_> = map.get_all(AUTHORIZATION).iter().collect();
+        prop_assert_eq!(auth, vec![&token]);
+        for hop in ["connection", "keep-alive", "proxy-authorization", "te", "upgrade"] {
+            prop_assert!(!map.contains_key(hop));
+        }
+        prop_assert_eq!(map.get_all(CONTENT_LENGTH).iter().count(), cl_before, "framing untouched");
+    }
+}
