@@ -10,7 +10,7 @@
 //! - [`proxy`]: the forward (`HTTP_PROXY`) and reverse listeners, header rules, forwarding.
 //! - [`admin`]: `/metrics`, `/livez`, `/readyz`, `/status`.
 //! - [`metrics`], [`tls`], [`host`]: Prometheus metrics, rustls setup, host matching rules.
-//! - [`demo`]: the self-contained `tokenproxy demo`.
+//! - [`demo`]: the self-contained `tokenproxy demo`; [`wait`]: `tokenproxy wait` for probes.
 //!
 //! [`start`] binds every listener and returns a [`Running`] proxy with its bound addresses, so
 //! tests run the whole thing in-process on port 0; [`run`] is `start` plus a stop signal.
@@ -26,6 +26,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod tls;
 pub mod token;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -106,7 +107,7 @@ fn warn_about_secret_files(config: &Config) {
         if let Some(path) = client.client_secret.file() {
             if config::secret::readable_by_others(path) {
                 tracing::warn!(client = %client.name, path = %path.display(),
-                    "the secret file is readable by group or others; make it 0400 or 0440 (Kubernetes: defaultMode: 0400)");
+                    "the secret file is readable by other users; make it 0400, or 0440 with the process's group (Kubernetes: defaultMode: 0440 and fsGroup)");
             }
         }
     }

@@ -48,6 +48,19 @@ enum Command {
         #[arg(short, long, env = "TOKENPROXY_CONFIG")]
         config: PathBuf,
     },
+    /// Wait until a tokenproxy's /readyz answers 200 (exit 0), or time out (exit 1).
+    /// For a Kubernetes postStart hook that holds the app until tokens are in hand.
+    Wait {
+        /// The admin listener to poll.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Give up after this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Time between polls.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Run a self-contained demonstration on loopback (built-in authorization server and echo upstream).
     Demo {
         /// Exit after the self-check instead of serving until Ctrl-C.
@@ -115,6 +128,17 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Wait {
+                admin,
+                timeout,
+                interval,
+            } => match tokenproxy::wait::wait_ready(admin, timeout, interval).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tokenproxy wait: {e}");
+                    ExitCode::from(1)
+                }
+            },
             Command::Demo { once } => match tokenproxy::demo::run(once, stop_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -345,3 +345,65 @@ async fn a_1_gib_upload_streams_through_with_flat_memory() {
         "peak RSS {peak} KiB for a 1 GiB upload (was {before} KiB idle)"
     );
 }
+
+#[tokio::test]
+async fn wait_returns_once_ready_and_times_out_otherwise() {
+    let idp = common::FakeIdp::start().await;
+    *idp.default_delay.lock().unwrap() = Duration::from_millis(700);
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, format!(
+        "admin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    match: [u.example]\n    client: idp\n",
+        idp.url()
+    )).unwrap();
+    let (mut child, _out) = spawn_binary(&cfg);
+    let started = Instant::now();
+    let waited = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "wait",
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--timeout",
+                "10s",
+                "--interval",
+                "100ms",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "returned before the token arrived"
+    );
+    assert_eq!(idp.calls(), 1);
+    signal(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+
+    let nobody = free_port();
+    let out = Command::new(BIN)
+        .args([
+            "wait",
+            "--admin",
+            &format!("127.0.0.1:{nobody}"),
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not ready after 1s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

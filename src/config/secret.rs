@@ -81,11 +81,23 @@ impl SecretSource {
     }
 }
 
-/// True when a secret file can be read by its group or by others (mode & 0o077), which is
-/// worth a warning: Kubernetes mounts Secrets 0644 unless `defaultMode` says otherwise.
+/// True when a secret file can be read by others, or by a group this process is not running
+/// as. (In Kubernetes, a Secret mounted with `defaultMode: 0440` and the pod's `fsGroup` equal
+/// to the container's group is group-readable by that group only: no warning.)
 pub fn readable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.permissions().mode();
+    mode & 0o004 != 0 || (mode & 0o040 != 0 && Some(meta.gid()) != effective_gid())
+}
+
+/// The effective group id, from /proc (no libc call, no unsafe).
+fn effective_gid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Gid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn read_file(path: &Path) -> Result<String, SecretError> {
@@ -131,8 +143,11 @@ mod tests {
         std::fs::write(&p, "x").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!readable_by_others(&p));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(readable_by_others(&p));
+        // Group-readable by our own group (the Kubernetes fsGroup setup) is fine.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(!readable_by_others(&p), "the test runs as the file's group");
     }
 
     #[test]

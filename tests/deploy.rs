@@ -1,0 +1,69 @@
+//! deploy/ stays true to the binary: every metric the alert rules and the dashboard use is
+//! exported, and the config shipped in the Kubernetes ConfigMap is valid.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+
+use tokenproxy::metrics::{Metrics, RequestMetrics};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// `tokenproxy_*` names in a text, with histogram suffixes folded to the family name.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("tokenproxy_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(family.to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn every_metric_used_by_alerts_and_dashboard_is_exported() {
+    let m = Metrics::new().unwrap();
+    m.init_upstream("u");
+    RequestMetrics::new(&m, "u").count(http::StatusCode::OK);
+    let exported: BTreeSet<String> = String::from_utf8(m.render())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    for file in [
+        "deploy/monitoring/alerts.yaml",
+        "deploy/monitoring/grafana-dashboard.json",
+    ] {
+        let used = metric_names(&read(file));
+        assert!(!used.is_empty(), "{file} uses no tokenproxy metric?");
+        for name in used {
+            assert!(
+                exported.contains(&name),
+                "{file} uses {name}, which tokenproxy does not export"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let cm: serde_yaml::Value =
+        serde_yaml::from_str(&read("deploy/kubernetes/configmap.yaml")).unwrap();
+    let text = cm["data"]["config.yaml"].as_str().unwrap();
+    let config = tokenproxy::Config::from_yaml(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.upstreams.len(), 1);
+}
