@@ -181,7 +181,8 @@ def main():
                     with open(path, errors="replace") as f:
                         print("".join(f.readlines()[-40:]))
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"e2e: {len(PASSED)} passed, {len(FAILURES)} failed ({time.time() - started:.0f}s)")
+    print(f"end-to-end checks took {time.time() - started:.0f}s")
+    print(f"e2e: {len(PASSED)} passed, {len(FAILURES)} failed")
     sys.exit(1 if FAILURES else 0)
 
 
