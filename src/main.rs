@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokenproxy::config::{Config, ConfigError};
 
-// mimalloc: cheaper small allocations on the request path, and none of glibc's arena
-// growing and trimming (mprotect) under load; see "Performance" in the README.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for a bad config (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
 
