@@ -407,3 +407,31 @@ async fn wait_returns_once_ready_and_times_out_otherwise() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_forward_listener_off_loopback_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    // Bound for a moment on an ephemeral port; no traffic is sent to it.
+    std::fs::write(
+        &cfg,
+        "proxy:\n  listen: 0.0.0.0:0\nadmin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    client: idp\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("tokenproxy started") {
+        assert!(stdout.read_line(&mut log).unwrap() > 0, "{log}");
+    }
+    signal(&child, "-TERM");
+    child.wait().unwrap();
+    assert!(
+        log.contains("anyone who can reach it can spend this proxy's tokens"),
+        "{log}"
+    );
+}
