@@ -29,14 +29,6 @@ fn forms(s: &str) -> Vec<String> {
     ]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn no_secret_or_token_leaks_anywhere_at_trace_level() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);

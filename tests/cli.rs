@@ -1,7 +1,7 @@
 //! The real binary: flags, exit codes, the demo, and a graceful stop on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,42 +111,33 @@ fn sigterm_stops_gracefully_with_exit_0_and_json_logs() {
         "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: canary-SIGTERM-secret\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    listen: 127.0.0.1:0\n    client: idp\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.to_str().unwrap(), "--log-format", "json"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !line.contains("tokenproxy started") {
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
-        assert!(Instant::now() < deadline, "no start line");
-    }
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (mut child, mut stdout, line) = spawn_binary(&cfg);
+    let start_line = line.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(start_line).unwrap();
     assert_eq!(v["fields"]["message"], "tokenproxy started");
     std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, "-TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped: all connections drained"), "{rest}");
     assert!(!rest.contains("canary-SIGTERM-secret") && !line.contains("canary-SIGTERM-secret"));
-    let _ = std::io::stdout().flush();
 }
 
 mod common;
 
-/// Starts the binary on `config` and returns it once it logged its start, with its stdout.
+use common::free_port;
+
+/// Starts the binary on `config` (JSON logs, `RUST_LOG=debug`) and returns it once it logged
+/// its start: the child, its stdout, and the log lines up to and including the start line.
 fn spawn_binary(
     config: &std::path::Path,
-) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -155,18 +146,21 @@ fn spawn_binary(
             "--log-format",
             "json",
         ])
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
+    let mut preamble = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !line.contains("tokenproxy started") {
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
+    while !preamble.contains("tokenproxy started") {
+        assert!(
+            stdout.read_line(&mut preamble).unwrap() > 0,
+            "exited early: {preamble}"
+        );
         assert!(Instant::now() < deadline, "no start line");
     }
-    (child, stdout)
+    (child, stdout, preamble)
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
@@ -174,14 +168,6 @@ fn signal(child: &std::process::Child, sig: &str) {
         .args([sig, &child.id().to_string()])
         .status()
         .unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -194,7 +180,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
         "proxy:\n  drain_timeout: 5s\nadmin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: {}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
         idp.url(), echo.url()
     )).unwrap();
-    let (mut child, _out) = spawn_binary(&cfg);
+    let (mut child, _out, _) = spawn_binary(&cfg);
     let rev: std::net::SocketAddr = format!("127.0.0.1:{rev}").parse().unwrap();
     common::eventually(|| idp.calls() == 1).await;
     let slow = tokio::spawn(common::get(rev, "/slow", "x", ""));
@@ -230,7 +216,7 @@ async fn sighup_and_file_changes_reload_the_config() {
         echo.url()
     );
     std::fs::write(&cfg, conf(&one)).unwrap();
-    let (mut child, _out) = spawn_binary(&cfg);
+    let (mut child, _out, _) = spawn_binary(&cfg);
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     // The file is unchanged, so only SIGHUP can cause this reload.
     signal(&child, "-HUP");
@@ -318,7 +304,7 @@ async fn a_1_gib_upload_streams_through_with_flat_memory() {
         "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://{sink_addr}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
         idp.url()
     )).unwrap();
-    let (mut child, _out) = spawn_binary(&cfg);
+    let (mut child, _out, _) = spawn_binary(&cfg);
     let before = vm_hwm_kib(child.id());
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", rev))
         .await
@@ -357,7 +343,7 @@ async fn wait_returns_once_ready_and_times_out_otherwise() {
         "admin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    match: [u.example]\n    client: idp\n",
         idp.url()
     )).unwrap();
-    let (mut child, _out) = spawn_binary(&cfg);
+    let (mut child, _out, _) = spawn_binary(&cfg);
     let started = Instant::now();
     let waited = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
@@ -418,16 +404,7 @@ fn a_forward_listener_off_loopback_is_warned_about() {
         "proxy:\n  listen: 0.0.0.0:0\nadmin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    client: idp\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut log = String::new();
-    while !log.contains("tokenproxy started") {
-        assert!(stdout.read_line(&mut log).unwrap() > 0, "{log}");
-    }
+    let (mut child, _out, log) = spawn_binary(&cfg);
     signal(&child, "-TERM");
     child.wait().unwrap();
     assert!(

@@ -49,14 +49,6 @@ impl KubeDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn yaml(idp: &FakeIdp, secret_path: &str, extra_proxy: &str, upstreams: &str) -> String {
     format!(
         "proxy:\n  listen: 127.0.0.1:0\n{extra_proxy}admin:\n  listen: 127.0.0.1:0\ntokens:\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\

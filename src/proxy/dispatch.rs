@@ -30,6 +30,22 @@ pub struct Outgoing {
     pub body: Incoming,
 }
 
+impl Outgoing {
+    /// The parts to send: `Host` (regenerated from the URI by the client) and hop-by-hop
+    /// headers removed.
+    fn into_clean_parts(self) -> (Method, Uri, HeaderMap, Incoming) {
+        let Outgoing {
+            method,
+            uri,
+            mut headers,
+            body,
+        } = self;
+        headers.remove(header::HOST);
+        strip_hop_by_hop(&mut headers);
+        (method, uri, headers, body)
+    }
+}
+
 enum Payload {
     Empty,
     Buffered(Bytes),
@@ -81,14 +97,7 @@ pub async fn with_token(
     replay_limit: usize,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
-    let Outgoing {
-        method,
-        uri,
-        mut headers,
-        body,
-    } = req;
-    headers.remove(header::HOST);
-    strip_hop_by_hop(&mut headers);
+    let (method, uri, mut headers, body) = req.into_clean_parts();
     let mut payload = Payload::new(body, replay_limit).await?;
     let token = up
         .tokens
@@ -175,14 +184,7 @@ pub async fn passthrough(
     req: Outgoing,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
-    let Outgoing {
-        method,
-        uri,
-        mut headers,
-        body,
-    } = req;
-    headers.remove(header::HOST);
-    strip_hop_by_hop(&mut headers);
+    let (method, uri, headers, body) = req.into_clean_parts();
     send(client, build(method, uri, headers, incoming(body)), timeout).await
 }
 
