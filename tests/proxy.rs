@@ -607,3 +607,27 @@ async fn shutdown_turns_not_ready_at_once_serves_through_the_delay_then_closes_i
     assert_eq!(n, 0, "the idle keep-alive connection was closed");
     assert!(tokio::net::TcpStream::connect(fwd).await.is_err());
 }
+
+#[tokio::test]
+async fn a_401_to_the_apps_own_credentials_does_not_refresh_our_token() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = start(
+        &idp,
+        FWD,
+        &inventory(&echo, "    existing_authorization: keep\n"),
+    )
+    .await;
+    let fwd = p.forward_addr().unwrap();
+    eventually(|| idp.calls() == 1).await;
+    let r = get(
+        fwd,
+        "http://inventory.example.com/401",
+        "x",
+        "Authorization: Bearer from-app\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(idp.calls(), 1, "our token was not the one refused");
+    p.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! does no I/O; [`Config::load`] reads a file and also checks that every secret source can be
 //! read and every referenced file exists.
 
+mod env;
 mod locate;
 pub mod raw;
 pub mod secret;

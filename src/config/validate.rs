@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::env::expand_env;
 use super::locate::line_of;
 use super::raw::{RawClient, RawConfig, RawProxy, RawSecret, RawTokens, RawUpstream};
 use super::*;
@@ -518,26 +519,4 @@ impl Validator<'_> {
         }
         Some(p)
     }
-}
-
-/// Expands `${VAR}` from the environment; `$$` is a literal `$`. Returns the missing name.
-pub fn expand_env(s: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some((name, r)) = after.strip_prefix('{').and_then(|a| a.split_once('}')) {
-            out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
-            rest = r;
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }

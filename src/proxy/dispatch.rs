@@ -105,20 +105,26 @@ pub async fn with_token(
         .await
         .map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
     let policy = up.config.existing_authorization;
-    let keep = payload.replayable().then(|| headers.clone());
-    inject(&mut headers, policy, token.header())?;
+    let replay = payload
+        .replayable()
+        .then(|| (method.clone(), uri.clone(), headers.clone()));
+    let injected = inject(&mut headers, policy, token.header())?;
     let resp = send(
         &up.client,
-        build(method.clone(), uri.clone(), headers, payload.take()),
+        build(method, uri, headers, payload.take()),
         timeout,
     )
     .await?;
-    if resp.status() != StatusCode::UNAUTHORIZED || !bearer_invalid_token(resp.headers()) {
+    // A 401 for the app's own credentials (`keep`) says nothing about our token.
+    if !injected
+        || resp.status() != StatusCode::UNAUTHORIZED
+        || !bearer_invalid_token(resp.headers())
+    {
         return Ok(resp);
     }
     tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
     let renewed = up.tokens.invalidate(&token);
-    let Some(mut headers) = keep.filter(|_| renewed) else {
+    let Some((method, uri, mut headers)) = replay.filter(|_| renewed) else {
         return Ok(resp);
     };
     let token = up

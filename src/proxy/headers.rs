@@ -57,18 +57,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Applies the `existing_authorization` policy and adds the token if the policy says so.
+/// Returns whether the token was added (false: the app's own header was kept).
 pub fn inject(
     headers: &mut HeaderMap,
     policy: ExistingAuthorization,
     token: &HeaderValue,
-) -> Result<(), ProxyError> {
+) -> Result<bool, ProxyError> {
     let sent = headers.get_all(header::AUTHORIZATION).iter().count();
     match (policy, sent) {
         (_, 0) | (ExistingAuthorization::Overwrite, _) => {
             headers.insert(header::AUTHORIZATION, token.clone());
-            Ok(())
+            Ok(true)
         }
-        (ExistingAuthorization::Keep, 1) => Ok(()),
+        (ExistingAuthorization::Keep, 1) => Ok(false),
         (ExistingAuthorization::Keep, _) => Err(ProxyError::BadRequest(
             "more than one Authorization header".into(),
         )),
@@ -162,11 +163,11 @@ mod tests {
         );
 
         let mut h = map(&[("authorization", "Bearer app")]);
-        inject(&mut h, ExistingAuthorization::Keep, &token).unwrap();
+        assert!(!inject(&mut h, ExistingAuthorization::Keep, &token).unwrap());
         assert_eq!(h[header::AUTHORIZATION], "Bearer app");
 
         let mut h = HeaderMap::new();
-        inject(&mut h, ExistingAuthorization::Keep, &token).unwrap();
+        assert!(inject(&mut h, ExistingAuthorization::Keep, &token).unwrap());
         assert_eq!(h[header::AUTHORIZATION], "Bearer new");
 
         let mut h = map(&[("authorization", "Bearer app")]);
