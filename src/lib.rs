@@ -52,6 +52,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("upstream {upstream}: url cannot be used: {reason}")]
+    UpstreamUrl { upstream: String, reason: String },
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -15,9 +15,9 @@ use crate::config::{Config, UpstreamConfig};
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::proxy::client::{self, HttpClient};
 use crate::proxy::route::Router;
-use crate::tls::TlsError;
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
+use crate::StartError;
 
 /// Everything shared by the listeners and the admin endpoints.
 pub struct App {
@@ -43,7 +43,8 @@ pub struct Upstream {
     pub config: Arc<UpstreamConfig>,
     pub tokens: Arc<TokenSource>,
     pub client: HttpClient,
-    /// Where requests go (from `url`); the request's path is appended.
+    /// Where requests go: `Some` exactly when the upstream has a `url`; the request's path
+    /// is appended.
     pub origin: Option<Origin>,
     pub metrics: RequestMetrics,
 }
@@ -78,8 +79,10 @@ impl Snapshot {
         metrics: &Metrics,
         previous: Option<&Snapshot>,
         jitter: Jitter,
-    ) -> Result<Snapshot, TlsError> {
+    ) -> Result<Snapshot, StartError> {
         let connect_timeout = config.proxy.connect_timeout;
+        let same_token_settings_globally =
+            previous.is_some_and(|p| p.config.tokens == config.tokens);
         let default_client = client::build(None, connect_timeout)?;
         let mut clients: HashMap<Option<std::path::PathBuf>, HttpClient> = HashMap::new();
         clients.insert(None, default_client.clone());
@@ -95,10 +98,7 @@ impl Snapshot {
             };
             let reused = previous
                 .and_then(|p| p.upstream(&u.name))
-                .filter(|old| {
-                    same_token_settings(&old.config, u)
-                        && previous.is_some_and(|p| p.config.tokens == config.tokens)
-                })
+                .filter(|old| same_token_settings_globally && same_token_settings(&old.config, u))
                 .map(|old| old.tokens.clone());
             let tokens = match reused {
                 Some(t) => t,
@@ -113,9 +113,13 @@ impl Snapshot {
                     ))
                 }
             };
-            // Validation produced the url from a parsed URI, so this cannot fail in practice;
-            // if it did, the upstream would answer 502 rather than the proxy not starting.
-            let origin = u.url.as_ref().and_then(|url| Origin::new(url).ok());
+            let origin = match &u.url {
+                Some(url) => Some(Origin::new(url).map_err(|e| StartError::UpstreamUrl {
+                    upstream: u.name.clone(),
+                    reason: e.to_string(),
+                })?),
+                None => None,
+            };
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),
                 origin,

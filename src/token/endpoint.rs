@@ -55,6 +55,14 @@ impl FetchError {
         }
     }
 
+    /// Refusals that only a config or credential change can fix: retried slowly.
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self.oauth_code(),
+            Some("invalid_scope" | "unauthorized_client" | "invalid_client")
+        )
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             FetchError::Http { retry_after, .. } => *retry_after,

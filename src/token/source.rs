@@ -281,13 +281,15 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         header: issued.token.header().clone(),
         usable_until: started + usable,
     })));
+    // The server's expiry (counted from the request), in Unix time for dashboards and alerts.
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let remaining = (started + lifetime).saturating_duration_since(Instant::now());
     shared
         .metrics
         .expiry_gauge(&shared.upstream)
-        .set((now_unix + lifetime).as_secs_f64());
+        .set((now_unix + remaining).as_secs_f64());
     {
         let mut status = lock(&shared.status);
         status.last_refresh = Some(SystemTime::now());
@@ -312,11 +314,7 @@ pub fn expiry_skew(lifetime: Duration) -> Duration {
 }
 
 fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
-    let config_error = matches!(
-        e.oauth_code(),
-        Some("invalid_scope" | "unauthorized_client" | "invalid_client")
-    );
-    if config_error {
+    if e.is_config_error() {
         tracing::error!(upstream = %shared.upstream, error = %e, consecutive_failures = failures,
             "token request refused; check the client's credentials and the upstream's scopes");
     } else {
@@ -349,10 +347,7 @@ pub fn retry_delay(s: &TokenSettings, e: &FetchError, failures: u32, jitter: Jit
     if let Some(ra) = e.retry_after() {
         return ra.clamp(s.backoff_min, MAX_RETRY_AFTER);
     }
-    if matches!(
-        e.oauth_code(),
-        Some("invalid_scope" | "unauthorized_client" | "invalid_client")
-    ) {
+    if e.is_config_error() {
         return s.backoff_max;
     }
     let exp = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
