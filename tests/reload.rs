@@ -152,6 +152,39 @@ async fn reload_adds_moves_and_removes_upstreams_and_keeps_good_tokens() {
         .await
         .json();
     assert_eq!(status["upstreams"].as_array().unwrap().len(), 1);
+
+    // v4: the forward and admin listeners move to fixed ports.
+    let (fwd_port, admin_port) = (free_port(), free_port());
+    let moved = yaml(&idp, secret, "  unmatched: deny\n", &inv(p2))
+        .replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: 127.0.0.1:{fwd_port}"),
+            1,
+        )
+        .replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: 127.0.0.1:{admin_port}"),
+            1,
+        );
+    conf.swap(&[("config.yaml", &moved)]);
+    eventually(|| p.admin_addr().map(|a| a.port()) == Some(admin_port)).await;
+    assert_eq!(p.forward_addr().unwrap().port(), fwd_port);
+    let r = get(
+        p.forward_addr().unwrap(),
+        "http://inventory.example.com/",
+        "x",
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["authorization"][0], "Bearer tok-1");
+    assert!(
+        tokio::net::TcpStream::connect(fwd).await.is_err(),
+        "the old forward address is closed"
+    );
+    assert_eq!(
+        get(p.admin_addr().unwrap(), "/livez", "x", "").await.status,
+        200
+    );
     p.shutdown().await;
 }
 
