@@ -27,6 +27,9 @@ pub struct App {
     pub unmatched: RequestMetrics,
     /// Set on the first stop signal: `/readyz` turns 503 at once.
     pub stopping: AtomicBool,
+    /// Ports tokenproxy itself listens on, so a passthrough to one of them on loopback (which
+    /// would loop back into the proxy until connections run out) can be refused.
+    pub own_ports: std::sync::RwLock<Vec<u16>>,
 }
 
 pub struct Snapshot {
@@ -68,6 +71,27 @@ impl Origin {
             authority: http::uri::Authority::try_from(url.authority())?,
             base_path: url.base_path.clone(),
         })
+    }
+}
+
+impl App {
+    /// Records the ports of the listeners now running.
+    pub fn set_own_ports(
+        &self,
+        addrs: &std::collections::BTreeMap<crate::listeners::Role, std::net::SocketAddr>,
+    ) {
+        if let Ok(mut ports) = self.own_ports.write() {
+            *ports = addrs.values().map(std::net::SocketAddr::port).collect();
+        }
+    }
+
+    /// True if `host:port` is one of tokenproxy's own listeners on loopback.
+    pub fn is_own_listener(&self, host: &str, port: u16) -> bool {
+        crate::host::is_loopback(host)
+            && self
+                .own_ports
+                .read()
+                .is_ok_and(|ports| ports.contains(&port))
     }
 }
 

@@ -420,3 +420,29 @@ async fn routing_tricks_never_send_the_token_elsewhere() {
     assert_eq!(capture.heads().len(), 3);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn requests_that_would_loop_back_into_the_proxy_are_refused() {
+    let capture = Capture::start(OK).await;
+    let (_idp, p) = proxy_to(&capture, "").await;
+    let fwd = p.forward_addr().unwrap();
+    let admin = p.admin_addr().unwrap();
+    for target in [
+        format!("http://127.0.0.1:{}/", fwd.port()),
+        format!("http://localhost:{}/metrics", admin.port()),
+    ] {
+        let r = get(fwd, &target, "x", "").await;
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+        assert!(r.json()["message"].as_str().unwrap().contains("loop"));
+    }
+    let r = raw(
+        fwd,
+        &format!(
+            "CONNECT 127.0.0.1:{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            fwd.port()
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    p.shutdown().await;
+}

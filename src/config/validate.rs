@@ -107,6 +107,7 @@ impl Validator<'_> {
             upstreams,
         };
         self.check_listeners(&config);
+        self.check_loops(&config);
         self.check_patterns(&config);
         config
     }
@@ -405,6 +406,37 @@ impl Validator<'_> {
                 s
             })
             .collect()
+    }
+
+    /// An upstream `url` that is one of tokenproxy's own listeners would send every request
+    /// round and round until connections run out.
+    fn check_loops(&mut self, c: &Config) {
+        let listens: Vec<SocketAddr> = c
+            .proxy
+            .listen
+            .into_iter()
+            .chain(c.admin.listen)
+            .chain(c.upstreams.iter().filter_map(|u| u.listen))
+            .filter(|a| a.port() != 0)
+            .collect();
+        for u in &c.upstreams {
+            let Some(url) = &u.url else { continue };
+            let ip = match url.host.as_str() {
+                "localhost" => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+                h => h.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+            };
+            let Some(ip) = ip else { continue };
+            let hits = |l: &&SocketAddr| {
+                l.port() == url.port
+                    && (l.ip() == ip
+                        || l.ip().is_unspecified()
+                        || (ip.is_loopback() && l.ip().is_loopback()))
+            };
+            if let Some(l) = listens.iter().find(hits) {
+                let msg = format!("points at tokenproxy's own listener {l}: requests would loop");
+                self.problem(&["upstreams", &u.name, "url"], msg);
+            }
+        }
     }
 
     fn check_listeners(&mut self, c: &Config) {

@@ -28,9 +28,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = app.snapshot.load_full();
     let (up, result) = if req.method() == Method::CONNECT {
-        connect(&snap, req).await
+        connect(&app, &snap, req).await
     } else {
-        forward(&snap, req).await
+        forward(&app, &snap, req).await
     };
     dispatch::finish(&app.unmatched, up.as_deref(), started, result)
 }
@@ -63,7 +63,7 @@ impl Target {
     }
 }
 
-async fn forward(snap: &Snapshot, req: Request<Incoming>) -> Routed {
+async fn forward(app: &App, snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let (parts, body) = req.into_parts();
     let checked =
         check_transfer_encoding(&parts.headers).and_then(|()| single_host(&parts.headers));
@@ -85,6 +85,9 @@ async fn forward(snap: &Snapshot, req: Request<Incoming>) -> Routed {
                     target.host, target.port
                 ))),
             );
+        }
+        if app.is_own_listener(&target.host, target.port) {
+            return (None, Err(loop_error(&target.host, target.port)));
         }
         let out = Outgoing {
             method: parts.method,
@@ -122,7 +125,7 @@ async fn forward(snap: &Snapshot, req: Request<Incoming>) -> Routed {
     (Some(up.clone()), result)
 }
 
-async fn connect(snap: &Snapshot, req: Request<Incoming>) -> Routed {
+async fn connect(app: &App, snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_string()) else {
         return (
             None,
@@ -150,6 +153,9 @@ async fn connect(snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let proxy = &snap.config.proxy;
     if proxy.unmatched == Unmatched::Deny {
         return (None, Err(ProxyError::UnmatchedDenied(authority)));
+    }
+    if app.is_own_listener(&host, port) {
+        return (None, Err(loop_error(&host, port)));
     }
     let addr_host = host
         .trim_start_matches('[')
@@ -188,4 +194,10 @@ async fn connect(snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::OK;
     (None, Ok(resp))
+}
+
+fn loop_error(host: &str, port: u16) -> ProxyError {
+    ProxyError::BadRequest(format!(
+        "{host}:{port} is tokenproxy itself: the request would loop back into the proxy"
+    ))
 }
