@@ -8,12 +8,14 @@
 //! - [`snapshot`]: what requests read (routes, upstreams, token sources) behind one `ArcSwap`.
 //! - [`token`]: the token endpoint client and the per-upstream cache with background refresh.
 //! - [`proxy`]: the forward (`HTTP_PROXY`) and reverse listeners, header rules, forwarding.
+//! - [`listeners`], [`reload`]: sockets reconciled against the config; reload triggers.
 //! - [`admin`]: `/metrics`, `/livez`, `/readyz`, `/status`.
 //! - [`metrics`], [`tls`], [`host`]: Prometheus metrics, rustls setup, host matching rules.
 //! - [`demo`]: the self-contained `tokenproxy demo`; [`wait`]: `tokenproxy wait` for probes.
 //!
 //! [`start`] binds every listener and returns a [`Running`] proxy with its bound addresses, so
-//! tests run the whole thing in-process on port 0; [`run`] is `start` plus a stop signal.
+//! tests run the whole thing in-process on port 0; [`Running::apply`] swaps in a new config and
+//! [`Running::shutdown`] drains. [`run`] is `start`, a config watcher and a stop signal.
 
 pub mod admin;
 pub mod config;
