@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, UpstreamConfig};
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::proxy::client::{self, HttpClient};
+use crate::proxy::pool::OriginPool;
 use crate::proxy::route::Router;
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
@@ -45,6 +46,9 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub config: Arc<UpstreamConfig>,
     pub tokens: Arc<TokenSource>,
+    /// Connections to `url`, when there is one.
+    pub pool: Option<Arc<OriginPool>>,
+    /// For a url-less upstream: requests go wherever the app asked.
     pub client: HttpClient,
     /// Where requests go: `Some` exactly when the upstream has a `url`; the request's path
     /// is appended.
@@ -144,8 +148,23 @@ impl Snapshot {
                 })?),
                 None => None,
             };
+            let pool = match &origin {
+                Some(o) => {
+                    let connector = client::connector(u.ca_file.as_deref(), connect_timeout)?;
+                    let pool =
+                        OriginPool::new(&o.scheme, &o.authority, connector).map_err(|e| {
+                            StartError::UpstreamUrl {
+                                upstream: u.name.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    Some(pool)
+                }
+                None => None,
+            };
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),
+                pool,
                 origin,
                 metrics: RequestMetrics::new(metrics, &u.name),
                 config: u.clone(),

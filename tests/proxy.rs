@@ -631,3 +631,80 @@ async fn a_401_to_the_apps_own_credentials_does_not_refresh_our_token() {
     assert_eq!(idp.calls(), 1, "our token was not the one refused");
     p.shutdown().await;
 }
+
+/// A raw upstream that answers every request with `response`, counts connections, and closes
+/// each connection after `per_conn` answers (without saying so in the response).
+async fn raw_upstream(
+    response: &'static str,
+    per_conn: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut pending = Vec::new();
+                let mut answered = 0;
+                while answered < per_conn {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        s.write_all(response.as_bytes()).await.unwrap();
+                        answered += 1;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let idp = FakeIdp::start().await;
+    let (addr, conns) =
+        raw_upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", usize::MAX).await;
+    let ups = format!("  api:\n    url: http://{addr}\n    listen: 127.0.0.1:0\n    client: idp\n");
+    let p = start(&idp, "", &ups).await;
+    let rev = p.reverse_addr("api").unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(rev, "/x", "x", "").await.status, 200);
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream connection for 20 requests"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
+    let idp = FakeIdp::start().await;
+    // Closes after every answer without a `Connection: close`, like a server whose keep-alive
+    // timeout is shorter than ours; and answers with an empty body (never polled to its end).
+    let (addr, conns) = raw_upstream("HTTP/1.1 204 No Content\r\n\r\n", 1).await;
+    let ups = format!("  api:\n    url: http://{addr}\n    listen: 127.0.0.1:0\n    client: idp\n");
+    let p = start(&idp, "", &ups).await;
+    let rev = p.reverse_addr("api").unwrap();
+    for i in 0..200 {
+        let r = get(rev, "/x", "x", "").await;
+        assert_eq!(r.status, 204, "request {i}: {r:?}");
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 200);
+    p.shutdown().await;
+}

@@ -15,16 +15,24 @@ use crate::tls::{client_config, TlsError};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
+/// TCP (no Nagle, bounded connect) plus TLS by rustls where the scheme is https.
+pub fn connector(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
-    let https = HttpsConnectorBuilder::new()
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(client_config(ca_file)?)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
+    let https = connector(ca_file, connect_timeout)?;
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -5,6 +5,7 @@
 //! challenge, the token is dropped and, when the body could be kept, the request is replayed
 //! once with a fresh token; otherwise the 401 goes back and the next request gets the new one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,8 @@ use hyper::body::{Body as _, Incoming};
 use super::answer::ProxyError;
 use super::client::HttpClient;
 use super::headers::{inject, strip_hop_by_hop};
-use super::{empty, full, incoming, Body};
+use super::pool::{OriginPool, PoolError};
+use super::{empty, full, incoming, Body, BoxError};
 use crate::metrics::{RequestMetrics, UNMATCHED};
 use crate::snapshot::{Origin, Upstream};
 use tokio::time::Instant;
@@ -109,8 +111,9 @@ pub async fn with_token(
         .replayable()
         .then(|| (method.clone(), uri.clone(), headers.clone()));
     let injected = inject(&mut headers, policy, token.header())?;
+    let transport = Transport::of(up);
     let resp = send(
-        &up.client,
+        transport,
         build(method, uri, headers, payload.take()),
         timeout,
     )
@@ -134,7 +137,7 @@ pub async fn with_token(
         .map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
     inject(&mut headers, policy, token.header())?;
     send(
-        &up.client,
+        transport,
         build(method, uri, headers, payload.take()),
         timeout,
     )
@@ -191,7 +194,8 @@ pub async fn passthrough(
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let (method, uri, headers, body) = req.into_clean_parts();
-    send(client, build(method, uri, headers, incoming(body)), timeout).await
+    let req = build(method, uri, headers, incoming(body));
+    send(Transport::Client(client), req, timeout).await
 }
 
 fn build(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Request<Body> {
@@ -202,15 +206,46 @@ fn build(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Request<Bo
     req
 }
 
+/// How a request reaches its upstream.
+#[derive(Clone, Copy)]
+enum Transport<'a> {
+    /// The upstream's own connections to its `url`.
+    Pool(&'a Arc<OriginPool>),
+    /// The shared pooled client, for wherever the request's URI points.
+    Client(&'a HttpClient),
+}
+
+impl<'a> Transport<'a> {
+    fn of(up: &'a Upstream) -> Transport<'a> {
+        match &up.pool {
+            Some(pool) => Transport::Pool(pool),
+            None => Transport::Client(&up.client),
+        }
+    }
+}
+
 async fn send(
-    client: &HttpClient,
+    transport: Transport<'_>,
     req: Request<Body>,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
-    let resp = tokio::time::timeout(timeout, client.request(req))
+    let request = async {
+        match transport {
+            Transport::Pool(pool) => pool
+                .send(req)
+                .await
+                .map(|r| r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                .map_err(|e| classify(&e, pool_error_is_user(&e))),
+            Transport::Client(client) => client
+                .request(req)
+                .await
+                .map(|r| r.map(incoming))
+                .map_err(|e| classify(&e, legacy_error_is_user(&e))),
+        }
+    };
+    let resp = tokio::time::timeout(timeout, request)
         .await
-        .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
-        .map_err(classify)?;
+        .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
     let (mut parts, body) = resp.into_parts();
     if parts.headers.contains_key(header::CONTENT_LENGTH)
         && parts.headers.contains_key(header::TRANSFER_ENCODING)
@@ -221,23 +256,30 @@ async fn send(
         ));
     }
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, incoming(body)))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// A failure while streaming the app's request body (bad chunked framing, a client that went
 /// away) is the app's fault, not the upstream's: 400, which also closes the connection.
-fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
-    let user_body = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(hyper::Error::is_user);
+fn classify(e: &dyn std::error::Error, user_body: bool) -> ProxyError {
     if user_body {
         ProxyError::BadRequest(format!(
             "request body could not be read: {}",
-            error_chain(&e)
+            error_chain(e)
         ))
     } else {
-        ProxyError::UpstreamUnreachable(error_chain(&e))
+        ProxyError::UpstreamUnreachable(error_chain(e))
     }
+}
+
+fn legacy_error_is_user(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user)
+}
+
+fn pool_error_is_user(e: &PoolError) -> bool {
+    matches!(e, PoolError::Http(h) if h.is_user())
 }
 
 /// A `Bearer` challenge that says the token is bad (or gives no reason). `insufficient_scope`

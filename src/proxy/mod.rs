@@ -5,13 +5,16 @@
 //! - `reverse`: one listener per upstream with `listen`, for apps that take a base URL.
 //! - `dispatch`: the shared step that adds the token, sends upstream, replays after a 401.
 //! - `route`, `headers`, `answer`: matching, header rules, and the error-to-status mapping.
-//! - `client`: the pooled upstream client, TLS originated by rustls.
+//! - `pool`: connections to an upstream's `url`, driven in the request's own task.
+//! - `client`: hyper-util's pooled client, for passthrough and url-less upstreams; the TLS
+//!   connector (rustls) both use.
 
 pub mod answer;
 pub mod client;
 pub mod dispatch;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod reverse;
 pub mod route;
 pub mod server;
