@@ -1,7 +1,8 @@
-//! The pooled HTTP/1.1 client that carries requests to upstreams, TLS by rustls.
+//! The TLS connector (rustls) for upstream connections, and hyper-util's pooled client for the
+//! requests whose destination is not fixed: passthrough and url-less upstreams. Requests to an
+//! upstream's `url` go through `pool` instead.
 //!
-//! One client per distinct `ca_file` (plus the default), shared by every upstream that uses
-//! it, so connections are pooled per origin across requests.
+//! One client per distinct `ca_file` (plus the default), so connections are pooled per origin.
 
 use std::path::Path;
 use std::time::Duration;
