@@ -105,8 +105,10 @@ impl OriginPool {
         None
     }
 
+    /// Keeps a connection for reuse if it is open and idle; one still busy (say, sending a
+    /// request body the upstream answered without reading) is closed instead.
     fn put(&self, mut conn: Conn) {
-        if !conn.alive() {
+        if !conn.alive() || !conn.sender.is_ready() {
             return;
         }
         conn.idle_since = Instant::now();
