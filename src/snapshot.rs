@@ -13,6 +13,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, UpstreamConfig};
 use crate::metrics::{Metrics, RequestMetrics};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::path::PathBuf;
+
 use crate::proxy::client::{self, HttpClient};
 use crate::proxy::pool::OriginPool;
 use crate::proxy::route::Router;
@@ -46,36 +50,16 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub config: Arc<UpstreamConfig>,
     pub tokens: Arc<TokenSource>,
-    /// Connections to `url`, when there is one.
-    pub pool: Option<Arc<OriginPool>>,
-    /// For a url-less upstream: requests go wherever the app asked.
-    pub client: HttpClient,
-    /// Where requests go: `Some` exactly when the upstream has a `url`; the request's path
-    /// is appended.
-    pub origin: Option<Origin>,
+    pub route: Route,
     pub metrics: RequestMetrics,
 }
 
-/// An upstream `url`, pre-parsed so building each request's URI copies no strings.
-pub struct Origin {
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
-    /// Path prefix without a trailing slash ("" for none).
-    pub base_path: String,
-}
-
-impl Origin {
-    fn new(url: &crate::config::UpstreamUrl) -> Result<Origin, http::Error> {
-        let scheme = match url.scheme {
-            crate::config::Scheme::Http => http::uri::Scheme::HTTP,
-            crate::config::Scheme::Https => http::uri::Scheme::HTTPS,
-        };
-        Ok(Origin {
-            scheme,
-            authority: http::uri::Authority::try_from(url.authority())?,
-            base_path: url.base_path.clone(),
-        })
-    }
+/// Where an upstream's requests go.
+pub enum Route {
+    /// To its `url`, over its own connections.
+    Url(Arc<OriginPool>),
+    /// No `url` (forward mode only): to the target the app asked for.
+    AsAsked(HttpClient),
 }
 
 impl App {
@@ -111,19 +95,20 @@ impl Snapshot {
         let connect_timeout = config.proxy.connect_timeout;
         let same_token_settings_globally =
             previous.is_some_and(|p| p.config.tokens == config.tokens);
-        let default_client = client::build(None, connect_timeout)?;
-        let mut clients: HashMap<Option<std::path::PathBuf>, HttpClient> = HashMap::new();
-        clients.insert(None, default_client.clone());
+        // One TLS connector per distinct ca_file, shared by the pools and clients that use it.
+        let mut connectors: HashMap<Option<PathBuf>, HttpsConnector<HttpConnector>> =
+            HashMap::new();
+        let mut connector = |ca_file: &Option<PathBuf>| -> Result<_, StartError> {
+            if let Some(c) = connectors.get(ca_file) {
+                return Ok(c.clone());
+            }
+            let c = client::connector(ca_file.as_deref(), connect_timeout)?;
+            connectors.insert(ca_file.clone(), c.clone());
+            Ok(c)
+        };
+        let passthrough = client::build(connector(&None)?);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let client = match clients.get(&u.ca_file) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = client::build(u.ca_file.as_deref(), connect_timeout)?;
-                    clients.insert(u.ca_file.clone(), c.clone());
-                    c
-                }
-            };
             let reused = previous
                 .and_then(|p| p.upstream(&u.name))
                 .filter(|old| same_token_settings_globally && same_token_settings(&old.config, u))
@@ -141,35 +126,23 @@ impl Snapshot {
                     ))
                 }
             };
-            let origin = match &u.url {
-                Some(url) => Some(Origin::new(url).map_err(|e| StartError::UpstreamUrl {
-                    upstream: u.name.clone(),
-                    reason: e.to_string(),
-                })?),
-                None => None,
-            };
-            let pool = match &origin {
-                Some(o) => {
-                    let connector = client::connector(u.ca_file.as_deref(), connect_timeout)?;
-                    let pool =
-                        OriginPool::new(&o.scheme, &o.authority, connector).map_err(|e| {
-                            StartError::UpstreamUrl {
-                                upstream: u.name.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                    Some(pool)
+            let route = match &u.url {
+                Some(url) => {
+                    Route::Url(OriginPool::new(url, connector(&u.ca_file)?).map_err(|e| {
+                        StartError::UpstreamUrl {
+                            upstream: u.name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?)
                 }
-                None => None,
+                None => Route::AsAsked(client::build(connector(&u.ca_file)?)),
             };
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),
-                pool,
-                origin,
+                route,
                 metrics: RequestMetrics::new(metrics, &u.name),
                 config: u.clone(),
                 tokens,
-                client,
             }));
         }
         let router = Router::new(config.upstreams.iter().map(|u| u.match_hosts.as_slice()));
@@ -183,7 +156,7 @@ impl Snapshot {
             upstreams,
             by_name,
             router,
-            passthrough: default_client,
+            passthrough,
         })
     }
 

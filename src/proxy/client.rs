@@ -2,7 +2,7 @@
 //! requests whose destination is not fixed: passthrough and url-less upstreams. Requests to an
 //! upstream's `url` go through `pool` instead.
 //!
-//! One client per distinct `ca_file` (plus the default), so connections are pooled per origin.
+//! One connector (and client) per distinct `ca_file`, built once per snapshot.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,12 +32,11 @@ pub fn connector(
         .wrap_connector(http))
 }
 
-pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
-    let https = connector(ca_file, connect_timeout)?;
-    Ok(Client::builder(TokioExecutor::new())
+pub fn build(https: HttpsConnector<HttpConnector>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(https))
+        .build(https)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -21,7 +20,7 @@ use super::headers::{inject, strip_hop_by_hop};
 use super::pool::{OriginPool, PoolError};
 use super::{empty, full, incoming, Body, BoxError};
 use crate::metrics::{RequestMetrics, UNMATCHED};
-use crate::snapshot::{Origin, Upstream};
+use crate::snapshot::{Route, Upstream};
 use tokio::time::Instant;
 
 /// A request reduced to what is sent upstream.
@@ -144,22 +143,9 @@ pub async fn with_token(
     .await
 }
 
-/// The upstream's origin followed by the request's path and query.
-pub fn join(origin: &Origin, uri: &Uri) -> Result<Uri, ProxyError> {
-    let bad = |_| ProxyError::BadRequest("request path cannot be forwarded".into());
-    let pq = match uri.path_and_query() {
-        Some(pq) if pq.as_str().starts_with('/') && origin.base_path.is_empty() => pq.clone(),
-        Some(pq) if pq.as_str().starts_with('/') => {
-            PathAndQuery::try_from(format!("{}{}", origin.base_path, pq.as_str())).map_err(bad)?
-        }
-        _ if origin.base_path.is_empty() => PathAndQuery::from_static("/"),
-        _ => PathAndQuery::try_from(format!("{}/", origin.base_path)).map_err(bad)?,
-    };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(origin.scheme.clone());
-    parts.authority = Some(origin.authority.clone());
-    parts.path_and_query = Some(pq);
-    Uri::from_parts(parts)
+/// The target to send to an upstream's `url`: its base path, then the request's path and query.
+pub fn target(pool: &OriginPool, uri: &Uri) -> Result<Uri, ProxyError> {
+    pool.target(uri)
         .map_err(|_| ProxyError::BadRequest("request path cannot be forwarded".into()))
 }
 
@@ -217,9 +203,9 @@ enum Transport<'a> {
 
 impl<'a> Transport<'a> {
     fn of(up: &'a Upstream) -> Transport<'a> {
-        match &up.pool {
-            Some(pool) => Transport::Pool(pool),
-            None => Transport::Client(&up.client),
+        match &up.route {
+            Route::Url(pool) => Transport::Pool(pool),
+            Route::AsAsked(client) => Transport::Client(client),
         }
     }
 }

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::dispatch::{self, Outgoing};
-use super::headers::{check_transfer_encoding, single_host};
+use super::headers::check_request;
 use super::{empty, Body};
 use crate::config::{Scheme, Unmatched};
 use crate::host::{is_loopback, split_authority};
-use crate::snapshot::{App, Snapshot, Upstream};
+use crate::snapshot::{App, Route, Snapshot, Upstream};
 
 type Routed = (Option<Arc<Upstream>>, Result<Response<Body>, ProxyError>);
 
@@ -65,9 +65,7 @@ impl Target {
 
 async fn forward(app: &App, snap: &Snapshot, req: Request<Incoming>) -> Routed {
     let (parts, body) = req.into_parts();
-    let checked =
-        check_transfer_encoding(&parts.headers).and_then(|()| single_host(&parts.headers));
-    let target = match checked.and_then(|_| Target::parse(&parts.uri)) {
+    let target = match check_request(&parts.headers).and_then(|()| Target::parse(&parts.uri)) {
         Ok(t) => t,
         Err(e) => return (None, Err(e)),
     };
@@ -100,16 +98,17 @@ async fn forward(app: &App, snap: &Snapshot, req: Request<Incoming>) -> Routed {
             dispatch::passthrough(&snap.passthrough, out, proxy.request_timeout).await,
         );
     };
-    let uri = match &up.origin {
-        Some(origin) => dispatch::join(origin, &parts.uri),
+    let uri = match &up.route {
+        Route::Url(pool) => dispatch::target(pool, &parts.uri),
         // No `url`: the token goes where the app asked, if that is safe.
-        None if target.scheme == Scheme::Https
-            || is_loopback(&target.host)
-            || up.config.allow_plaintext =>
+        Route::AsAsked(_)
+            if target.scheme == Scheme::Https
+                || is_loopback(&target.host)
+                || up.config.allow_plaintext =>
         {
             Ok(parts.uri)
         }
-        None => Err(ProxyError::PlaintextRefused(target.host.clone())),
+        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host.clone())),
     };
     let out = match uri {
         Ok(uri) => Outgoing {

@@ -100,6 +100,12 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     }
 }
 
+/// The checks every request gets before routing: its framing and a single `Host`.
+pub fn check_request(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_transfer_encoding(headers)?;
+    single_host(headers).map(|_| ())
+}
+
 /// The one `Host` header of a request, refusing duplicates.
 pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyError> {
     let mut all = headers.get_all(header::HOST).iter();

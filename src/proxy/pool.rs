@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::InvalidUri;
 use http::{Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{Body, BoxError};
+use crate::config::UpstreamUrl;
 
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
@@ -68,31 +69,48 @@ impl Conn {
     }
 }
 
-/// The connections to one origin (`scheme://host:port`).
+/// The connections to one upstream `url` (`scheme://host:port/base`).
 pub struct OriginPool {
     origin: Uri,
     /// The `Host` header for this origin (a bare connection sends none by itself).
     host: HeaderValue,
+    /// Path prefix without a trailing slash ("" for none).
+    base_path: String,
     connector: HttpsConnector<HttpConnector>,
     idle: Mutex<Vec<Conn>>,
 }
 
 impl OriginPool {
     pub fn new(
-        scheme: &Scheme,
-        authority: &Authority,
+        url: &UpstreamUrl,
         connector: HttpsConnector<HttpConnector>,
     ) -> Result<Arc<Self>, http::Error> {
+        let authority = url.authority();
         Ok(Arc::new(OriginPool {
             origin: Uri::builder()
-                .scheme(scheme.clone())
-                .authority(authority.clone())
+                .scheme(url.scheme.as_str())
+                .authority(authority.as_str())
                 .path_and_query("/")
                 .build()?,
-            host: HeaderValue::from_str(authority.as_str())?,
+            host: HeaderValue::from_str(&authority)?,
+            base_path: url.base_path.clone(),
             connector,
             idle: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// The origin-form target to send for an app request: the base path, then the request's
+    /// own path and query.
+    pub fn target(&self, uri: &Uri) -> Result<Uri, InvalidUri> {
+        match uri.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') && self.base_path.is_empty() => {
+                Ok(Uri::from(pq.clone()))
+            }
+            Some(pq) if pq.as_str().starts_with('/') => {
+                Uri::try_from(format!("{}{}", self.base_path, pq.as_str()))
+            }
+            _ => Uri::try_from(format!("{}/", self.base_path)),
+        }
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -133,18 +151,12 @@ impl OriginPool {
         })
     }
 
-    /// Sends `req` (its path and query; `Host` is set to the origin's) on an idle connection,
-    /// or a new one, and returns the response whose body keeps driving the connection.
+    /// Sends `req` (its URI from [`OriginPool::target`]; `Host` is set to the origin's) on an
+    /// idle connection, or a new one, and returns the response whose body keeps driving it.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(pq);
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
             let (mut conn, reused) = match self.take_idle() {
@@ -235,5 +247,35 @@ impl Drop for PooledBody {
                 self.pool.put(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Scheme;
+
+    fn pool(base_path: &str) -> Arc<OriginPool> {
+        let url = UpstreamUrl {
+            scheme: Scheme::Https,
+            host: "api.example.com".into(),
+            port: 8443,
+            base_path: base_path.into(),
+        };
+        let connector = crate::proxy::client::connector(None, Duration::from_secs(1)).unwrap();
+        OriginPool::new(&url, connector).unwrap()
+    }
+
+    #[test]
+    fn targets_are_origin_form_under_the_base_path() {
+        let t = |p: &OriginPool, uri: &str| p.target(&uri.parse().unwrap()).unwrap().to_string();
+        let plain = pool("");
+        assert_eq!(t(&plain, "http://a.example/x?y=1"), "/x?y=1");
+        assert_eq!(t(&plain, "/x"), "/x");
+        assert_eq!(t(&plain, "http://a.example"), "/");
+        let based = pool("/api/v1");
+        assert_eq!(t(&based, "/items?q=a%20b"), "/api/v1/items?q=a%20b");
+        assert_eq!(t(&based, "http://a.example"), "/api/v1/");
+        assert_eq!(plain.host, "api.example.com:8443");
     }
 }

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::dispatch::{self, Outgoing};
-use super::headers::{check_transfer_encoding, single_host};
+use super::headers::check_request;
 use super::Body;
-use crate::snapshot::App;
+use crate::snapshot::{App, Route};
 
 pub async fn handle(app: Arc<App>, name: Arc<str>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -24,11 +24,9 @@ pub async fn handle(app: Arc<App>, name: Arc<str>, req: Request<Incoming>) -> Re
         return dispatch::finish(&app.unmatched, None, started, Err(gone));
     };
     let (parts, body) = req.into_parts();
-    let checked =
-        check_transfer_encoding(&parts.headers).and_then(|()| single_host(&parts.headers));
-    let uri = checked.and_then(|_| match &up.origin {
-        Some(origin) => dispatch::join(origin, &parts.uri),
-        None => Err(ProxyError::UpstreamUnreachable(format!(
+    let uri = check_request(&parts.headers).and_then(|()| match &up.route {
+        Route::Url(pool) => dispatch::target(pool, &parts.uri),
+        Route::AsAsked(_) => Err(ProxyError::UpstreamUnreachable(format!(
             "upstream {name} has no url"
         ))),
     });
