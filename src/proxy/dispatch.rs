@@ -233,8 +233,8 @@ async fn send(
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
     let (mut parts, body) = resp.into_parts();
-    if parts.headers.contains_key(header::CONTENT_LENGTH)
-        && parts.headers.contains_key(header::TRANSFER_ENCODING)
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
     {
         // Ambiguous framing (RFC 9112 §6.1): refuse rather than pick one reading of it.
         return Err(ProxyError::BadUpstreamResponse(

@@ -11,7 +11,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use super::answer::ProxyError;
 use crate::config::ExistingAuthorization;
 
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP_COUNT: usize = 9;
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -24,7 +25,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Names `Connection` may not remove: framing, routing and the token are ours to decide.
-const PROTECTED: [HeaderName; 4] = [
+static PROTECTED: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
     header::HOST,
     header::AUTHORIZATION,
@@ -33,25 +34,64 @@ const PROTECTED: [HeaderName; 4] = [
 
 /// Removes hop-by-hop headers and those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Fast path: most messages carry none, and one pass over the names is cheaper than
-    // hashing nine of them for removal.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names finds which hop-by-hop headers are there, so only those are
+    // hashed for removal. Most messages carry none, or only `Connection: keep-alive`, which
+    // names nothing that is not removed anyway.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !PROTECTED.contains(name))
-            .collect();
-        for name in named {
+    if present[0] {
+        remove_connection_named(headers);
+    }
+    for (name, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+}
+
+/// The position of `name` in [`HOP_BY_HOP`]. A match on the (lowercase) name is a length
+/// check and at most one comparison, where comparing with each entry in turn is nine.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "trailer" => Some(6),
+        "transfer-encoding" => Some(7),
+        "upgrade" => Some(8),
+        _ => None,
+    }
+}
+
+/// Removes the headers a `Connection` header names. `keep-alive` and `close` alone, by far the
+/// most common values, are options that name no header, so they skip the parse.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.eq_ignore_ascii_case("keep-alive") && !v.eq_ignore_ascii_case("close"))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .filter(|name| !PROTECTED.contains(name))
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }
@@ -129,6 +169,23 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn the_index_match_agrees_with_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for name in [
+            "host",
+            "content-length",
+            "authorization",
+            "x-connection",
+            "t",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
     }
 
     #[test]
