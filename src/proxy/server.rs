@@ -6,8 +6,10 @@
 //! The caller bounds that wait with the drain deadline.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -109,7 +111,7 @@ pub async fn serve_with<F, Fut>(
 async fn connection<F, Fut>(
     stream: tokio::net::TcpStream,
     handler: F,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     limits: Limits,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -127,16 +129,57 @@ async fn connection<F, Fut>(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+    let mut stop = StopSignal::new(stop);
+    let ended = poll_fn(|cx| {
+        if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(res));
         }
-        _ = stopped(&mut stop) => {
+        stop.poll_stopped(cx).map(|()| None)
+    })
+    .await;
+    let res = match ended {
+        Some(res) => res,
+        None => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            conn.await
         }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A listener's stop signal as a connection task sees it, cheap to poll again. A connection
+/// task is woken several times per request, and registering with the watch channel on every
+/// wake-up cost more than the rest of the stop handling; once registered, the channel is
+/// polled again only when its value has changed or the task's waker is a different one.
+struct StopSignal {
+    changes: watch::Receiver<bool>,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    registered: Option<Waker>,
+}
+
+impl StopSignal {
+    fn new(mut stop: watch::Receiver<bool>) -> Self {
+        let changes = stop.clone();
+        StopSignal {
+            changes,
+            stopped: Box::pin(async move { stopped(&mut stop).await }),
+            registered: None,
+        }
+    }
+
+    /// Ready once the listener is told to stop (or its sender is gone).
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let same_waker = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if same_waker && !self.changes.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        self.registered = Some(cx.waker().clone());
+        self.stopped.as_mut().poll(cx)
     }
 }
 
