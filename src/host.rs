@@ -41,18 +41,42 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
             .map_err(|_| HostError::BadIpv6(raw.to_string()))?;
         return Ok(format!("[{ip}]"));
     }
-    let host = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
-    let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
-    if host.is_empty() || !host.chars().all(ok) || host.contains("..") || host.starts_with('.') {
-        return Err(HostError::BadChars(raw.to_string()));
+    // One pass: lowercase, check the characters and the dots, note where the last label
+    // starts and whether the name could be a dotted-decimal IPv4 address.
+    let trimmed = raw.strip_suffix('.').unwrap_or(raw);
+    let bad = || HostError::BadChars(raw.to_string());
+    let mut host = String::with_capacity(trimmed.len());
+    let mut after_dot = true; // a leading dot is refused like an empty label
+    let mut last_label = 0;
+    let mut dotted_decimal = true;
+    for b in trimmed.bytes() {
+        let c = b.to_ascii_lowercase();
+        match c {
+            b'.' if after_dot => return Err(bad()),
+            b'.' => {
+                after_dot = true;
+                last_label = host.len() + 1;
+            }
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {
+                after_dot = false;
+                dotted_decimal &= c.is_ascii_digit();
+            }
+            _ => return Err(bad()),
+        }
+        host.push(char::from(c));
     }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(ip.to_string());
+    if after_dot {
+        return Err(bad()); // empty, or an empty last label
+    }
+    if dotted_decimal {
+        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+            return Ok(ip.to_string());
+        }
     }
     // A last label that is all digits (or 0x...) is something a resolver may read as an IPv4
     // address in a non-canonical spelling; we refuse it instead of disagreeing with it.
-    let last = host.rsplit('.').next().unwrap_or("");
-    if last.chars().all(|c| c.is_ascii_digit()) || last.starts_with("0x") {
+    let last = &host[last_label..];
+    if last.bytes().all(|c| c.is_ascii_digit()) || last.starts_with("0x") {
         return Err(HostError::AmbiguousNumeric(raw.to_string()));
     }
     Ok(host)
