@@ -3,7 +3,10 @@
 Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forward listener
 (absolute-form requests from a wrk Lua script). Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
-connections, and the token fetches during the run. Not part of CI's pass/fail.
+connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
+proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
+TCP work is most of it, and it is the same for any proxy making the same system calls.
+Not part of CI's pass/fail.
 
 Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1]
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
@@ -62,6 +65,23 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_seconds(pids):
+    """User and system CPU seconds used so far by these processes (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / tick, system / tick
+
+
+def children(pid):
+    """The worker processes of an nginx master."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
 def to_ms(text):
     m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
     if not m:
@@ -72,13 +92,16 @@ def to_ms(text):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
-def wrk(url, args, script=None, cpu=None):
+def wrk(url, args, script=None, cpu=None, measured=()):
+    """req/s, p50 ms, p99 ms, and the CPU µs per request (user, system) of `measured`."""
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
     if script:
         argv[1:1] = ["-s", script]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
+    before = cpu_seconds(measured)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 30).stdout
+    after = cpu_seconds(measured)
     if "Requests/sec" not in out or "50%" not in out:
         raise SystemExit(f"wrk gave no figures for {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -87,7 +110,9 @@ def wrk(url, args, script=None, cpu=None):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers\n{out}")
-    return rps, p50, p99
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    user, system = ((b - a) * 1e6 / count for a, b in zip(before, after))
+    return rps, p50, p99, user, system
 
 
 def main():
@@ -169,26 +194,29 @@ upstreams:
     with open(lua, "w") as f:
         f.write('wrk.path = "http://origin.bench/"\n')
     try:
+        masters = {}
         for name in ["origin", "proxy"]:
-            start([nginx, "-p", tmp, "-c", f"{tmp}/{name}.conf", "-g", "daemon off;"], cpu=server_cpu)
+            masters[name] = start([nginx, "-p", tmp, "-c", f"{tmp}/{name}.conf", "-g", "daemon off;"],
+                                  cpu=server_cpu)
         wait(f"http://127.0.0.1:{ports['origin']}/")
         wait(f"http://127.0.0.1:{ports['nginx_proxy']}/")
+        proxy_workers = children(masters["proxy"].pid)
         tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml"], cpu=server_cpu,
                    env={"TOKIO_WORKER_THREADS": str(args.workers), "RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{ports['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
 
-        targets = [
-            ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", None),
-            ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", None),
-            ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", None),
-            ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua),
+        targets = [  # name, url, wrk script, the proxy processes whose CPU is counted
+            ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", None, ()),
+            ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", None, proxy_workers),
+            ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", None, [tp.pid]),
+            ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua, [tp.pid]),
         ]
-        results = {name: [] for name, _, _ in targets}
+        results = {name: [] for name, _, _, _ in targets}
         for _ in range(args.runs):
-            for name, url, script in targets:  # interleaved, so drift hits all alike
-                results[name].append(wrk(url, args, script, client_cpu))
+            for name, url, script, measured in targets:  # interleaved, so drift hits all alike
+                results[name].append(wrk(url, args, script, client_cpu, measured))
         # RSS under 256 open connections.
         saved = args.connections
         args.connections = 256
@@ -213,15 +241,20 @@ upstreams:
                     p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for n, rs in results.items()}
+    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
     a, b = med["a nginx direct"], med["b nginx proxy+header"]
     cpu = platform.processor() or platform.machine()
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores ({cpu}) · wrk -t1 -c{args.connections} "
           f"-d{args.duration}s · {args.runs} runs, medians · workers {args.workers} · pinned {args.pin}")
     print(f"| target | req/s | p50 ms | p99 ms | req/s vs b | p99 vs b | req/s vs a |")
     print("|---|---|---|---|---|---|---|")
-    for name, (rps, p50, p99) in med.items():
+    for name, (rps, p50, p99, _, _) in med.items():
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {rps / b[0]:.2f}x | {p99 / b[2]:.2f}x | {rps / a[0]:.2f}x |")
+    print()
+    print("| proxy CPU per request | user µs | kernel µs | total µs | total vs b |")
+    print("|---|---|---|---|---|")
+    for name, (_, _, _, user, system) in list(med.items())[1:]:
+        print(f"| {name} | {user:.1f} | {system:.1f} | {user + system:.1f} | {(user + system) / (b[3] + b[4]):.2f}x |")
     print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak[0] / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
 
