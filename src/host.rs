@@ -129,6 +129,12 @@ pub fn is_loopback(host: &str) -> bool {
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// True if `ip` is an address of this machine: binding a socket to it succeeds only then. (A
+/// host with `net.ipv4.ip_nonlocal_bind` set says yes to every address.)
+pub fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// A `match` entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPattern {

@@ -89,11 +89,11 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
         unmatched: metrics::RequestMetrics::new(&metrics, metrics::UNMATCHED),
         metrics,
         stopping: AtomicBool::new(false),
-        own_ports: std::sync::RwLock::new(Vec::new()),
+        own_addrs: std::sync::RwLock::new(Vec::new()),
     });
     let mut listeners = Listeners::default();
     listeners.reconcile(&app, &config).await?;
-    app.set_own_ports(&listeners.addrs());
+    app.set_own_addrs(&listeners.addrs());
     let running = Running {
         app,
         addrs: std::sync::Mutex::new(listeners.addrs()),
@@ -166,7 +166,7 @@ impl Running {
         self.app.snapshot.store(Arc::new(snap));
         let result = listeners.reconcile(&self.app, &config).await;
         *self.lock_addrs() = listeners.addrs();
-        self.app.set_own_ports(&listeners.addrs());
+        self.app.set_own_addrs(&listeners.addrs());
         result
     }
 

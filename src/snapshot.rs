@@ -6,6 +6,7 @@
 //! not change are carried over from the previous snapshot, so a reload never drops a good token.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -32,9 +33,9 @@ pub struct App {
     pub unmatched: RequestMetrics,
     /// Set on the first stop signal: `/readyz` turns 503 at once.
     pub stopping: AtomicBool,
-    /// Ports tokenproxy itself listens on, so a passthrough to one of them on loopback (which
-    /// would loop back into the proxy until connections run out) can be refused.
-    pub own_ports: std::sync::RwLock<Vec<u16>>,
+    /// The addresses tokenproxy itself listens on, so a passthrough or tunnel to one of them
+    /// (which would loop back into the proxy) can be refused.
+    pub own_addrs: std::sync::RwLock<Vec<SocketAddr>>,
 }
 
 pub struct Snapshot {
@@ -63,24 +64,51 @@ pub enum Route {
 }
 
 impl App {
-    /// Records the ports of the listeners now running.
-    pub fn set_own_ports(
+    /// Records the addresses of the listeners now running.
+    pub fn set_own_addrs(
         &self,
-        addrs: &std::collections::BTreeMap<crate::listeners::Role, std::net::SocketAddr>,
+        addrs: &std::collections::BTreeMap<crate::listeners::Role, SocketAddr>,
     ) {
-        if let Ok(mut ports) = self.own_ports.write() {
-            *ports = addrs.values().map(std::net::SocketAddr::port).collect();
+        if let Ok(mut own) = self.own_addrs.write() {
+            *own = addrs.values().copied().collect();
         }
     }
 
-    /// True if `host:port` is one of tokenproxy's own listeners on loopback.
+    /// True if `host:port` (a normalised host) reaches one of tokenproxy's own listeners.
     pub fn is_own_listener(&self, host: &str, port: u16) -> bool {
-        crate::host::is_loopback(host)
-            && self
-                .own_ports
-                .read()
-                .is_ok_and(|ports| ports.contains(&port))
+        self.own_addrs
+            .read()
+            .is_ok_and(|own| targets_own_listener(&own, host, port, crate::host::is_local_address))
     }
+}
+
+/// Whether `host:port` reaches one of the listeners at `own`: a loopback name with the port of
+/// any of them, the exact address of one, or a local address of this machine (by `is_local`)
+/// with the port of one that listens on all addresses, such as a pod IP. Other names are not
+/// resolved here.
+fn targets_own_listener(
+    own: &[SocketAddr],
+    host: &str,
+    port: u16,
+    is_local: impl Fn(IpAddr) -> bool,
+) -> bool {
+    let mut on_port = own.iter().filter(|a| a.port() == port).peekable();
+    if on_port.peek().is_none() {
+        return false;
+    }
+    if crate::host::is_loopback(host) {
+        return true;
+    }
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return false;
+    };
+    // A connection to 0.0.0.0 or :: reaches this machine too.
+    ip.is_unspecified()
+        || on_port.any(|a| a.ip() == ip || (a.ip().is_unspecified() && is_local(ip)))
 }
 
 impl Snapshot {
@@ -168,4 +196,50 @@ impl Snapshot {
 /// Whether a token fetched for `a` is right for `b` too.
 fn same_token_settings(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
     a.client == b.client && a.request == b.request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_listeners_are_recognised_by_loopback_exact_and_local_addresses() {
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:4000".parse().unwrap(),
+            "0.0.0.0:4001".parse().unwrap(),
+            "10.1.2.3:4002".parse().unwrap(),
+        ];
+        // Pretend 10.1.2.3 and 10.9.9.9 are this machine's, 10.0.0.1 is not.
+        let local =
+            |ip: IpAddr| ip.to_string().starts_with("10.1.") || ip.to_string() == "10.9.9.9";
+        let own_listener = |host: &str, port| targets_own_listener(&own, host, port, local);
+        assert!(own_listener("localhost", 4000));
+        assert!(own_listener("127.0.0.2", 4001));
+        assert!(own_listener("[::1]", 4002));
+        assert!(own_listener("0.0.0.0", 4000));
+        assert!(
+            own_listener("10.9.9.9", 4001),
+            "a pod IP reaches a listener on 0.0.0.0"
+        );
+        assert!(own_listener("10.1.2.3", 4002), "the exact address");
+        assert!(
+            !own_listener("10.9.9.9", 4002),
+            "another local address, specific listener"
+        );
+        assert!(!own_listener("10.0.0.1", 4001), "not this machine");
+        assert!(!own_listener("127.0.0.1", 4003), "not our port");
+        assert!(
+            !own_listener("api.example.com", 4001),
+            "names are not resolved here"
+        );
+    }
+
+    #[test]
+    fn local_addresses_are_found_by_binding() {
+        assert!(crate::host::is_local_address("127.0.0.1".parse().unwrap()));
+        // TEST-NET-2 (RFC 5737) is assigned to no machine.
+        assert!(!crate::host::is_local_address(
+            "198.51.100.7".parse().unwrap()
+        ));
+    }
 }
