@@ -246,10 +246,12 @@ upstreams:
     cpu = platform.processor() or platform.machine()
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores ({cpu}) · wrk -t1 -c{args.connections} "
           f"-d{args.duration}s · {args.runs} runs, medians · workers {args.workers} · pinned {args.pin}")
-    print(f"| target | req/s | p50 ms | p99 ms | req/s vs b | p99 vs b | req/s vs a |")
-    print("|---|---|---|---|---|---|---|")
+    print("| target | req/s | vs b | vs a | p50 ms | vs b | vs a | p99 ms | vs b | vs a |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (rps, p50, p99, _, _) in med.items():
-        print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {rps / b[0]:.2f}x | {p99 / b[2]:.2f}x | {rps / a[0]:.2f}x |")
+        print(f"| {name} | {rps:,.0f} | {rps / b[0]:.2f}x | {rps / a[0]:.2f}x "
+              f"| {p50:.2f} | {p50 / b[1]:.2f}x | {p50 / a[1]:.2f}x "
+              f"| {p99:.2f} | {p99 / b[2]:.2f}x | {p99 / a[2]:.2f}x |")
     print()
     print("| proxy CPU per request | user µs | kernel µs | total µs | total vs b |")
     print("|---|---|---|---|---|")
