@@ -8,9 +8,13 @@ proxy's own CPU time per request, user and kernel, read from /proc: on loopback 
 TCP work is most of it, and it is the same for any proxy making the same system calls.
 Not part of CI's pass/fail.
 
-Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1]
+Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1] [--think 0]
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
   --workers  nginx worker_processes and tokenproxy worker threads (same number for both)
+  --think    milliseconds each wrk connection waits between requests (a wrk delay() hook).
+             0 saturates the servers, and latency then mostly reflects throughput; a think
+             time that keeps the load under every target's capacity compares latency at
+             (nearly) the same request rate.
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -122,6 +126,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true")
+    ap.add_argument("--think", type=int, default=0)
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
@@ -190,9 +195,14 @@ upstreams:
 """
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(cfg)
+    think = f"function delay() return {args.think} end\n" if args.think else ""
+    plain = f"{tmp}/plain.lua" if think else None
+    if plain:
+        with open(plain, "w") as f:
+            f.write(think)
     lua = f"{tmp}/forward.lua"
     with open(lua, "w") as f:
-        f.write('wrk.path = "http://origin.bench/"\n')
+        f.write('wrk.path = "http://origin.bench/"\n' + think)
     try:
         masters = {}
         for name in ["origin", "proxy"]:
@@ -208,9 +218,9 @@ upstreams:
         idle_rss = rss_kib(tp.pid)
 
         targets = [  # name, url, wrk script, the proxy processes whose CPU is counted
-            ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", None, ()),
-            ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", None, proxy_workers),
-            ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", None, [tp.pid]),
+            ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", plain, ()),
+            ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", plain, proxy_workers),
+            ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", plain, [tp.pid]),
             ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua, [tp.pid]),
         ]
         results = {name: [] for name, _, _, _ in targets}
@@ -245,7 +255,8 @@ upstreams:
     a, b = med["a nginx direct"], med["b nginx proxy+header"]
     cpu = platform.processor() or platform.machine()
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores ({cpu}) · wrk -t1 -c{args.connections} "
-          f"-d{args.duration}s · {args.runs} runs, medians · workers {args.workers} · pinned {args.pin}")
+          f"-d{args.duration}s · {args.runs} runs, medians · workers {args.workers} · pinned {args.pin}"
+          f" · think {args.think} ms")
     print("| target | req/s | vs b | vs a | p50 ms | vs b | vs a | p99 ms | vs b | vs a |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (rps, p50, p99, _, _) in med.items():
