@@ -20,6 +20,10 @@ struct Cli {
     /// Log format on stdout.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOKENPROXY_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Worker threads serving traffic [default: one per CPU this process may use, which
+    /// respects a cgroup CPU limit but not a CPU request].
+    #[arg(long, global = true, env = "TOKENPROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,10 +77,11 @@ fn main() -> ExitCode {
         "info"
     };
     init_logging(cli.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.workers {
+        runtime.worker_threads(usize::from(n));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tokenproxy: cannot start the runtime: {e}");

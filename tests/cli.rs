@@ -125,6 +125,41 @@ fn sigterm_stops_gracefully_with_exit_0_and_json_logs() {
     assert!(!rest.contains("canary-SIGTERM-secret") && !line.contains("canary-SIGTERM-secret"));
 }
 
+#[test]
+fn workers_sets_the_number_of_worker_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: s\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    listen: 127.0.0.1:0\n    client: idp\n",
+    )
+    .unwrap();
+    // tokio names its worker threads "tokio-rt-worker" (blocking-pool threads are named
+    // differently).
+    let runtime_threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+                comm.unwrap_or_default().trim() == "tokio-rt-worker"
+            })
+            .count()
+    };
+    let mut counts = Vec::new();
+    for workers in ["1", "6"] {
+        let (mut child, _stdout, _) = spawn_binary_with(&cfg, &["--workers", workers]);
+        counts.push(runtime_threads(child.id()));
+        signal(&child, "-TERM");
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+    assert_eq!(counts, [1, 6], "worker threads");
+    let out = Command::new(BIN)
+        .args(["run", "--workers", "0", "-c", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "0 workers is a usage error");
+}
+
 mod common;
 
 use common::free_port;
@@ -138,6 +173,18 @@ fn spawn_binary(
     BufReader<std::process::ChildStdout>,
     String,
 ) {
+    spawn_binary_with(config, &[])
+}
+
+/// [`spawn_binary`] with more flags.
+fn spawn_binary_with(
+    config: &std::path::Path,
+    flags: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -146,6 +193,7 @@ fn spawn_binary(
             "--log-format",
             "json",
         ])
+        .args(flags)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .spawn()

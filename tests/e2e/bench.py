@@ -211,8 +211,8 @@ upstreams:
         wait(f"http://127.0.0.1:{ports['origin']}/")
         wait(f"http://127.0.0.1:{ports['nginx_proxy']}/")
         proxy_workers = children(masters["proxy"].pid)
-        tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml"], cpu=server_cpu,
-                   env={"TOKIO_WORKER_THREADS": str(args.workers), "RUST_LOG": "warn"})
+        tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", str(args.workers)], cpu=server_cpu,
+                   env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{ports['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
