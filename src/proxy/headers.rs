@@ -82,14 +82,9 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .filter(|v| !v.eq_ignore_ascii_case("keep-alive") && !v.eq_ignore_ascii_case("close"))
         .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h.as_str()))
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .filter(|name| !PROTECTED.contains(name))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        // Hop-by-hop names are removed by the caller anyway.
+        .filter(|name| hop_by_hop_index(name).is_none() && !PROTECTED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);

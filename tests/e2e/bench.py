@@ -22,22 +22,16 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
+from procs import free_port, stop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROCS = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait(url, timeout=15):
@@ -228,27 +222,19 @@ upstreams:
             for name, url, script, measured in targets:  # interleaved, so drift hits all alike
                 results[name].append(wrk(url, args, script, client_cpu, measured))
         # RSS under 256 open connections.
-        saved = args.connections
-        args.connections = 256
-        peak = [0]
+        peak = 0
         holder = subprocess.Popen(["wrk", "-t1", "-c256", "-d5s", f"http://127.0.0.1:{ports['rev']}/"],
                                   stdout=subprocess.DEVNULL)
         PROCS.append(holder)
         while holder.poll() is None:
-            peak[0] = max(peak[0], rss_kib(tp.pid))
+            peak = max(peak, rss_kib(tp.pid))
             time.sleep(0.2)
-        args.connections = saved
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics") as r:
             metrics = r.read().decode()
         fetches = re.search(r'tokenproxy_token_fetches_total\{outcome="success",upstream="origin"\} (\d+)', metrics)
     finally:
         for p in reversed(PROCS):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
@@ -268,7 +254,7 @@ upstreams:
     print("|---|---|---|---|---|")
     for name, (_, _, _, user, system) in list(med.items())[1:]:
         print(f"| {name} | {user:.1f} | {system:.1f} | {user + system:.1f} | {(user + system) / (b[3] + b[4]):.2f}x |")
-    print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak[0] / 1024:.1f} MiB")
+    print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,13 @@ import time
 import jwt
 import requests
 
+from procs import free_port, stop
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHORT_TTL = 4
 PROCS = []
 FAILURES = []
 PASSED = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(name, argv, env=None, log=None):
@@ -40,16 +35,6 @@ def start(name, argv, env=None, log=None):
                          start_new_session=True)
     PROCS.append((name, p))
     return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def wait_http(url, want=200, timeout=20):
