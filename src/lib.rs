@@ -103,6 +103,7 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
     tracing::info!(
         listeners = ?running.lock_addrs(),
         upstreams = config.upstreams.len(),
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "tokenproxy started"
     );
     Ok(running)

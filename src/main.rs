@@ -167,33 +167,55 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn stop_signal() {
-    first_signal().await;
-    tokio::spawn(async {
-        first_signal().await;
-        tracing::warn!("second stop signal: exiting without waiting for the drain");
-        std::process::exit(1);
-    });
-}
-
-#[cfg(unix)]
-async fn first_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Listens for SIGTERM and SIGINT from the moment it is called, so that a signal that comes
+/// right after the start (before anything awaits it) is a graceful stop, not the default
+/// exit. The future resolves on the first signal; a second one exits at once.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    let mut signals = StopSignals::listen();
+    async move {
+        signals.recv().await;
+        tokio::spawn(async move {
+            signals.recv().await;
+            tracing::warn!("second stop signal: exiting without waiting for the drain");
+            std::process::exit(1);
+        });
     }
 }
 
-#[cfg(not(unix))]
-async fn first_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT (Ctrl-C where those cannot be had).
+struct StopSignals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let unix = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        StopSignals { unix }
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> Self {
+        StopSignals {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.unix {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
