@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::proxy::{full, Body};
+use crate::body::{full, Body};
 use crate::snapshot::{App, Upstream};
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {

@@ -15,8 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::proxy::{full, server, Body};
-use crate::{Config, StartError};
+use crate::body::{full, Body};
+use crate::config::Config;
+use crate::error::StartError;
+use crate::serve;
 
 const CLIENT_ID: &str = "demo-client";
 const CLIENT_SECRET: &str = "demo-secret-not-for-production";
@@ -41,14 +43,14 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     let idp = TcpListener::bind("127.0.0.1:0").await?;
     let idp_addr = idp.local_addr()?;
     let counter = issued.clone();
-    tokio::spawn(server::serve(
+    tokio::spawn(serve::serve(
         idp,
         move |req| token_endpoint(counter.clone(), req),
         stop_rx.clone(),
     ));
     let echo = TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = echo.local_addr()?;
-    tokio::spawn(server::serve(
+    tokio::spawn(serve::serve(
         echo,
         |req| async move { echo_handler(req) },
         stop_rx.clone(),
@@ -59,7 +61,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
          clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
          upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n"
     );
-    let proxy = crate::start(Config::from_yaml(&yaml)?).await?;
+    let proxy = crate::running::start(Config::from_yaml(&yaml)?).await?;
     let addrs = (
         proxy.forward_addr(),
         proxy.admin_addr(),

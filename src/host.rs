@@ -7,7 +7,7 @@
 //! port matches the default ports (80 and 443), so an app can call `http://api` while
 //! tokenproxy speaks TLS to `https://api`; `*.example.com` matches whole labels only.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -133,6 +133,37 @@ pub fn is_loopback(host: &str) -> bool {
 /// host with `net.ipv4.ip_nonlocal_bind` set says yes to every address.)
 pub fn is_local_address(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The one rule for requests and upstream URLs that would loop back into tokenproxy.
+///
+/// Whether `host:port` reaches one of the listeners at `own`: a loopback name with the port of
+/// any of them, the exact address of one, or a local address of this machine (by `is_local`)
+/// with the port of one that listens on all addresses, such as a pod IP. Other names are not
+/// resolved here.
+pub fn targets_own_listener<'a>(
+    own: impl IntoIterator<Item = &'a SocketAddr>,
+    host: &str,
+    port: u16,
+    is_local: impl Fn(IpAddr) -> bool,
+) -> bool {
+    let mut on_port = own.into_iter().filter(|a| a.port() == port).peekable();
+    if on_port.peek().is_none() {
+        return false;
+    }
+    if is_loopback(host) {
+        return true;
+    }
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return false;
+    };
+    // A connection to 0.0.0.0 or :: reaches this machine too.
+    ip.is_unspecified()
+        || on_port.any(|a| a.ip() == ip || (a.ip().is_unspecified() && is_local(ip)))
 }
 
 /// A `match` entry: `host`, `host:port`, `*.suffix` or `*.suffix:port`.
@@ -273,5 +304,44 @@ mod tests {
     fn loopback_detection() {
         assert!(is_loopback("localhost") && is_loopback("127.0.0.9") && is_loopback("[::1]"));
         assert!(!is_loopback("10.0.0.1") && !is_loopback("localhost.evil.com"));
+    }
+
+    #[test]
+    fn own_listeners_are_recognised_by_loopback_exact_and_local_addresses() {
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:4000".parse().unwrap(),
+            "0.0.0.0:4001".parse().unwrap(),
+            "10.1.2.3:4002".parse().unwrap(),
+        ];
+        // Pretend 10.1.2.3 and 10.9.9.9 are this machine's, 10.0.0.1 is not.
+        let local =
+            |ip: IpAddr| ip.to_string().starts_with("10.1.") || ip.to_string() == "10.9.9.9";
+        let own_listener = |host: &str, port| targets_own_listener(&own, host, port, local);
+        assert!(own_listener("localhost", 4000));
+        assert!(own_listener("127.0.0.2", 4001));
+        assert!(own_listener("[::1]", 4002));
+        assert!(own_listener("0.0.0.0", 4000));
+        assert!(
+            own_listener("10.9.9.9", 4001),
+            "a pod IP reaches a listener on 0.0.0.0"
+        );
+        assert!(own_listener("10.1.2.3", 4002), "the exact address");
+        assert!(
+            !own_listener("10.9.9.9", 4002),
+            "another local address, specific listener"
+        );
+        assert!(!own_listener("10.0.0.1", 4001), "not this machine");
+        assert!(!own_listener("127.0.0.1", 4003), "not our port");
+        assert!(
+            !own_listener("api.example.com", 4001),
+            "names are not resolved here"
+        );
+    }
+
+    #[test]
+    fn local_addresses_are_found_by_binding() {
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        // TEST-NET-2 (RFC 5737) is assigned to no machine.
+        assert!(!is_local_address("198.51.100.7".parse().unwrap()));
     }
 }

@@ -1,6 +1,6 @@
 //! The listening sockets, reconciled against the config.
 //!
-//! Each listener has a [`Role`]: the forward listener, the admin listener, or one upstream's
+//! Each listener has a [`Role`](crate::config::Role): the forward listener, the admin listener, or one upstream's
 //! reverse listener. At start and after every reload, [`Listeners::reconcile`] compares the
 //! roles and addresses the config wants with those running: a removed or moved listener stops
 //! accepting at once (its connections drain in the background), then new and moved ones are
@@ -16,27 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::proxy::server::{serve_with, Limits};
+use crate::admin;
+use crate::config::{Config, Limits, Role};
+use crate::error::StartError;
+use crate::proxy::{self, Entry};
+use crate::serve::serve_with;
 use crate::snapshot::App;
-use crate::{admin, proxy, StartError};
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Forward,
-    Admin,
-    Reverse(String),
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Role::Forward => f.write_str("forward listener"),
-            Role::Admin => f.write_str("admin listener"),
-            Role::Reverse(name) => write!(f, "reverse listener of {name}"),
-        }
-    }
-}
 
 struct Server {
     /// The address (may have port 0) and limits as configured.
@@ -54,29 +39,24 @@ pub struct Listeners {
     draining: Vec<JoinHandle<()>>,
 }
 
-/// What the config asks for. A listener whose limits change is rebound too.
-fn wanted(config: &Config) -> BTreeMap<Role, (SocketAddr, Limits)> {
-    let limits = config.proxy.limits;
-    let mut want = BTreeMap::new();
-    if let Some(a) = config.proxy.listen {
-        want.insert(Role::Forward, (a, limits));
-    }
-    if let Some(a) = config.admin.listen {
-        want.insert(Role::Admin, (a, limits));
-    }
-    for u in &config.upstreams {
-        if let Some(a) = u.listen {
-            want.insert(Role::Reverse(u.name.clone()), (a, limits));
-        }
-    }
-    want
-}
-
 impl Listeners {
-    /// Makes the running listeners match `config`. On a bind error the other listeners are
-    /// still reconciled; the first error is returned.
+    /// Makes the running listeners match `config` (a listener whose limits change is rebound
+    /// too), then publishes the bound addresses in `app.listening`. On a bind error the other
+    /// listeners are still reconciled; the first error is returned.
     pub async fn reconcile(&mut self, app: &Arc<App>, config: &Config) -> Result<(), StartError> {
-        let want = wanted(config);
+        let result = self.reconcile_sockets(app, config).await;
+        if let Ok(mut listening) = app.listening.write() {
+            *listening = self.addrs();
+        }
+        result
+    }
+
+    async fn reconcile_sockets(
+        &mut self,
+        app: &Arc<App>,
+        config: &Config,
+    ) -> Result<(), StartError> {
+        let want = config.listeners();
         let stale: Vec<Role> = self
             .running
             .iter()
@@ -136,7 +116,7 @@ impl Listeners {
         let closed_tx = Some(closed_tx);
         let task = match role {
             Role::Forward => {
-                let handler = move |req| proxy::forward::handle(app.clone(), req);
+                let handler = move |req| proxy::handle(app.clone(), Entry::Forward, req);
                 tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx, limits))
             }
             Role::Admin => {
@@ -145,7 +125,8 @@ impl Listeners {
             }
             Role::Reverse(name) => {
                 let name: Arc<str> = Arc::from(name.as_str());
-                let handler = move |req| proxy::reverse::handle(app.clone(), name.clone(), req);
+                let handler =
+                    move |req| proxy::handle(app.clone(), Entry::Reverse(name.clone()), req);
                 tokio::spawn(serve_with(listener, handler, stop_rx, closed_tx, limits))
             }
         };
@@ -159,7 +140,7 @@ impl Listeners {
     }
 
     /// Bound addresses by role.
-    pub fn addrs(&self) -> BTreeMap<Role, SocketAddr> {
+    fn addrs(&self) -> BTreeMap<Role, SocketAddr> {
         self.running
             .iter()
             .map(|(r, s)| (r.clone(), s.bound))

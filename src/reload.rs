@@ -18,7 +18,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
-use crate::{Running, StartError};
+use crate::error::StartError;
+use crate::running::Running;
 
 /// How often the file is read when no event arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(15);

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use tokenproxy::config::ExistingAuthorization;
 use tokenproxy::host::{normalize_host, split_authority, HostError, HostPattern};
 use tokenproxy::proxy::headers::{inject, strip_hop_by_hop};
-use tokenproxy::proxy::route::Router;
 use tokenproxy::token::response::parse_success;
+use tokenproxy::upstream::Router;
 
 fn label() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokenproxy::proxy::{full, Body};
+use tokenproxy::body::{full, Body};
 
 /// A private CA and an HTTPS server (cert for localhost) that issues tokens at /token and
 /// echoes the Authorization header elsewhere.

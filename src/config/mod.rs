@@ -6,7 +6,9 @@
 //! does no I/O; [`Config::load`] reads a file and also checks that every secret source can be
 //! read and every referenced file exists.
 
+mod defaults;
 mod env;
+mod listeners;
 mod locate;
 pub mod raw;
 pub mod secret;
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use listeners::Role;
 pub use raw::{AuthMethod, ExistingAuthorization, Unmatched};
 pub use secret::{Secret, SecretError, SecretSource};
 
@@ -47,7 +50,21 @@ pub struct ProxyConfig {
     /// How long to keep serving (not ready) after a stop signal before closing listeners.
     pub shutdown_delay: Duration,
     /// Per-listener limits (all listeners, admin included).
-    pub limits: crate::proxy::server::Limits,
+    pub limits: Limits,
+}
+
+/// Per-listener limits against slow or greedy clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open (hyper starts the clock when it waits for the next request).
+    pub header_read_timeout: Duration,
+    /// Open connections at most; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// Request header fields at most (more → 431).
+    pub max_headers: usize,
+    /// Read buffer, and so the largest request head (larger → 431).
+    pub max_head_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,21 +89,6 @@ pub struct TokenSettings {
     pub fetch_timeout: Duration,
     /// Request bodies up to this size are buffered so they can be replayed after a 401.
     pub replay_body_limit: usize,
-}
-
-impl Default for TokenSettings {
-    fn default() -> Self {
-        TokenSettings {
-            default_lifetime: Duration::from_secs(300),
-            max_lifetime: Duration::from_secs(24 * 3600),
-            min_refresh_interval: Duration::from_secs(1),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-            wait_timeout: Duration::from_secs(10),
-            fetch_timeout: Duration::from_secs(10),
-            replay_body_limit: 64 * 1024,
-        }
-    }
 }
 
 /// Credentials at one authorization server.

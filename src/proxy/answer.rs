@@ -1,53 +1,101 @@
 //! The answers tokenproxy gives itself, and the one place errors become status codes.
 //!
-//! Every error on the request path is a [`ProxyError`]; [`ProxyError::into_response`] maps it
-//! to a status and a JSON body `{"error", "upstream", "message"}`. Messages describe what went
-//! wrong in words a user can act on and never contain a token or a secret.
+//! Every refusal or failure on the request path is a [`ProxyError`], one variant per cause;
+//! [`ProxyError::status_and_code`] is the single table from cause to status and error code,
+//! and [`ProxyError::into_response`] renders the JSON body `{"error", "upstream", "message"}`.
+//! Messages describe what went wrong in words a user can act on and never contain a token or
+//! a secret.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::{full, Body};
+use crate::body::{full, Body};
+use crate::host::HostError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    // The upstream side.
     #[error("no valid token could be had: {0}")]
     TokenUnavailable(String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    #[error("upstream {0} is no longer configured")]
+    UpstreamRemoved(String),
+    #[error("upstream {0} has no url")]
+    NoUrl(String),
     #[error("upstream answered with a malformed response: {0}")]
     BadUpstreamResponse(&'static str),
     #[error("upstream did not answer within {}s", .0.as_secs())]
     UpstreamTimeout(Duration),
+
+    // Refusals by policy.
     #[error("no upstream matches {0} and unmatched requests are denied (proxy.unmatched: deny)")]
     UnmatchedDenied(String),
-    #[error("{0}")]
-    BadRequest(String),
     #[error("{0} gets tokens, and a CONNECT tunnel cannot carry one: call it with an http:// URL through the proxy and tokenproxy will speak TLS to the upstream")]
     TunnelRefused(String),
     #[error(
         "refusing to send a token over plain http to {0}; use https or set allow_plaintext: true"
     )]
     PlaintextRefused(String),
+    #[error("{host}:{port} is tokenproxy itself: the request would loop back into the proxy")]
+    Loop { host: String, port: u16 },
+
+    // Malformed or unacceptable requests (400, and the connection is closed).
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
+    #[error("request path cannot be forwarded")]
+    PathNotForwardable,
+    #[error("scheme {0:?} is not proxied")]
+    SchemeNotProxied(String),
+    #[error("the forward listener takes absolute-form requests (http://host/path): use it as HTTP_PROXY, or give the upstream a reverse listener")]
+    NotAbsoluteForm,
+    #[error("request target has no host")]
+    TargetWithoutHost,
+    #[error("bad request target: {0}")]
+    BadTarget(HostError),
+    #[error("CONNECT needs host:port")]
+    ConnectWithoutAuthority,
+    #[error("bad CONNECT target: {0}")]
+    BadConnectTarget(HostError),
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("unsupported Transfer-Encoding: only a single chunked coding is accepted")]
+    UnsupportedTransferEncoding,
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    #[error("this upstream's token is added by tokenproxy; the request must not carry its own Authorization header (existing_authorization: reject)")]
+    AuthorizationRejected,
 }
 
 impl ProxyError {
+    /// The one mapping from cause to status and the `error` code of the JSON body.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ProxyError::*;
         match self {
-            ProxyError::TokenUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
+            TokenUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
+            UpstreamUnreachable(_) | UpstreamRemoved(_) | NoUrl(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
-            ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
-            ProxyError::BadUpstreamResponse(_) => {
-                (StatusCode::BAD_GATEWAY, "bad_upstream_response")
-            }
-            ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-            ProxyError::UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
-            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ProxyError::TunnelRefused(_) => (StatusCode::FORBIDDEN, "tunnel_refused"),
-            ProxyError::PlaintextRefused(_) => (StatusCode::FORBIDDEN, "plaintext_refused"),
+            BadUpstreamResponse(_) => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
+            UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
+            TunnelRefused(_) => (StatusCode::FORBIDDEN, "tunnel_refused"),
+            PlaintextRefused(_) => (StatusCode::FORBIDDEN, "plaintext_refused"),
+            Loop { .. }
+            | BodyUnreadable(_)
+            | PathNotForwardable
+            | SchemeNotProxied(_)
+            | NotAbsoluteForm
+            | TargetWithoutHost
+            | BadTarget(_)
+            | ConnectWithoutAuthority
+            | BadConnectTarget(_)
+            | DuplicateHost
+            | UnsupportedTransferEncoding
+            | DuplicateAuthorization
+            | AuthorizationRejected => (StatusCode::BAD_REQUEST, "bad_request"),
         }
     }
 

@@ -105,12 +105,8 @@ pub fn inject(
             Ok(true)
         }
         (ExistingAuthorization::Keep, 1) => Ok(false),
-        (ExistingAuthorization::Keep, _) => Err(ProxyError::BadRequest(
-            "more than one Authorization header".into(),
-        )),
-        (ExistingAuthorization::Reject, _) => Err(ProxyError::BadRequest(
-            "this upstream's token is added by tokenproxy; the request must not carry its own Authorization header (existing_authorization: reject)".into(),
-        )),
+        (ExistingAuthorization::Keep, _) => Err(ProxyError::DuplicateAuthorization),
+        (ExistingAuthorization::Reject, _) => Err(ProxyError::AuthorizationRejected),
     }
 }
 
@@ -129,9 +125,7 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     match (codings.next(), codings.next()) {
         (None, _) => Ok(()),
         (Some(c), None) if c.eq_ignore_ascii_case("chunked") => Ok(()),
-        _ => Err(ProxyError::BadRequest(
-            "unsupported Transfer-Encoding: only a single chunked coding is accepted".into(),
-        )),
+        _ => Err(ProxyError::UnsupportedTransferEncoding),
     }
 }
 
@@ -146,7 +140,7 @@ pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyErr
     let mut all = headers.get_all(header::HOST).iter();
     let first = all.next();
     if all.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header".into()));
+        return Err(ProxyError::DuplicateHost);
     }
     Ok(first)
 }

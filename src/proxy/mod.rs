@@ -1,41 +1,31 @@
-//! The request path: listeners, routing, header rewriting, token injection, forwarding.
+//! The request path, as one pipeline: every request through a proxy listener goes
+//! `plan::resolve` → one executor → `dispatch::finish`.
 //!
-//! - `server`: accept loop and per-connection HTTP/1 serving with graceful drain.
-//! - `forward`: the `HTTP_PROXY` listener (absolute-form requests and `CONNECT`).
-//! - `reverse`: one listener per upstream with `listen`, for apps that take a base URL.
-//! - `dispatch`: the shared step that adds the token, sends upstream, replays after a 401.
-//! - `route`, `headers`, `answer`: matching, header rules, and the error-to-status mapping.
-//! - `pool`: connections to an upstream's `url`, driven in the request's own task.
-//! - `client`: hyper-util's pooled client, for passthrough and url-less upstreams; the TLS
-//!   connector (rustls) both use.
+//! - `plan`: decides, before any I/O, what a request is: a matched upstream (with the URI to
+//!   send), a passthrough, a CONNECT tunnel, or a refusal with a typed reason. The forward
+//!   listener routes by the request target; a reverse listener names its upstream.
+//! - `attempt`: a matched request: wait for the token, inject it, send, and replay once after
+//!   a 401 that says the token is bad.
+//! - `send`: how a request reaches the upstream (its pool or the shared client), the timeout,
+//!   response checks, and passthrough without a token.
+//! - `connect`: CONNECT tunnels to unmatched hosts.
+//! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
+//!   the edge.
+//! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
+//!   error-to-status table.
+//!
+//! A new step (interception, HTTP/2, proofs) is a new [`plan::Plan`] variant or a step in
+//! `attempt`, and leaves the others alone.
 
 pub mod answer;
-pub mod client;
+pub mod attempt;
+pub mod connect;
 pub mod dispatch;
-pub mod forward;
 pub mod headers;
-pub mod pool;
-pub mod reverse;
-pub mod route;
-pub mod server;
+pub mod plan;
+pub mod send;
+pub mod target;
 
-use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type used for everything tokenproxy sends or answers.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-pub fn incoming(body: hyper::body::Incoming) -> Body {
-    body.map_err(BoxError::from).boxed_unsync()
-}
+pub use answer::ProxyError;
+pub use dispatch::handle;
+pub use plan::Entry;

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::config::UpstreamUrl;
 
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
@@ -262,7 +262,7 @@ mod tests {
             port: 8443,
             base_path: base_path.into(),
         };
-        let connector = crate::proxy::client::connector(None, Duration::from_secs(1)).unwrap();
+        let connector = crate::upstream::client::connector(None, Duration::from_secs(1)).unwrap();
         OriginPool::new(&url, connector).unwrap()
     }
 

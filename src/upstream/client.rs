@@ -11,7 +11,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::Body;
+use crate::body::Body;
 use crate::tls::{client_config, TlsError};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;

@@ -1,4 +1,5 @@
-//! Serving HTTP/1 on a listener until told to stop, then draining.
+//! Serving HTTP/1 on a listener until told to stop, then draining. Used by the proxy
+//! listeners, the admin listener and the demo's built-in servers.
 //!
 //! Each accepted connection runs in its own task. On stop the accept loop ends at once, every
 //! connection is asked to shut down gracefully (an idle keep-alive connection closes, a busy
@@ -20,32 +21,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::Body;
-
-/// Per-listener limits against slow or greedy clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// How long a client may take to send a request head; also how long an idle keep-alive
-    /// connection stays open (hyper starts the clock when it waits for the next request).
-    pub header_read_timeout: Duration,
-    /// Open connections at most; further clients wait in the accept backlog.
-    pub max_connections: usize,
-    /// Request header fields at most (more → 431).
-    pub max_headers: usize,
-    /// Read buffer, and so the largest request head (larger → 431).
-    pub max_head_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
-            max_headers: 100,
-            max_head_bytes: 64 * 1024,
-        }
-    }
-}
+use crate::body::Body;
+use crate::config::Limits;
 
 /// Serves `listener` with `handler` until `stop` becomes true, then drains.
 pub async fn serve<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)

@@ -1,0 +1,43 @@
+//! Every default value of the config in one place: what a key means when it is left out.
+
+use std::time::Duration;
+
+use super::{Limits, TokenSettings};
+
+/// `admin.listen` when the key is absent (`admin: {listen: null}` is not a thing: set it to
+/// another address to move it).
+pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// `proxy.connect_timeout`: TCP and TLS set-up to an upstream.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `proxy.request_timeout`: how long an upstream may take to send its response head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// `proxy.drain_timeout`: how long in-flight requests get after a stop signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// `proxy.shutdown_delay`: serve (not ready) this long after a stop signal.
+pub const SHUTDOWN_DELAY: Duration = Duration::ZERO;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_headers: 100,
+            max_head_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            default_lifetime: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            min_refresh_interval: Duration::from_secs(1),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(10),
+            replay_body_limit: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Rules that span sections: listener addresses, loops, and host patterns claimed twice.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::super::raw::RawConfig;
+use super::super::Config;
+use super::Validator;
+use crate::host::{is_local_address, targets_own_listener};
+
+impl Validator<'_> {
+    /// Two listeners on one address (an ephemeral port never collides).
+    pub(super) fn check_listeners(&mut self, c: &Config) {
+        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+        for (role, (addr, _)) in c.listeners() {
+            if addr.port() == 0 {
+                continue;
+            }
+            match seen.get(&addr) {
+                Some(other) => {
+                    let msg = format!("{addr} is already used by {other}");
+                    self.problem(&role.key(), msg);
+                }
+                None => {
+                    seen.insert(addr, role.key().join("."));
+                }
+            }
+        }
+    }
+
+    /// An upstream `url` that is one of tokenproxy's own listeners would send every request
+    /// round and round until connections run out. The same rule refuses such requests at run
+    /// time (`host::targets_own_listener`).
+    pub(super) fn check_loops(&mut self, c: &Config) {
+        let listens: Vec<SocketAddr> = c
+            .listeners()
+            .into_values()
+            .map(|(a, _)| a)
+            .filter(|a| a.port() != 0)
+            .collect();
+        for u in &c.upstreams {
+            let Some(url) = &u.url else { continue };
+            let own = |l: &&SocketAddr| {
+                targets_own_listener(
+                    std::slice::from_ref(*l),
+                    &url.host,
+                    url.port,
+                    is_local_address,
+                )
+            };
+            if let Some(l) = listens.iter().find(own) {
+                let msg = format!("points at tokenproxy's own listener {l}: requests would loop");
+                self.problem(&["upstreams", &u.name, "url"], msg);
+            }
+        }
+    }
+
+    /// A host and port may belong to one upstream only. The key named is `match`, or `url`
+    /// when the patterns were derived from it.
+    pub(super) fn check_patterns(&mut self, c: &Config, raw: &RawConfig) {
+        let mut claimed: HashMap<(String, bool, u16), String> = HashMap::new();
+        for u in &c.upstreams {
+            let explicit = raw
+                .upstreams
+                .get(&u.name)
+                .is_some_and(|r| r.match_hosts.is_some());
+            let key = if explicit { "match" } else { "url" };
+            for p in &u.match_hosts {
+                let ports = p.port.map_or(vec![80, 443], |port| vec![port]);
+                for port in ports {
+                    let id = (p.host.clone(), p.wildcard, port);
+                    match claimed.get(&id) {
+                        Some(other) if other != &u.name => {
+                            let msg =
+                                format!("{p} (port {port}) is already claimed by upstream {other}");
+                            self.problem(&["upstreams", &u.name, key], msg);
+                        }
+                        _ => {
+                            claimed.insert(id, u.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

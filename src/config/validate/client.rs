@@ -1,0 +1,69 @@
+//! The `clients` section: token endpoints and secret sources.
+
+use std::path::PathBuf;
+
+use super::super::raw::{RawClient, RawSecret};
+use super::super::{ClientConfig, Secret, SecretSource};
+use super::Validator;
+use crate::host::{is_loopback, normalize_host};
+
+impl Validator<'_> {
+    pub(super) fn client(&mut self, name: &str, c: &RawClient) -> Option<ClientConfig> {
+        let path = |k| ["clients", name, k];
+        let endpoint_text = self.expand(&path("token_endpoint"), &c.token_endpoint);
+        let token_endpoint = self.token_endpoint(&path("token_endpoint"), &endpoint_text);
+        let client_id = self.expand(&path("client_id"), &c.client_id);
+        if client_id.is_empty() {
+            self.problem(&path("client_id"), "must not be empty");
+        }
+        let client_secret = self.secret(&path("client_secret"), &c.client_secret);
+        let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
+        Some(ClientConfig {
+            name: name.to_string(),
+            token_endpoint: token_endpoint?,
+            client_id,
+            client_secret,
+            auth_method: c.auth_method,
+            ca_file,
+        })
+    }
+
+    fn token_endpoint(&mut self, path: &[&str], text: &str) -> Option<reqwest::Url> {
+        let url = match reqwest::Url::parse(text) {
+            Ok(u) => u,
+            Err(e) => {
+                self.problem(path, format!("not a URL ({e})"));
+                return None;
+            }
+        };
+        let host = url.host_str().and_then(|h| normalize_host(h).ok());
+        match (url.scheme(), host) {
+            (_, None) => self.problem(path, "needs a valid host"),
+            _ if !url.username().is_empty() || url.password().is_some() => {
+                self.problem(path, "must not contain user info; put credentials in client_id/client_secret")
+            }
+            ("https", Some(_)) => {}
+            ("http", Some(h)) if is_loopback(&h) => {}
+            ("http", Some(_)) => self.problem(
+                path,
+                "an http:// token endpoint is only allowed on loopback: the client secret would cross the network in clear",
+            ),
+            (other, _) => self.problem(path, format!("scheme {other:?} is not http or https")),
+        }
+        Some(url)
+    }
+
+    fn secret(&mut self, path: &[&str], s: &RawSecret) -> SecretSource {
+        let source = match s {
+            RawSecret::Literal(v) => SecretSource::Literal(Secret::new(self.expand(path, v))),
+            RawSecret::Env(e) => SecretSource::Env(e.env.clone()),
+            RawSecret::File(f) => SecretSource::File(PathBuf::from(self.expand(path, &f.file))),
+        };
+        if self.check_sources {
+            if let Err(e) = source.read() {
+                self.problem(path, e.to_string());
+            }
+        }
+        source
+    }
+}

@@ -1,0 +1,19 @@
+//! Why a proxy could not start, or a new config could not be applied.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("upstream {upstream}: url cannot be used: {reason}")]
+    UpstreamUrl { upstream: String, reason: String },
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

@@ -1,0 +1,145 @@
+//! A matched request: wait for the token, inject it, send; replay once after a 401.
+//!
+//! A small body (up to `tokens.replay_body_limit`, known from Content-Length) is buffered so
+//! the request can be replayed; a larger or unsized one streams. If the upstream answers 401
+//! with a Bearer challenge that blames the token, the token is dropped (under the token
+//! source's storm guard) and, when the body was kept, the request goes once more with the new
+//! token; otherwise the 401 goes back and the next request gets the new one.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+
+use super::answer::ProxyError;
+use super::headers::inject;
+use super::send::{send, Head, Transport};
+use crate::body::{empty, full, incoming, Body};
+use crate::config::Config;
+use crate::snapshot::Upstream;
+
+/// Sends a matched request to `uri` with its upstream's token, replaying once if the
+/// upstream refuses the token and the request can be sent again.
+pub async fn with_token(
+    up: &Upstream,
+    req: Request<Incoming>,
+    uri: Uri,
+    config: &Config,
+) -> Result<Response<Body>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let mut head = Head::new(parts.method, uri, parts.headers);
+    let mut payload = Payload::new(body, config.tokens.replay_body_limit).await?;
+    let transport = Transport::of(up);
+    let timeout = config.proxy.request_timeout;
+    let mut replaying = false;
+    loop {
+        let token = up
+            .tokens
+            .get()
+            .await
+            .map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
+        // What a replay needs, kept only while one is still possible.
+        let spare = (!replaying && payload.replayable()).then(|| head.clone());
+        let injected = inject(
+            &mut head.headers,
+            up.config.existing_authorization,
+            token.header(),
+        )?;
+        let resp = send(transport, head.with_body(payload.take()), timeout).await?;
+        // A 401 for the app's own credentials (`keep`) says nothing about our token.
+        if replaying || !injected || !token_refused(&resp) {
+            return Ok(resp);
+        }
+        tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
+        let renewed = up.tokens.invalidate(&token);
+        match spare.filter(|_| renewed) {
+            Some(again) => (head, replaying) = (again, true),
+            None => return Ok(resp),
+        }
+    }
+}
+
+enum Payload {
+    Empty,
+    Buffered(Bytes),
+    Streamed(Incoming),
+}
+
+impl Payload {
+    /// Buffers bodies up to `limit` bytes (known from Content-Length) so they can be replayed.
+    async fn new(body: Incoming, limit: usize) -> Result<Payload, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Payload::Empty);
+        }
+        match body.size_hint().exact() {
+            Some(n) if n <= limit as u64 => {
+                let bytes = Limited::new(body, limit)
+                    .collect()
+                    .await
+                    .map_err(|e| ProxyError::BodyUnreadable(e.to_string()))?
+                    .to_bytes();
+                Ok(Payload::Buffered(bytes))
+            }
+            _ => Ok(Payload::Streamed(body)),
+        }
+    }
+
+    /// The body for a send, keeping a copy for a replay when there is one.
+    fn take(&mut self) -> Body {
+        match std::mem::replace(self, Payload::Empty) {
+            Payload::Empty => empty(),
+            Payload::Buffered(b) => {
+                *self = Payload::Buffered(b.clone());
+                full(b)
+            }
+            Payload::Streamed(s) => incoming(s),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        !matches!(self, Payload::Streamed(_))
+    }
+}
+
+/// A 401 whose challenge blames our token.
+fn token_refused(resp: &Response<Body>) -> bool {
+    resp.status() == StatusCode::UNAUTHORIZED && bearer_invalid_token(resp.headers())
+}
+
+/// A `Bearer` challenge that says the token is bad (or gives no reason). `insufficient_scope`
+/// is a permissions problem a new token will not fix.
+fn bearer_invalid_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .any(|v: &HeaderValue| {
+            let v = v.to_str().unwrap_or("").trim_start();
+            let is_bearer = v.len() >= 6 && v[..6].eq_ignore_ascii_case("bearer");
+            is_bearer && (!v.contains("error=") || v.contains("invalid_token"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bearer_invalid_token_challenges_cause_a_refresh() {
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            m
+        };
+        assert!(bearer_invalid_token(&h("Bearer")));
+        assert!(bearer_invalid_token(&h(
+            r#"Bearer realm="x", error="invalid_token""#
+        )));
+        assert!(bearer_invalid_token(&h("bearer realm=\"x\"")));
+        assert!(!bearer_invalid_token(&h(
+            r#"Bearer error="insufficient_scope""#
+        )));
+        assert!(!bearer_invalid_token(&h("Basic realm=\"x\"")));
+        assert!(!bearer_invalid_token(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,136 @@
+//! Step one of every request: what is it, and where does it go? Decided before any I/O.
+//!
+//! The forward listener (`HTTP_PROXY`) routes absolute-form requests by their target, never
+//! by the Host header: a matched one goes to its upstream's `url` with the token, an
+//! unmatched one is passed through untouched or denied. `CONNECT` to an unmatched host
+//! becomes an opaque tunnel under `passthrough`; to a matched host it is refused, because a
+//! tunnel cannot carry a token. A reverse listener serves one upstream, named by the
+//! listener: the request's path and query are appended to that upstream's `url`.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Uri};
+
+use super::answer::ProxyError;
+use super::headers::check_request;
+use super::target::Target;
+use crate::config::{Scheme, Unmatched};
+use crate::host::is_loopback;
+use crate::snapshot::{App, Snapshot, Upstream};
+use crate::upstream::Route;
+
+/// The listener a request came in on.
+#[derive(Clone)]
+pub enum Entry {
+    /// The `HTTP_PROXY` listener.
+    Forward,
+    /// The reverse listener of the named upstream.
+    Reverse(Arc<str>),
+}
+
+/// What to do with a request.
+pub enum Plan {
+    /// Send to a matched upstream with its token; `uri` is the target to send.
+    Matched { up: Arc<Upstream>, uri: Uri },
+    /// No upstream matched: forward as asked, without a token.
+    Passthrough,
+    /// CONNECT to an unmatched host: splice bytes both ways.
+    Tunnel(Target),
+    /// Answer with an error; `up` is the upstream it is counted under, if one matched.
+    Refused {
+        up: Option<Arc<Upstream>>,
+        why: ProxyError,
+    },
+}
+
+/// Decides what `req`, which came in on `entry`, is.
+pub fn resolve<B>(app: &App, snap: &Snapshot, entry: &Entry, req: &Request<B>) -> Plan {
+    let plan = match entry {
+        Entry::Reverse(name) => Ok(reverse(snap, name, req)),
+        Entry::Forward if req.method() == Method::CONNECT => connect(app, snap, req.uri()),
+        Entry::Forward => forward(app, snap, req),
+    };
+    plan.unwrap_or_else(|why| Plan::Refused { up: None, why })
+}
+
+fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>) -> Plan {
+    let Some(up) = snap.upstream(name) else {
+        let why = ProxyError::UpstreamRemoved(name.to_string());
+        return Plan::Refused { up: None, why };
+    };
+    let uri = check_request(req.headers()).and_then(|()| match &up.route {
+        Route::Url(pool) => pool
+            .target(req.uri())
+            .map_err(|_| ProxyError::PathNotForwardable),
+        Route::AsAsked(_) => Err(ProxyError::NoUrl(name.to_string())),
+    });
+    matched(up, uri)
+}
+
+fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, ProxyError> {
+    check_request(req.headers())?;
+    let target = Target::parse(req.uri())?;
+    let Some(up) = snap.route(&target.host, target.port) else {
+        unmatched(app, snap, &target)?;
+        return Ok(Plan::Passthrough);
+    };
+    let uri = match &up.route {
+        Route::Url(pool) => pool
+            .target(req.uri())
+            .map_err(|_| ProxyError::PathNotForwardable),
+        // No `url`: the token goes where the app asked, if that is safe.
+        Route::AsAsked(_)
+            if target.scheme == Scheme::Https
+                || is_loopback(&target.host)
+                || up.config.allow_plaintext =>
+        {
+            Ok(req.uri().clone())
+        }
+        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host)),
+    };
+    Ok(matched(up, uri))
+}
+
+fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
+    let target = Target::connect(uri)?;
+    if let Some(up) = snap.route(&target.host, target.port) {
+        let authority = target.display();
+        tracing::warn!(upstream = %up.name, target = %authority,
+            "refused CONNECT to a host that gets tokens: have the app call http://{authority}/... through the proxy; tokenproxy speaks TLS upstream");
+        let why = ProxyError::TunnelRefused(authority);
+        return Ok(Plan::Refused {
+            up: Some(up.clone()),
+            why,
+        });
+    }
+    unmatched(app, snap, &target)?;
+    Ok(Plan::Tunnel(target))
+}
+
+/// The rules for a target no upstream matches: denied by config, or refused because it is
+/// tokenproxy itself.
+fn unmatched(app: &App, snap: &Snapshot, target: &Target) -> Result<(), ProxyError> {
+    if snap.config.proxy.unmatched == Unmatched::Deny {
+        return Err(ProxyError::UnmatchedDenied(target.display()));
+    }
+    if app.is_own_listener(&target.host, target.port) {
+        return Err(ProxyError::Loop {
+            host: target.host.clone(),
+            port: target.port,
+        });
+    }
+    Ok(())
+}
+
+fn matched(up: &Arc<Upstream>, uri: Result<Uri, ProxyError>) -> Plan {
+    match uri {
+        Ok(uri) => Plan::Matched {
+            up: up.clone(),
+            uri,
+        },
+        Err(why) => Plan::Refused {
+            up: Some(up.clone()),
+            why,
+        },
+    }
+}

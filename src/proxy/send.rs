@@ -1,0 +1,151 @@
+//! The last step: a request onto the wire and its response head back.
+//!
+//! A matched request goes over its upstream's own pool (to its `url`) or the shared client (no
+//! `url`); a passthrough always over the shared client. Either way the upstream gets
+//! `request_timeout` to answer, an ambiguously framed response is refused, and hop-by-hop
+//! headers are removed from the response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::answer::ProxyError;
+use super::headers::strip_hop_by_hop;
+use crate::body::{incoming, Body, BoxError};
+use crate::snapshot::Upstream;
+use crate::upstream::pool::PoolError;
+use crate::upstream::{HttpClient, OriginPool, Route};
+
+/// How a request reaches its upstream.
+#[derive(Clone, Copy)]
+pub enum Transport<'a> {
+    /// The upstream's own connections to its `url`.
+    Pool(&'a Arc<OriginPool>),
+    /// The shared pooled client, for wherever the request's URI points.
+    Client(&'a HttpClient),
+}
+
+impl<'a> Transport<'a> {
+    pub fn of(up: &'a Upstream) -> Transport<'a> {
+        match &up.route {
+            Route::Url(pool) => Transport::Pool(pool),
+            Route::AsAsked(client) => Transport::Client(client),
+        }
+    }
+}
+
+/// The request head as it goes upstream: `Host` (regenerated from the URI by the client)
+/// and hop-by-hop headers removed.
+#[derive(Clone)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    pub fn new(method: Method, uri: Uri, mut headers: HeaderMap) -> Head {
+        headers.remove(header::HOST);
+        strip_hop_by_hop(&mut headers);
+        Head {
+            method,
+            uri,
+            headers,
+        }
+    }
+
+    pub fn with_body(self, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Sends an unmatched request as it is, minus hop-by-hop headers: never a token.
+pub async fn passthrough(
+    client: &HttpClient,
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let head = Head::new(parts.method, parts.uri, parts.headers);
+    send(
+        Transport::Client(client),
+        head.with_body(incoming(body)),
+        timeout,
+    )
+    .await
+}
+
+/// Sends `req` and returns the response head, checked, with hop-by-hop headers removed.
+pub async fn send(
+    transport: Transport<'_>,
+    req: Request<Body>,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    let request = async {
+        match transport {
+            Transport::Pool(pool) => pool
+                .send(req)
+                .await
+                .map(|r| r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                .map_err(|e| classify(&e, pool_error_is_user(&e))),
+            Transport::Client(client) => client
+                .request(req)
+                .await
+                .map(|r| r.map(incoming))
+                .map_err(|e| classify(&e, legacy_error_is_user(&e))),
+        }
+    };
+    let resp = tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
+    let (mut parts, body) = resp.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // Ambiguous framing (RFC 9112 §6.1): refuse rather than pick one reading of it.
+        return Err(ProxyError::BadUpstreamResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A failure while streaming the app's request body (bad chunked framing, a client that went
+/// away) is the app's fault, not the upstream's: 400, which also closes the connection.
+fn classify(e: &dyn std::error::Error, user_body: bool) -> ProxyError {
+    if user_body {
+        ProxyError::BodyUnreadable(error_chain(e))
+    } else {
+        ProxyError::UpstreamUnreachable(error_chain(e))
+    }
+}
+
+fn legacy_error_is_user(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user)
+}
+
+fn pool_error_is_user(e: &PoolError) -> bool {
+    matches!(e, PoolError::Http(h) if h.is_user())
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

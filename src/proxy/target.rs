@@ -1,0 +1,48 @@
+//! What a forward-mode request names: the scheme, host and port of an absolute-form target,
+//! or the `host:port` of a CONNECT.
+
+use http::Uri;
+
+use super::answer::ProxyError;
+use crate::config::Scheme;
+use crate::host::split_authority;
+
+/// The scheme, normalised host and port of an absolute-form target.
+pub struct Target {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// An absolute-form target (`http://host:port/path`).
+    pub fn parse(uri: &Uri) -> Result<Target, ProxyError> {
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some(other) => return Err(ProxyError::SchemeNotProxied(other.to_string())),
+            None => return Err(ProxyError::NotAbsoluteForm),
+        };
+        let authority = uri.authority().ok_or(ProxyError::TargetWithoutHost)?;
+        let (host, port) = split_authority(authority.as_str(), scheme.default_port())
+            .map_err(ProxyError::BadTarget)?;
+        Ok(Target { scheme, host, port })
+    }
+
+    /// A CONNECT target (`host:port`); the scheme is what a tunnel usually carries.
+    pub fn connect(uri: &Uri) -> Result<Target, ProxyError> {
+        let authority = uri.authority().ok_or(ProxyError::ConnectWithoutAuthority)?;
+        let (host, port) =
+            split_authority(authority.as_str(), 443).map_err(ProxyError::BadConnectTarget)?;
+        Ok(Target {
+            scheme: Scheme::Https,
+            host,
+            port,
+        })
+    }
+
+    /// `host:port`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}

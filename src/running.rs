@@ -1,0 +1,142 @@
+//! A started proxy: [`start`] binds every listener and starts fetching tokens; the
+//! [`Running`] it returns applies new configs and drains on stop.
+//!
+//! Tests call [`start`] with a config whose listeners are on port 0 and read the bound
+//! addresses back, so the whole proxy runs in-process.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::{Config, Role};
+use crate::error::StartError;
+use crate::listeners::Listeners;
+use crate::metrics::Metrics;
+use crate::snapshot::{App, Snapshot};
+use crate::token::source::Jitter;
+
+/// A started proxy: its bound addresses, reload and stop.
+pub struct Running {
+    pub app: Arc<App>,
+    listeners: tokio::sync::Mutex<Listeners>,
+    jitter: Jitter,
+}
+
+/// Production jitter: uniform in [0, 1).
+pub fn random_jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+/// Binds every listener and starts fetching tokens.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, random_jitter).await
+}
+
+/// [`start`] with a chosen jitter source (tests pass a constant for exact timings).
+pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, StartError> {
+    let metrics = Metrics::new()?;
+    warn_about_secret_files(&config);
+    let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
+    let config = snapshot.config.clone();
+    let app = Arc::new(App::new(snapshot, metrics));
+    let mut listeners = Listeners::default();
+    listeners.reconcile(&app, &config).await?;
+    let running = Running {
+        app,
+        listeners: tokio::sync::Mutex::new(listeners),
+        jitter,
+    };
+    tracing::info!(
+        listeners = ?running.app.listening.read().map(|l| l.clone()).unwrap_or_default(),
+        upstreams = config.upstreams.len(),
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
+        "tokenproxy started"
+    );
+    Ok(running)
+}
+
+fn warn_about_secret_files(config: &Config) {
+    for client in config.clients.values() {
+        if let Some(path) = client.client_secret.file() {
+            if crate::config::secret::readable_by_others(path) {
+                tracing::warn!(client = %client.name, path = %path.display(),
+                    "the secret file is readable by other users; make it 0400, or 0440 with the process's group (Kubernetes: defaultMode: 0440 and fsGroup)");
+            }
+        }
+    }
+}
+
+impl Running {
+    pub fn addr(&self, role: &Role) -> Option<SocketAddr> {
+        self.app.listener(role)
+    }
+
+    pub fn forward_addr(&self) -> Option<SocketAddr> {
+        self.addr(&Role::Forward)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.addr(&Role::Admin)
+    }
+
+    pub fn reverse_addr(&self, upstream: &str) -> Option<SocketAddr> {
+        self.addr(&Role::Reverse(upstream.to_string()))
+    }
+
+    /// Applies a validated config: builds a new snapshot (carrying over token sources whose
+    /// settings did not change), waits for the new sources' first fetch (bounded by
+    /// `wait_timeout`) so requests never switch to an upstream without a token, swaps it in,
+    /// then reconciles the listeners.
+    pub async fn apply(&self, config: Config) -> Result<(), StartError> {
+        let mut listeners = self.listeners.lock().await;
+        let old = self.app.snapshot.load_full();
+        let snap = Snapshot::build(config, &self.app.metrics, Some(&old), self.jitter)?;
+        let wait = snap.config.tokens.wait_timeout;
+        let fresh = snap.upstreams.iter().filter(|u| {
+            !old.upstream(&u.name)
+                .is_some_and(|o| Arc::ptr_eq(&o.tokens, &u.tokens))
+        });
+        let settled = futures_util::future::join_all(fresh.map(|u| u.tokens.settled()));
+        let _ = tokio::time::timeout(wait, settled).await;
+        for gone in old
+            .upstreams
+            .iter()
+            .filter(|u| snap.upstream(&u.name).is_none())
+        {
+            self.app.metrics.forget_upstream(&gone.name);
+        }
+        let config = snap.config.clone();
+        self.app.snapshot.store(Arc::new(snap));
+        listeners.reconcile(&self.app, &config).await
+    }
+
+    /// Graceful stop: `/readyz` turns 503 at once; after `proxy.shutdown_delay` the listeners
+    /// stop accepting and in-flight requests get until `proxy.drain_timeout` to finish.
+    /// Returns true if everything drained in time.
+    pub async fn shutdown(&self) -> bool {
+        self.app.stopping.store(true, Ordering::Relaxed);
+        let proxy = self.app.snapshot.load().config.proxy.clone();
+        if !proxy.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_s = proxy.shutdown_delay.as_secs_f64(),
+                "not ready; waiting before closing listeners"
+            );
+            tokio::time::sleep(proxy.shutdown_delay).await;
+        }
+        let drained = self
+            .listeners
+            .lock()
+            .await
+            .shutdown(proxy.drain_timeout)
+            .await;
+        if drained {
+            tracing::info!("stopped: all connections drained");
+        } else {
+            tracing::warn!(
+                deadline_s = proxy.drain_timeout.as_secs(),
+                "stopped: drain deadline passed with requests still in flight"
+            );
+        }
+        drained
+    }
+}
