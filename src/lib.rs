@@ -17,24 +17,35 @@
 //! tests run the whole thing in-process on port 0; [`Running::apply`] swaps in a new config and
 //! [`Running::shutdown`] drains. [`run`] is `start`, a config watcher and a stop signal.
 
-// Layers, lowest first. A module imports only from modules above it in this list
-// (`tests/layers.rs` holds the code to it); the README draws the same picture.
-pub mod admin;
+// The layers, lowest first, one group per layer (`tests/layers.rs` reads this list). A module
+// imports only from modules in groups above its own; modules in one group are peers and do
+// not import each other. The README draws the same picture.
+//
+// layer: foundations, no imports from the crate
 pub mod body;
-pub mod config;
-pub mod demo;
-pub mod error;
 pub mod host;
-pub mod listeners;
 pub mod metrics;
-pub mod proxy;
-pub mod reload;
-pub mod running;
-pub mod serve;
-pub mod snapshot;
 pub mod tls;
+// layer: the validated config
+pub mod config;
+// layer: start-up errors
+pub mod error;
+// layer: tokens, upstream connections, HTTP/1 serving
+pub mod serve;
 pub mod token;
 pub mod upstream;
+// layer: what a request reads
+pub mod snapshot;
+// layer: the request pipeline and the admin views
+pub mod admin;
+pub mod proxy;
+// layer: sockets reconciled against the config
+pub mod listeners;
+// layer: a started proxy
+pub mod running;
+// layer: entry points for the binary
+pub mod demo;
+pub mod reload;
 pub mod wait;
 
 use std::future::Future;
