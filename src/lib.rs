@@ -46,6 +46,7 @@ pub mod running;
 // layer: entry points for the binary
 pub mod demo;
 pub mod reload;
+pub mod signals;
 pub mod wait;
 
 use std::future::Future;
@@ -55,11 +56,7 @@ pub use config::Config;
 pub use error::StartError;
 pub use running::{random_jitter, start, start_with, Running};
 
-/// Where the running config came from, for reloads: the file and the text that was loaded.
-pub struct ConfigSource {
-    pub path: std::path::PathBuf,
-    pub loaded: String,
-}
+pub use reload::ConfigSource;
 
 /// Starts the proxy and runs it until `shutdown` resolves, then drains. With a `source`, the
 /// file is watched and reloaded on change or SIGHUP.

@@ -109,6 +109,26 @@ pub async fn watch(
     }
 }
 
+/// Where the running config came from, for reloads: the file and the text that was loaded.
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub loaded: String,
+}
+
+impl ConfigSource {
+    /// Reads and validates a config file (secret sources included), keeping its text so a
+    /// reload can tell whether the file changed.
+    pub fn load(path: &Path) -> Result<(Config, ConfigSource), ConfigError> {
+        let loaded = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::from_yaml_checked(&loaded)?;
+        let path = path.to_path_buf();
+        Ok((config, ConfigSource { path, loaded }))
+    }
+}
+
 /// SIGHUP as a stream. Create it before the process announces it is up: from then on a
 /// SIGHUP no longer terminates the process (its default action).
 pub struct Hangup(Option<tokio::signal::unix::Signal>);
