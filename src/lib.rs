@@ -1,21 +1,23 @@
 //! tokenproxy: an OAuth 2.0 client-credentials sidecar.
 //!
 //! It obtains a token per upstream from an authorization server, keeps it fresh, and adds
-//! `Authorization: Bearer <token>` to the app's outgoing requests. The layout follows the flow
-//! of a request:
+//! `Authorization: Bearer <token>` to the app's outgoing requests. The modules are layers,
+//! listed below lowest first; each imports only from the layers beneath it:
 //!
-//! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`].
-//! - [`snapshot`]: what requests read (routes, upstreams, token sources) behind one `ArcSwap`.
-//! - [`token`]: the token endpoint client and the per-upstream cache with background refresh.
-//! - [`proxy`]: the forward (`HTTP_PROXY`) and reverse listeners, header rules, forwarding.
-//! - [`listeners`], [`reload`]: sockets reconciled against the config; reload triggers.
-//! - [`admin`]: `/metrics`, `/livez`, `/readyz`, `/status`.
-//! - [`metrics`], [`tls`], [`host`]: Prometheus metrics, rustls setup, host matching rules.
-//! - [`demo`]: the self-contained `tokenproxy demo`; [`wait`]: `tokenproxy wait` for probes.
-//!
-//! [`start`] binds every listener and returns a [`Running`] proxy with its bound addresses, so
-//! tests run the whole thing in-process on port 0; [`Running::apply`] swaps in a new config and
-//! [`Running::shutdown`] drains. [`run`] is `start`, a config watcher and a stop signal.
+//! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
+//!   [`metrics`], [`tls`] (rustls, one provider);
+//! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
+//! - [`error`]: [`StartError`];
+//! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
+//!   pools, the shared client, the router), [`serve`] (HTTP/1 serving and drain);
+//! - [`snapshot`]: what requests read, behind one `ArcSwap`;
+//! - [`proxy`] (the request pipeline: plan, attempt, send, finish) and [`admin`];
+//! - [`listeners`]: sockets reconciled against the config;
+//! - [`running`]: [`start`] binds every listener and returns a [`Running`] proxy with its bound
+//!   addresses, so tests run the whole thing in-process on port 0; [`Running::apply`] swaps in
+//!   a new config and [`Running::shutdown`] drains;
+//! - entry points: [`run`] (`start`, a config watcher and a stop signal), [`reload`],
+//!   [`signals`], [`wait`], [`demo`].
 
 // The layers, lowest first, one group per layer (`tests/layers.rs` reads this list). A module
 // imports only from modules in groups above its own; modules in one group are peers and do

@@ -1,6 +1,6 @@
 //! The listening sockets, reconciled against the config.
 //!
-//! Each listener has a [`Role`](crate::config::Role): the forward listener, the admin listener, or one upstream's
+//! Each listener has a [`Role`]: the forward listener, the admin listener, or one upstream's
 //! reverse listener. At start and after every reload, [`Listeners::reconcile`] compares the
 //! roles and addresses the config wants with those running: a removed or moved listener stops
 //! accepting at once (its connections drain in the background), then new and moved ones are

@@ -34,6 +34,59 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROCS = []
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def nginx_config(tmp, name, workers, servers):
+    return f"""
+worker_processes {workers};
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
+    fastcgi_temp_path {tmp}/{name}.fcgi; uwsgi_temp_path {tmp}/{name}.uwsgi; scgi_temp_path {tmp}/{name}.scgi;
+    default_type text/plain;
+    keepalive_requests 1000000;
+{servers}
+}}
+"""
+
+
+def origin_config(tmp, port):
+    """The origin (and token endpoint): one nginx with one worker, shared by every target."""
+    return nginx_config(tmp, "origin", 1, f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+        location = /token {{
+            default_type application/json;
+            return 200 '{{"access_token":"bench-token-0123456789","token_type":"Bearer","expires_in":3600}}';
+        }}
+    }}""")
+
+
+def tokenproxy_config(ports):
+    return f"""
+proxy:
+  listen: 127.0.0.1:{ports['fwd']}
+admin:
+  listen: 127.0.0.1:{ports['admin']}
+clients:
+  bench:
+    token_endpoint: http://127.0.0.1:{ports['origin']}/token
+    client_id: bench
+    client_secret: bench-secret
+upstreams:
+  origin:
+    url: http://127.0.0.1:{ports['origin']}
+    match: [origin.bench]
+    listen: 127.0.0.1:{ports['rev']}
+    client: bench
+"""
+
+
 def wait(url, timeout=15):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -128,32 +181,9 @@ def main():
     binary = os.path.join(ROOT, "target", "release", "tokenproxy")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    def nginx_conf(name, workers, servers):
-        return f"""
-worker_processes {workers};
-pid {tmp}/{name}.pid;
-error_log {tmp}/{name}.error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
-    fastcgi_temp_path {tmp}/{name}.fcgi; uwsgi_temp_path {tmp}/{name}.uwsgi; scgi_temp_path {tmp}/{name}.scgi;
-    default_type text/plain;
-    keepalive_requests 1000000;
-{servers}
-}}
-"""
-    # The origin (and token endpoint) is one nginx with one worker, shared by every target.
-    origin = nginx_conf("origin", 1, f"""
-    server {{
-        listen 127.0.0.1:{ports['origin']} backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-        location = /token {{
-            default_type application/json;
-            return 200 '{{"access_token":"bench-token-0123456789","token_type":"Bearer","expires_in":3600}}';
-        }}
-    }}""")
+    nginx = NGINX
+    nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
+    origin = origin_config(tmp, ports["origin"])
     # (b): nginx as the reverse proxy that adds a static token, with as many workers as
     # tokenproxy has threads.
     proxy = nginx_conf("proxy", args.workers, f"""
@@ -170,23 +200,7 @@ http {{
     for name, text in [("origin", origin), ("proxy", proxy)]:
         with open(f"{tmp}/{name}.conf", "w") as f:
             f.write(text)
-    cfg = f"""
-proxy:
-  listen: 127.0.0.1:{ports['fwd']}
-admin:
-  listen: 127.0.0.1:{ports['admin']}
-clients:
-  bench:
-    token_endpoint: http://127.0.0.1:{ports['origin']}/token
-    client_id: bench
-    client_secret: bench-secret
-upstreams:
-  origin:
-    url: http://127.0.0.1:{ports['origin']}
-    match: [origin.bench]
-    listen: 127.0.0.1:{ports['rev']}
-    client: bench
-"""
+    cfg = tokenproxy_config(ports)
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(cfg)
     think = f"function delay() return {args.think} end\n" if args.think else ""
