@@ -7,7 +7,7 @@
 //! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
 //!   [`metrics`], [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
-//! - [`error`]: [`StartError`];
+//! - [`error`]: why a start or a reload failed ([`StartError`]);
 //! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
 //!   pools, the shared client, the router), [`serve`] (HTTP/1 serving and drain);
 //! - [`snapshot`]: what requests read, behind one `ArcSwap`;

@@ -7,8 +7,8 @@
 //! token; otherwise the 401 goes back and the next request gets the new one.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use http::{Request, Response, StatusCode, Uri};
+use http::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 
@@ -40,7 +40,7 @@ pub async fn with_token(
             .await
             .map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
         // What a replay needs, kept only while one is still possible.
-        let spare = (!replaying && payload.replayable()).then(|| head.clone());
+        let spare = (!replaying && payload.replayable()).then(|| Spare::of(&head));
         let injected = inject(
             &mut head.headers,
             up.config.existing_authorization,
@@ -54,8 +54,44 @@ pub async fn with_token(
         tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
         let renewed = up.tokens.invalidate(&token);
         match spare.filter(|_| renewed) {
-            Some(again) => (head, replaying) = (again, true),
+            Some(spare) => (head, replaying) = (spare.into_head(), true),
             None => return Ok(resp),
+        }
+    }
+}
+
+/// A request head kept for a replay. Every replayable request pays for one, and almost none
+/// is used, so it is a single allocation of name/value pairs (a `HeaderMap` clone is two),
+/// made back into a map only when a replay really happens.
+struct Spare {
+    method: Method,
+    uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Spare {
+    fn of(head: &Head) -> Spare {
+        let headers = head
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Spare {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            headers,
+        }
+    }
+
+    fn into_head(self) -> Head {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (k, v) in self.headers {
+            headers.append(k, v);
+        }
+        Head {
+            method: self.method,
+            uri: self.uri,
+            headers,
         }
     }
 }

@@ -40,7 +40,6 @@ impl<'a> Transport<'a> {
 
 /// The request head as it goes upstream: `Host` (regenerated from the URI by the client)
 /// and hop-by-hop headers removed.
-#[derive(Clone)]
 pub struct Head {
     pub method: Method,
     pub uri: Uri,

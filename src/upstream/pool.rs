@@ -161,7 +161,9 @@ impl OriginPool {
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and inline its state (TLS handshake and all)
+                // would make every request's future kilobytes larger to move.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let ready = poll_fn(|cx| {
                 conn.drive(cx);

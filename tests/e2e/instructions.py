@@ -4,10 +4,12 @@ changes to the request path by, since it repeats to about 0.5% where timings on 
 move 5-10%.
 
 Runs the release binary (or --binary) under `valgrind --tool=callgrind` against the bench
-origin (nginx), warms it up, then brackets a fixed wrk load on the reverse and the forward
-listener with `callgrind_control -z` / `-d`, and divides the instructions by the requests.
+origin (nginx), warms it up, then brackets a fixed number of keep-alive requests (ab -k) on
+the reverse and the forward listener with `callgrind_control -z` / `-d`, and divides the
+instructions by the requests. A fixed count, not a fixed time, so fixed costs (timers,
+the runtime's idle work) weigh the same in every run.
 
-Usage: instructions.py [--binary PATH] [--seconds 4] [--connections 8]
+Usage: instructions.py [--binary PATH] [--requests 20000] [--connections 8]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -23,19 +25,25 @@ from bench import NGINX, PROCS, ROOT, origin_config, start, tokenproxy_config, w
 from procs import free_port, stop
 
 
-def load(url, seconds, connections, script=None):
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
-    if script:
-        argv[1:1] = ["-s", script]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
-    return int(re.search(r"(\d+) requests in", out).group(1))
+def load(target, requests, connections):
+    """Exactly `requests` keep-alive requests with ab; `target` is (url, proxy or None)."""
+    url, proxy = target
+    argv = ["ab", "-q", "-k", "-n", str(requests), "-c", str(connections), url]
+    if proxy:
+        argv[1:1] = ["-X", proxy]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
+    done = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
+    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
+    if done != requests or failed:
+        raise SystemExit(f"{url}: {done} of {requests} requests, {failed} failed\n{out}")
+    return done
 
 
-def counted(pid, tmp, url, args, script=None):
+def counted(pid, tmp, target, args, name):
     """Instructions per request for one target."""
-    load(url, 1, args.connections, script)  # warm-up: connections, pools, caches
+    load(target, 2000, args.connections)  # warm-up: connections, pools, caches
     subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
-    requests = load(url, args.seconds, args.connections, script)
+    requests = load(target, args.requests, args.connections)
     for f in glob.glob(f"{tmp}/callgrind.out.*"):
         os.remove(f)
     subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
@@ -44,14 +52,17 @@ def counted(pid, tmp, url, args, script=None):
         with open(f) as fh:
             m = re.search(r"^summary:\s+(\d+)", fh.read(), re.M)
             total += int(m.group(1)) if m else 0
+        if args.keep:
+            shutil.copy(f, os.path.join(args.keep, f"{name}.out"))
     return total / max(requests, 1), requests
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary")
-    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--keep", help="copy the callgrind dumps here (reverse.out, forward.out)")
     args = ap.parse_args()
     binary = args.binary
     if not binary:
@@ -63,9 +74,6 @@ def main():
         f.write(origin_config(tmp, ports["origin"]))
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(tokenproxy_config(ports))
-    lua = f"{tmp}/forward.lua"
-    with open(lua, "w") as f:
-        f.write('wrk.path = "http://origin.bench/"\n')
     try:
         start([NGINX, "-p", tmp, "-c", f"{tmp}/origin.conf", "-g", "daemon off;"])
         wait(f"http://127.0.0.1:{ports['origin']}/")
@@ -73,13 +81,13 @@ def main():
                     binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", "1"],
                    env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{ports['admin']}/readyz", timeout=60)
-        rev = counted(tp.pid, tmp, f"http://127.0.0.1:{ports['rev']}/", args)
-        fwd = counted(tp.pid, tmp, f"http://127.0.0.1:{ports['fwd']}/", args, lua)
+        rev = counted(tp.pid, tmp, (f"http://127.0.0.1:{ports['rev']}/", None), args, "reverse")
+        fwd = counted(tp.pid, tmp, ("http://origin.bench/", f"127.0.0.1:{ports['fwd']}"), args, "forward")
     finally:
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# {binary} · callgrind · wrk -t1 -c{args.connections} -d{args.seconds}s · 1 worker")
+    print(f"# {binary} · callgrind · ab -k -n {args.requests} -c {args.connections} · 1 worker")
     print(f"reverse: {rev[0]:,.0f} instructions per request ({rev[1]} requests)")
     print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests)")
 
