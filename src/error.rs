@@ -14,6 +14,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("upstream {upstream}: url cannot be used: {reason}")]
     UpstreamUrl { upstream: String, reason: String },
+    #[error(transparent)]
+    Intercept(#[from] crate::intercept::InterceptError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -27,15 +27,17 @@
 pub mod body;
 pub mod host;
 pub mod metrics;
+pub mod pki;
 pub mod tls;
 // layer: the validated config
 pub mod config;
-// layer: start-up errors
-pub mod error;
-// layer: tokens, upstream connections, HTTP/1 serving
+// layer: tokens, upstream connections, interception certificates, HTTP/1 serving
+pub mod intercept;
 pub mod serve;
 pub mod token;
 pub mod upstream;
+// layer: start-up errors
+pub mod error;
 // layer: what a request reads
 pub mod snapshot;
 // layer: the request pipeline and the admin views

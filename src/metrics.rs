@@ -25,6 +25,87 @@ pub struct Metrics {
     pub upstream_auth_retries: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: IntGauge,
+    pub intercept: InterceptMetrics,
+}
+
+/// TLS interception: CONNECTs by outcome, certificates minted, failed handshakes, expiries.
+#[derive(Clone)]
+pub struct InterceptMetrics {
+    /// `outcome`: `intercepted`, `plaintext`, `tunnelled` or `refused`.
+    pub connects: IntCounterVec,
+    pub certificates_minted: IntCounter,
+    /// `reason`: `no_sni`, `sni_mismatch`, `not_tls`, `tls_error`, `timeout`.
+    pub handshake_failures: IntCounterVec,
+    pub ca_expiry: Gauge,
+    /// The earliest expiry among the host certificates in use.
+    pub leaf_expiry: Gauge,
+}
+
+/// How a CONNECT ended, the values of the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    Intercepted,
+    Plaintext,
+    Tunnelled,
+    Refused,
+}
+
+impl ConnectOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectOutcome::Intercepted => "intercepted",
+            ConnectOutcome::Plaintext => "plaintext",
+            ConnectOutcome::Tunnelled => "tunnelled",
+            ConnectOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl InterceptMetrics {
+    /// Counts one CONNECT by how it ended.
+    pub fn connect(&self, outcome: ConnectOutcome) {
+        self.connects.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let m = InterceptMetrics {
+            connects: IntCounterVec::new(
+                Opts::new(
+                    "tokenproxy_connects_total",
+                    "CONNECT requests on the forward listener, by outcome.",
+                ),
+                &["outcome"],
+            )?,
+            certificates_minted: IntCounter::new(
+                "tokenproxy_intercept_certificates_minted_total",
+                "Host certificates minted for intercepted connections.",
+            )?,
+            handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "tokenproxy_intercept_handshake_failures_total",
+                    "Intercepted tunnels closed before a request could be served, by reason.",
+                ),
+                &["reason"],
+            )?,
+            ca_expiry: Gauge::new(
+                "tokenproxy_intercept_ca_expiry_timestamp_seconds",
+                "Unix time at which the interception CA's signing certificate expires.",
+            )?,
+            leaf_expiry: Gauge::new(
+                "tokenproxy_intercept_leaf_expiry_timestamp_seconds",
+                "Unix time at which the first of the minted host certificates expires.",
+            )?,
+        };
+        r.register(Box::new(m.connects.clone()))?;
+        r.register(Box::new(m.certificates_minted.clone()))?;
+        r.register(Box::new(m.handshake_failures.clone()))?;
+        r.register(Box::new(m.ca_expiry.clone()))?;
+        r.register(Box::new(m.leaf_expiry.clone()))?;
+        for o in ["intercepted", "plaintext", "tunnelled", "refused"] {
+            m.connects.with_label_values(&[o]);
+        }
+        Ok(m)
+    }
 }
 
 /// Outcomes of a token fetch, the values of the `outcome` label.
@@ -107,6 +188,7 @@ impl Metrics {
                 "tokenproxy_config_last_reload_successful",
                 "1 if the last config reload succeeded, else 0.",
             )?,
+            intercept: InterceptMetrics::register(&registry)?,
             registry,
         };
         let build_info = IntGaugeVec::new(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Role};
 use crate::error::StartError;
+use crate::intercept::Interceptor;
 use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::snapshot::{App, Snapshot};
@@ -36,9 +37,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
     warn_about_secret_files(&config);
+    let interceptor = Interceptor::from_config(&config, &metrics.intercept)?;
     let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
     let config = snapshot.config.clone();
-    let app = Arc::new(App::new(snapshot, metrics));
+    let app = Arc::new(App::new(snapshot, metrics, interceptor));
     let mut listeners = Listeners::default();
     listeners.reconcile(&app, &config).await?;
     let running = Running {
@@ -62,6 +64,22 @@ fn warn_about_secret_files(config: &Config) {
                 tracing::warn!(client = %client.name, path = %path.display(),
                     "the secret file is readable by other users; make it 0400, or 0440 with the process's group (Kubernetes: defaultMode: 0440 and fsGroup)");
             }
+        }
+    }
+}
+
+/// The interception CA is made once, at start: a reload cannot change it, and a generated one
+/// cannot sign for names added later (its root key is gone). Say so instead of failing.
+fn warn_about_interception_changes(app: &App, old: &Config, new: &Config) {
+    if old.proxy.intercept != new.proxy.intercept {
+        tracing::warn!("proxy.intercept changed: the interception CA and its settings take effect at the next restart");
+    }
+    let Some(interceptor) = &app.interceptor else {
+        return;
+    };
+    for name in crate::intercept::intercepted_names(new) {
+        if !interceptor.covers(&name) {
+            tracing::warn!(host = %name, "not intercepted until the next restart: the running interception CA was made before this host was configured");
         }
     }
 }
@@ -105,6 +123,7 @@ impl Running {
         {
             self.app.metrics.forget_upstream(&gone.name);
         }
+        warn_about_interception_changes(&self.app, &old.config, &snap.config);
         let config = snap.config.clone();
         self.app.snapshot.store(Arc::new(snap));
         listeners.reconcile(&self.app, &config).await
@@ -123,12 +142,13 @@ impl Running {
             );
             tokio::time::sleep(proxy.shutdown_delay).await;
         }
-        let drained = self
-            .listeners
-            .lock()
-            .await
-            .shutdown(proxy.drain_timeout)
-            .await;
+        // Intercepted connections finish their current request and close, like listeners'.
+        self.app.draining.send_replace(true);
+        self.app.tunnels.close();
+        let mut listeners = self.listeners.lock().await;
+        let tunnels = tokio::time::timeout(proxy.drain_timeout, self.app.tunnels.wait());
+        let (drained, tunnels) = tokio::join!(listeners.shutdown(proxy.drain_timeout), tunnels);
+        let drained = drained && tunnels.is_ok();
         if drained {
             tracing::info!("stopped: all connections drained");
         } else {

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
@@ -85,12 +86,11 @@ pub async fn serve_with<F, Fut>(
     let _ = all_closed.recv().await;
 }
 
-async fn connection<F, Fut>(
-    stream: tokio::net::TcpStream,
-    handler: F,
-    stop: watch::Receiver<bool>,
-    limits: Limits,
-) where
+/// Serves HTTP/1 on one connection (a TCP stream, or an intercepted TLS stream) until it
+/// ends, or shuts it down gracefully once `stop` becomes true.
+pub async fn connection<I, F, Fut>(io: I, handler: F, stop: watch::Receiver<bool>, limits: Limits)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -103,7 +103,7 @@ async fn connection<F, Fut>(
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_head_bytes)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let mut stop = StopSignal::new(stop);

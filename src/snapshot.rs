@@ -14,10 +14,13 @@ use std::sync::{Arc, RwLock};
 use arc_swap::ArcSwap;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Role, UpstreamConfig};
 use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
+use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
@@ -34,6 +37,12 @@ pub struct App {
     /// The addresses tokenproxy listens on now, by role: the one copy, kept by `listeners`
     /// and read by the loop check and by [`crate::Running`].
     pub listening: RwLock<BTreeMap<Role, SocketAddr>>,
+    /// The interception CA and TLS settings, made once at start (`proxy.intercept`).
+    pub interceptor: Option<Arc<Interceptor>>,
+    /// Intercepted connections outlive the CONNECT that opened them; they are tracked here,
+    /// and told to finish by `draining`, so a graceful stop drains them like any listener.
+    pub tunnels: TaskTracker,
+    pub draining: watch::Sender<bool>,
 }
 
 pub struct Snapshot {
@@ -54,13 +63,16 @@ pub struct Upstream {
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, metrics: Metrics) -> App {
+    pub fn new(snapshot: Snapshot, metrics: Metrics, interceptor: Option<Interceptor>) -> App {
         App {
             snapshot: ArcSwap::from_pointee(snapshot),
             unmatched: RequestMetrics::new(&metrics, crate::metrics::UNMATCHED),
             metrics,
             stopping: AtomicBool::new(false),
             listening: RwLock::new(BTreeMap::new()),
+            interceptor: interceptor.map(Arc::new),
+            tunnels: TaskTracker::new(),
+            draining: watch::channel(false).0,
         }
     }
 

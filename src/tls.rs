@@ -18,7 +18,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn native_roots() -> &'static [CertificateDer<'static>] {
+/// The system trust store, read once.
+pub fn native_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();

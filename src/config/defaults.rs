@@ -16,6 +16,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// `proxy.shutdown_delay`: serve (not ready) this long after a stop signal.
 pub const SHUTDOWN_DELAY: Duration = Duration::ZERO;
 
+/// `proxy.intercept.leaf_lifetime`: how long a minted host certificate is valid.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The shortest and longest leaf lifetime accepted (browsers stop at 398 days).
+pub const LEAF_LIFETIME_RANGE: (Duration, Duration) = (
+    Duration::from_secs(3600),
+    Duration::from_secs(397 * 24 * 3600),
+);
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

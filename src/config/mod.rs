@@ -51,6 +51,30 @@ pub struct ProxyConfig {
     pub shutdown_delay: Duration,
     /// Per-listener limits (all listeners, admin included).
     pub limits: Limits,
+    /// TLS interception of CONNECT to matched hosts; `None`: CONNECT to them is refused.
+    pub intercept: Option<InterceptConfig>,
+}
+
+/// `proxy.intercept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptConfig {
+    pub ca: CaSource,
+    /// Where `ca.pem`, `bundle.pem` and `truststore.p12` are written at start.
+    pub trust_dir: Option<PathBuf>,
+    /// Lifetime of the certificates minted per host.
+    pub leaf_lifetime: Duration,
+}
+
+/// Where the interception CA comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// A root and a name-constrained intermediate made at start, in memory only.
+    Generate,
+    /// A CA certificate and its key, in PEM files.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
 }
 
 /// Per-listener limits against slow or greedy clients.
@@ -179,6 +203,8 @@ pub struct UpstreamConfig {
     pub existing_authorization: ExistingAuthorization,
     pub allow_plaintext: bool,
     pub ca_file: Option<PathBuf>,
+    /// CONNECT to this upstream's hosts is intercepted (needs `proxy.intercept`).
+    pub intercept: bool,
 }
 
 /// One thing wrong with a config, located as precisely as possible.

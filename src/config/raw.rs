@@ -37,6 +37,31 @@ pub struct RawProxy {
     pub max_connections: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_head_bytes: Option<usize>,
+    pub intercept: Option<RawIntercept>,
+}
+
+/// `proxy.intercept`: TLS interception of CONNECT to matched hosts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    pub ca: RawCa,
+    pub trust_dir: Option<String>,
+    pub leaf_lifetime: Option<String>,
+}
+
+/// `generate`, or a CA certificate and key from files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCa {
+    Generate(String),
+    Files(RawCaFiles),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaFiles {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +134,8 @@ pub struct RawUpstream {
     #[serde(default)]
     pub allow_plaintext: bool,
     pub ca_file: Option<String>,
+    /// Intercept CONNECT to this upstream's hosts (default: true when `proxy.intercept` is set).
+    pub intercept: Option<bool>,
 }
 
 /// What happens to requests that no upstream matches.

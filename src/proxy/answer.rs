@@ -41,6 +41,10 @@ pub enum ProxyError {
     PlaintextRefused(String),
     #[error("{host}:{port} is tokenproxy itself: the request would loop back into the proxy")]
     Loop { host: String, port: u16 },
+    #[error(
+        "this connection was opened (CONNECT) to {0}; a request on it may not name another host"
+    )]
+    Misdirected(String),
 
     // Malformed or unacceptable requests (400, and the connection is closed).
     #[error("request body could not be read: {0}")]
@@ -83,6 +87,7 @@ impl ProxyError {
             UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
             TunnelRefused(_) => (StatusCode::FORBIDDEN, "tunnel_refused"),
             PlaintextRefused(_) => (StatusCode::FORBIDDEN, "plaintext_refused"),
+            Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
             Loop { .. }
             | BodyUnreadable(_)
             | PathNotForwardable
@@ -113,8 +118,9 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if status == StatusCode::BAD_REQUEST {
-            // After a malformed request the connection's framing cannot be trusted.
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST {
+            // After a malformed request the connection's framing cannot be trusted; after a
+            // misdirected one, neither can the client's idea of where it is connected.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

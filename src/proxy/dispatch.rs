@@ -1,17 +1,19 @@
 //! The pipeline's driver: resolve the request to a [`Plan`], run it, and finish at the edge,
 //! where the metrics are recorded and an error becomes its answer, once per request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::plan::{self, Entry, Plan};
-use super::{attempt, connect, send};
+use super::{attempt, connect, intercept, send};
 use crate::body::Body;
-use crate::metrics::{RequestMetrics, UNMATCHED};
+use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
 
 /// Serves one request that came in on a proxy listener.
@@ -19,6 +21,7 @@ pub async fn handle(app: Arc<App>, entry: Entry, req: Request<Incoming>) -> Resp
     let started = Instant::now();
     let snap = app.snapshot.load_full();
     let config = &snap.config;
+    let is_connect = req.method() == Method::CONNECT;
     let (up, result) = match plan::resolve(&app, &snap, &entry, &req) {
         Plan::Matched { up, uri } => {
             let result = attempt::with_token(&up, req, uri, config).await;
@@ -31,10 +34,36 @@ pub async fn handle(app: Arc<App>, entry: Entry, req: Request<Incoming>) -> Resp
                 send::passthrough(&snap.passthrough, req, timeout).await,
             )
         }
-        Plan::Tunnel(target) => (None, connect::tunnel(req, target, &config.proxy).await),
-        Plan::Refused { up, why } => (up, Err(why)),
+        Plan::Tunnel(target) => {
+            let opened = connect::tunnel(req, target, &config.proxy).await;
+            let outcome = match opened {
+                Ok(_) => ConnectOutcome::Tunnelled,
+                Err(_) => ConnectOutcome::Refused,
+            };
+            app.metrics.intercept.connect(outcome);
+            (None, opened)
+        }
+        Plan::Intercept { up, target } => {
+            let opened = intercept::open(&app, req, target, handle_boxed);
+            (Some(up), Ok(opened))
+        }
+        Plan::Refused { up, why } => {
+            if is_connect {
+                app.metrics.intercept.connect(ConnectOutcome::Refused);
+            }
+            (up, Err(why))
+        }
     };
     finish(&app.unmatched, up.as_deref(), started, result)
+}
+
+/// [`handle`] for requests inside an intercepted tunnel.
+fn handle_boxed(
+    app: Arc<App>,
+    entry: Entry,
+    req: Request<Incoming>,
+) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+    Box::pin(handle(app, entry, req))
 }
 
 /// Records the request in the metrics and turns an error into its answer.

@@ -9,6 +9,8 @@
 //! - `send`: how a request reaches the upstream (its pool or the shared client), the timeout,
 //!   response checks, and passthrough without a token.
 //! - `connect`: CONNECT tunnels to unmatched hosts.
+//! - `intercept`: CONNECT to matched hosts: TLS terminated with a minted certificate (or a
+//!   plaintext HTTP/1 tunnel), each request inside served through this same pipeline.
 //! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
 //!   the edge.
 //! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
@@ -22,6 +24,7 @@ pub mod attempt;
 pub mod connect;
 pub mod dispatch;
 pub mod headers;
+pub mod intercept;
 pub mod plan;
 pub mod send;
 pub mod target;

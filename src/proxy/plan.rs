@@ -9,13 +9,14 @@
 
 use std::sync::Arc;
 
+use http::header::HOST;
 use http::{Method, Request, Uri};
 
 use super::answer::ProxyError;
 use super::headers::check_request;
 use super::target::Target;
 use crate::config::{Scheme, Unmatched};
-use crate::host::is_loopback;
+use crate::host::{is_loopback, split_authority};
 use crate::snapshot::{App, Snapshot, Upstream};
 use crate::upstream::Route;
 
@@ -26,6 +27,9 @@ pub enum Entry {
     Forward,
     /// The reverse listener of the named upstream.
     Reverse(Arc<str>),
+    /// Inside an intercepted CONNECT tunnel to this target (its scheme: `https` for TLS,
+    /// `http` for a plaintext tunnel).
+    Intercepted(Arc<Target>),
 }
 
 /// What to do with a request.
@@ -36,6 +40,8 @@ pub enum Plan {
     Passthrough,
     /// CONNECT to an unmatched host: splice bytes both ways.
     Tunnel(Target),
+    /// CONNECT to a matched host that can be intercepted: serve what the tunnel carries.
+    Intercept { up: Arc<Upstream>, target: Target },
     /// Answer with an error; `up` is the upstream it is counted under, if one matched.
     Refused {
         up: Option<Arc<Upstream>>,
@@ -47,6 +53,7 @@ pub enum Plan {
 pub fn resolve<B>(app: &App, snap: &Snapshot, entry: &Entry, req: &Request<B>) -> Plan {
     let plan = match entry {
         Entry::Reverse(name) => Ok(reverse(snap, name, req)),
+        Entry::Intercepted(tunnel) => intercepted(snap, tunnel, req),
         Entry::Forward if req.method() == Method::CONNECT => connect(app, snap, req.uri()),
         Entry::Forward => forward(app, snap, req),
     };
@@ -94,6 +101,11 @@ fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, Prox
 fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
     let target = Target::connect(uri)?;
     if let Some(up) = snap.route(&target.host, target.port) {
+        let interceptor = app.interceptor.as_ref();
+        if up.config.intercept && interceptor.is_some_and(|i| i.covers(&target.host)) {
+            let up = up.clone();
+            return Ok(Plan::Intercept { up, target });
+        }
         let authority = target.display();
         tracing::warn!(upstream = %up.name, target = %authority,
             "refused CONNECT to a host that gets tokens: have the app call http://{authority}/... through the proxy; tokenproxy speaks TLS upstream");
@@ -105,6 +117,54 @@ fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
     }
     unmatched(app, snap, &target)?;
     Ok(Plan::Tunnel(target))
+}
+
+/// A request inside an intercepted tunnel goes to the upstream the CONNECT named, and may
+/// not name another host (domain fronting): `Host`, or an absolute-form target, must be the
+/// tunnel's host and port.
+fn intercepted<B>(snap: &Snapshot, tunnel: &Target, req: &Request<B>) -> Result<Plan, ProxyError> {
+    check_request(req.headers())?;
+    let Some(up) = snap
+        .route(&tunnel.host, tunnel.port)
+        .filter(|u| u.config.intercept)
+    else {
+        return Err(ProxyError::UpstreamRemoved(tunnel.display()));
+    };
+    let named = match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    };
+    let same = named
+        .and_then(|n| split_authority(n, tunnel.scheme.default_port()).ok())
+        .is_some_and(|(host, port)| host == tunnel.host && port == tunnel.port);
+    if !same {
+        let why = ProxyError::Misdirected(tunnel.display());
+        return Ok(Plan::Refused {
+            up: Some(up.clone()),
+            why,
+        });
+    }
+    let uri = match &up.route {
+        Route::Url(pool) => pool
+            .target(req.uri())
+            .map_err(|_| ProxyError::PathNotForwardable),
+        Route::AsAsked(_)
+            if tunnel.scheme == Scheme::Https
+                || is_loopback(&tunnel.host)
+                || up.config.allow_plaintext =>
+        {
+            absolute(tunnel, req.uri())
+        }
+        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(tunnel.host.clone())),
+    };
+    Ok(matched(up, uri))
+}
+
+/// `scheme://host:port/path?query` for a url-less upstream reached through a tunnel.
+fn absolute(tunnel: &Target, uri: &Uri) -> Result<Uri, ProxyError> {
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let text = format!("{}://{}{path}", tunnel.scheme.as_str(), tunnel.display());
+    Uri::try_from(text).map_err(|_| ProxyError::PathNotForwardable)
 }
 
 /// The rules for a target no upstream matches: denied by config, or refused because it is

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::super::raw::RawConfig;
-use super::super::Config;
+use super::super::{CaSource, Config};
 use super::Validator;
 use crate::host::{is_local_address, targets_own_listener};
+use crate::pki::FileCa;
 
 impl Validator<'_> {
     /// Two listeners on one address (an ephemeral port never collides).
@@ -80,6 +81,40 @@ impl Validator<'_> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Interception needs the forward listener, an upstream can only ask for it when it is
+    /// configured, and a CA from files must be a CA certificate with its key.
+    pub(super) fn check_intercept(&mut self, c: &Config, raw: &RawConfig) {
+        let Some(intercept) = &c.proxy.intercept else {
+            for (name, u) in &raw.upstreams {
+                if u.intercept == Some(true) {
+                    self.problem(
+                        &["upstreams", name, "intercept"],
+                        "needs proxy.intercept (the CA that signs the host certificates)",
+                    );
+                }
+            }
+            return;
+        };
+        if c.proxy.listen.is_none() {
+            self.problem(
+                &["proxy", "intercept"],
+                "needs proxy.listen: interception serves CONNECT on the forward listener",
+            );
+        }
+        if let (
+            true,
+            CaSource::Files {
+                cert_file,
+                key_file,
+            },
+        ) = (self.check_sources, &intercept.ca)
+        {
+            if let Err(e) = FileCa::load(cert_file, key_file) {
+                self.problem(&["proxy", "intercept", "ca"], e.to_string());
             }
         }
     }

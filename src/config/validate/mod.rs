@@ -34,6 +34,7 @@ pub fn from_yaml(text: &str, check_sources: bool) -> Result<Config, Vec<Problem>
     let mut v = Validator {
         text,
         check_sources,
+        intercepting: raw.proxy.intercept.is_some(),
         problems: Vec::new(),
     };
     let config = v.config(&raw);
@@ -48,6 +49,8 @@ pub fn from_yaml(text: &str, check_sources: bool) -> Result<Config, Vec<Problem>
 struct Validator<'a> {
     text: &'a str,
     check_sources: bool,
+    /// `proxy.intercept` is set: upstreams are intercepted unless they say otherwise.
+    intercepting: bool,
     problems: Vec<Problem>,
 }
 
@@ -92,6 +95,7 @@ impl Validator<'_> {
         self.check_listeners(&config);
         self.check_loops(&config);
         self.check_patterns(&config, raw);
+        self.check_intercept(&config, raw);
         config
     }
 

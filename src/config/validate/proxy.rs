@@ -1,7 +1,9 @@
 //! The `proxy`, `admin` and `tokens` sections.
 
-use super::super::raw::{RawProxy, RawTokens};
-use super::super::{defaults, Limits, ProxyConfig, TokenSettings};
+use std::path::PathBuf;
+
+use super::super::raw::{RawCa, RawIntercept, RawProxy, RawTokens};
+use super::super::{defaults, CaSource, InterceptConfig, Limits, ProxyConfig, TokenSettings};
 use super::Validator;
 
 impl Validator<'_> {
@@ -34,7 +36,42 @@ impl Validator<'_> {
                 defaults::SHUTDOWN_DELAY,
             ),
             limits: self.limits(p),
+            intercept: p.intercept.as_ref().and_then(|i| self.intercept(i)),
         }
+    }
+
+    fn intercept(&mut self, i: &RawIntercept) -> Option<InterceptConfig> {
+        let key = |k| ["proxy", "intercept", k];
+        let ca = match &i.ca {
+            RawCa::Generate(word) if word == "generate" => CaSource::Generate,
+            RawCa::Generate(other) => {
+                let msg = format!("{other:?}: use generate, or {{cert_file: .., key_file: ..}}");
+                self.problem(&key("ca"), msg);
+                return None;
+            }
+            RawCa::Files(f) => CaSource::Files {
+                cert_file: self.file(&key("ca"), Some(&f.cert_file))?,
+                key_file: self.file(&key("ca"), Some(&f.key_file))?,
+            },
+        };
+        let leaf_lifetime = self.duration(
+            &key("leaf_lifetime"),
+            &i.leaf_lifetime,
+            defaults::LEAF_LIFETIME,
+        );
+        let (min, max) = defaults::LEAF_LIFETIME_RANGE;
+        if leaf_lifetime < min || leaf_lifetime > max {
+            self.problem(&key("leaf_lifetime"), "must be between 1h and 397 days");
+        }
+        let trust_dir = i
+            .trust_dir
+            .as_deref()
+            .map(|d| PathBuf::from(self.expand(&key("trust_dir"), d)));
+        Some(InterceptConfig {
+            ca,
+            trust_dir,
+            leaf_lifetime,
+        })
     }
 
     fn limits(&mut self, p: &RawProxy) -> Limits {

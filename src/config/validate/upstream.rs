@@ -59,6 +59,7 @@ impl Validator<'_> {
             existing_authorization: u.existing_authorization,
             allow_plaintext: u.allow_plaintext,
             ca_file,
+            intercept: self.intercepting && u.intercept.unwrap_or(true),
         })
     }
 

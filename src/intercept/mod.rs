@@ -1,0 +1,112 @@
+//! TLS interception of CONNECT tunnels to matched hosts: the certificate side.
+//!
+//! - `authority`: the CA (generated with name constraints, or from files) and minting;
+//! - `leaves`: host certificates per SNI name, cached, as a rustls certificate resolver;
+//! - `trust`: the files apps trust the CA by (`ca.pem`, `bundle.pem`, `truststore.p12`);
+//! - `sniff`: what a tunnel carries first (TLS, HTTP/1, HTTP/2 preface, other).
+//!
+//! The request side (SNI and Host checks, serving the decrypted HTTP) is `proxy::intercept`.
+
+pub mod authority;
+pub mod leaves;
+pub mod sniff;
+pub mod trust;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use authority::Authority;
+use leaves::Leaves;
+
+use crate::config::{CaSource, Config};
+use crate::metrics::InterceptMetrics;
+use crate::pki::{CaFileError, FileCa};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error("cannot make a certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("interception CA: {0}")]
+    CaFile(#[from] CaFileError),
+    #[error("cannot write the trust files in {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("cannot write the Java truststore: {0}")]
+    Truststore(String),
+    #[error("the system clock is out of the range certificates can express")]
+    Clock,
+}
+
+/// The interception CA and the TLS server settings of intercepted connections.
+pub struct Interceptor {
+    pub authority: Arc<Authority>,
+    /// ALPN `http/1.1` only: what the decrypted side serves. No client certificates.
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl Interceptor {
+    /// Builds the CA for `config`'s intercepted hosts and writes the trust files, if asked.
+    /// `None` when `proxy.intercept` is not set.
+    pub fn from_config(
+        config: &Config,
+        metrics: &InterceptMetrics,
+    ) -> Result<Option<Interceptor>, InterceptError> {
+        let Some(ic) = &config.proxy.intercept else {
+            return Ok(None);
+        };
+        let authority = match &ic.ca {
+            CaSource::Generate => Authority::generate(intercepted_names(config))?,
+            CaSource::Files {
+                cert_file,
+                key_file,
+            } => {
+                let ca = FileCa::load(cert_file, key_file)?;
+                if !ca.name_constrained {
+                    tracing::warn!(cert = %cert_file.display(),
+                        "the interception CA has no name constraints: whoever holds its key can make certificates apps accept for any name; prefer ca: generate, or a CA constrained to the intercepted hosts");
+                }
+                Authority::from_files(ca)
+            }
+        };
+        metrics.ca_expiry.set(authority.not_after as f64);
+        if let Some(dir) = &ic.trust_dir {
+            trust::write(dir, &authority.trust_anchor)?;
+            tracing::info!(dir = %dir.display(), "wrote the interception trust files");
+        }
+        let authority = Arc::new(authority);
+        let leaves = Leaves::new(authority.clone(), ic.leaf_lifetime, metrics.clone());
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(leaves));
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Interceptor {
+            authority,
+            tls: Arc::new(tls),
+        }))
+    }
+
+    /// Whether CONNECT to `host` can be intercepted: a DNS name the CA may sign for.
+    pub fn covers(&self, host: &str) -> bool {
+        !is_ip_literal(host) && self.authority.covers(host)
+    }
+}
+
+/// The DNS names of every intercepted upstream's `match` patterns (a wildcard's suffix
+/// permits its subdomains); IP literals cannot be intercepted and are left out.
+pub fn intercepted_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.intercept)
+        .flat_map(|u| u.match_hosts.iter().map(|p| p.host.clone()))
+        .filter(|h| !is_ip_literal(h))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn is_ip_literal(host: &str) -> bool {
+    host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok()
+}
