@@ -76,7 +76,9 @@ impl Interceptor {
         }
         let authority = Arc::new(authority);
         let leaves = Leaves::new(authority.clone(), ic.leaf_lifetime, metrics.clone());
-        let mut tls = rustls::ServerConfig::builder()
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(leaves));
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
