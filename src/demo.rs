@@ -3,7 +3,9 @@
 //! Starts a tiny built-in authorization server (client `demo-client`, throwaway secret), an
 //! echo upstream that answers with the `Authorization` header it received, and the proxy with
 //! a forward and a reverse listener, all on ephemeral 127.0.0.1 ports. It sends one request
-//! through each listener, prints what the upstream saw, and prints `curl` lines to try.
+//! through each listener, and one `https://` request through the forward listener, which
+//! tokenproxy intercepts with a certificate from its generated CA; it prints what the upstream
+//! saw, and `curl` lines to try.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -56,8 +58,10 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
         stop_rx.clone(),
     ));
 
+    let trust_dir = std::env::temp_dir().join(format!("tokenproxy-demo-{}", std::process::id()));
+    let trust = trust_dir.display();
     let yaml = format!(
-        "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\nadmin:\n  listen: 127.0.0.1:0\n\
+        "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\n  intercept:\n    ca: generate\n    trust_dir: {trust}\nadmin:\n  listen: 127.0.0.1:0\n\
          clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
          upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n"
     );
@@ -84,7 +88,19 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     println!("$ curl -x http://{fwd} http://{API_HOST}/orders?id=42\n{via_forward}\n");
     let via_reverse = raw_get(rev, "/inventory", &rev.to_string()).await?;
     println!("$ curl http://{rev}/inventory\n{via_reverse}\n");
-    if !via_forward.contains("Bearer demo-") || !via_reverse.contains("Bearer demo-") {
+    let ca = proxy
+        .app
+        .interceptor
+        .as_ref()
+        .map(|i| i.authority.trust_anchor.clone());
+    let ca = ca.ok_or_else(|| DemoError::Check("interception did not start".into()))?;
+    let via_tls = https_get(fwd, ca, "/orders?id=42").await?;
+    println!("$ curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/orders?id=42\n{via_tls}");
+    println!("  (HTTPS intercepted: tokenproxy answered the CONNECT with a certificate for {API_HOST} from its generated CA)\n");
+    if ![&via_forward, &via_reverse, &via_tls]
+        .iter()
+        .all(|r| r.contains("Bearer demo-"))
+    {
         return Err(DemoError::Check(
             "the upstream did not receive a bearer token".into(),
         ));
@@ -100,6 +116,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     println!("\nTry it yourself:");
     println!("  curl -x http://{fwd} http://{API_HOST}/hello");
     println!("  curl http://{rev}/hello");
+    println!("  curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/hello");
     println!("  curl http://{admin}/status");
     println!("  curl -s http://{admin}/metrics | grep ^tokenproxy_");
     if !once {
@@ -108,6 +125,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     }
     proxy.shutdown().await;
     let _ = stop_tx.send(true);
+    let _ = std::fs::remove_dir_all(&trust_dir);
     Ok(())
 }
 
@@ -171,7 +189,44 @@ async fn raw_get(
     target: &str,
     host: &str,
 ) -> Result<String, DemoError> {
-    let mut stream = TcpStream::connect(addr).await?;
+    exchange(TcpStream::connect(addr).await?, target, host).await
+}
+
+/// What `curl --proxy ... https://` does: CONNECT, then TLS trusting only `ca`, then a GET.
+async fn https_get(
+    proxy: std::net::SocketAddr,
+    ca: rustls_pki_types::CertificateDer<'static>,
+    target: &str,
+) -> Result<String, DemoError> {
+    let mut tcp = TcpStream::connect(proxy).await?;
+    let connect = format!("CONNECT {API_HOST}:443 HTTP/1.1\r\nHost: {API_HOST}:443\r\n\r\n");
+    tcp.write_all(connect.as_bytes()).await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await?);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let tls_err = |e: rustls::Error| DemoError::Check(e.to_string());
+    roots.add(ca).map_err(tls_err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(API_HOST)
+        .map_err(|e| DemoError::Check(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    exchange(tls, target, API_HOST).await
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    target: &str,
+    host: &str,
+) -> Result<String, DemoError> {
     let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();

@@ -63,6 +63,16 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// Write the files apps trust the interception CA by (ca.pem, bundle.pem, truststore.p12)
+    /// into DIR, or print ca.pem. For a CA from files; a generated CA writes them itself, into
+    /// proxy.intercept.trust_dir, when the proxy starts.
+    Ca {
+        #[arg(short, long, env = "TOKENPROXY_CONFIG")]
+        config: PathBuf,
+        /// Directory to write into (created if missing); without it, ca.pem goes to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run a self-contained demonstration on loopback (built-in authorization server and echo upstream).
     Demo {
         /// Exit after the self-check instead of serving until Ctrl-C.
@@ -97,6 +107,7 @@ impl Command {
         match self {
             Command::Validate { config } => validate(&config),
             Command::Run { config } => run(&config).await,
+            Command::Ca { config, out } => ca(&config, out.as_deref()),
             Command::Wait {
                 admin,
                 timeout,
@@ -124,6 +135,19 @@ fn validate(path: &Path) -> ExitCode {
         }
         Err(e) => config_error(path, &e),
     }
+}
+
+fn ca(path: &Path, out: Option<&Path>) -> ExitCode {
+    use tokenproxy::intercept::{trust, trust_anchor};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(path, &e),
+    };
+    let written = trust_anchor(&config).and_then(|anchor| match out {
+        Some(dir) => trust::write(dir, &anchor),
+        None => Ok(print!("{}", trust::pem(&anchor))),
+    });
+    exit(written, "ca")
 }
 
 async fn run(path: &Path) -> ExitCode {

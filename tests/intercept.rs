@@ -391,3 +391,131 @@ fn the_intermediate_cannot_sign_for_other_names() {
     );
     assert!(ca.covers("x.wild.example.com") && !ca.covers("notwild.example.com"));
 }
+
+/// A CA certificate and key in PEM files, name-constrained or not.
+fn ca_files(dir: &Path, constrained: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyPair, NameConstraints,
+    };
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if constrained {
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".into())],
+            excluded_subtrees: vec![],
+        });
+    }
+    let cert = p.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("ca.crt"), dir.join("ca.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn ca_config(dir: &Path, ca: &str) -> std::path::PathBuf {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!("proxy:\n  listen: 127.0.0.1:0\n  intercept:\n    ca: {ca}\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    match: [{HOST}]\n    client: idp\n"),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn the_ca_subcommand_writes_the_trust_files_of_a_ca_from_files() {
+    const BIN: &str = env!("CARGO_BIN_EXE_tokenproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca_files(dir.path(), true);
+    let files = format!(
+        "{{cert_file: {}, key_file: {}}}",
+        cert.display(),
+        key.display()
+    );
+    let cfg = ca_config(dir.path(), &files);
+    let out = dir.path().join("trust");
+    let run = |args: &[&str]| std::process::Command::new(BIN).args(args).output().unwrap();
+    let written = run(&[
+        "ca",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let ca_pem = std::fs::read_to_string(out.join("ca.pem")).unwrap();
+    assert_eq!(
+        rustls_pemfile_certs(ca_pem.as_bytes()),
+        rustls_pemfile_certs(&std::fs::read(&cert).unwrap())
+    );
+    assert!(out.join("bundle.pem").exists() && out.join("truststore.p12").exists());
+    let printed = run(&["ca", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), ca_pem);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let key_body = key_text.lines().nth(1).unwrap();
+    assert!(!String::from_utf8_lossy(&printed.stdout).contains(key_body));
+
+    let generated = run(&[
+        "ca",
+        "-c",
+        ca_config(dir.path(), "generate").to_str().unwrap(),
+    ]);
+    assert_eq!(generated.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&generated.stderr).contains("trust_dir"));
+
+    // A key that is not the certificate's: a config error with its line.
+    let (_, other_key) = ca_files(&tempfile::tempdir().unwrap().keep(), true);
+    let mismatched = format!(
+        "{{cert_file: {}, key_file: {}}}",
+        cert.display(),
+        other_key.display()
+    );
+    let bad = run(&[
+        "validate",
+        "-c",
+        ca_config(dir.path(), &mismatched).to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("line 4: proxy.intercept.ca:")
+            && err.contains("is not the key of the certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_ca_from_files_signs_the_host_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca_files(dir.path(), false);
+    let idp = FakeIdp::start().await;
+    let echo = Echo::start().await;
+    let trust = dir.path().join("trust");
+    let proxy_block = format!(
+        "  listen: 127.0.0.1:0\n  intercept:\n    ca: {{cert_file: {}, key_file: {}}}\n    trust_dir: {}\n",
+        cert.display(),
+        key.display(),
+        trust.display()
+    );
+    let ups = format!(
+        "  api:\n    url: {}\n    match: [{HOST}]\n    client: idp\n",
+        echo.url()
+    );
+    let proxy = tokenproxy::start(config(&idp, &proxy_block, &ups))
+        .await
+        .unwrap();
+    let tcp = connect(proxy.forward_addr().unwrap(), &format!("{HOST}:443"))
+        .await
+        .unwrap();
+    let tls = client(&trust, true)
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    let r = exchange(tls, HOST).await;
+    assert_eq!(r.json()["authorization"][0], "Bearer tok-1");
+}

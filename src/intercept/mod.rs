@@ -36,6 +36,25 @@ pub enum InterceptError {
     Truststore(String),
     #[error("the system clock is out of the range certificates can express")]
     Clock,
+    #[error("proxy.intercept is not set in this config")]
+    NotConfigured,
+    #[error("proxy.intercept.ca is generate: that CA exists only inside the running proxy, which writes its trust files to proxy.intercept.trust_dir at start; `tokenproxy ca` works with a CA from files")]
+    GeneratedInProcess,
+}
+
+/// The trust anchor apps need for `config`'s interception CA, without starting a proxy: the
+/// `tokenproxy ca` subcommand. Only a CA from files can be had this way.
+pub fn trust_anchor(
+    config: &Config,
+) -> Result<rustls_pki_types::CertificateDer<'static>, InterceptError> {
+    match config.proxy.intercept.as_ref().map(|i| &i.ca) {
+        None => Err(InterceptError::NotConfigured),
+        Some(CaSource::Generate) => Err(InterceptError::GeneratedInProcess),
+        Some(CaSource::Files {
+            cert_file,
+            key_file,
+        }) => Ok(FileCa::load(cert_file, key_file)?.cert),
+    }
 }
 
 /// The interception CA and the TLS server settings of intercepted connections.
