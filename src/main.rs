@@ -145,7 +145,10 @@ fn ca(path: &Path, out: Option<&Path>) -> ExitCode {
     };
     let written = trust_anchor(&config).and_then(|anchor| match out {
         Some(dir) => trust::write(dir, &anchor),
-        None => Ok(print!("{}", trust::pem(&anchor))),
+        None => {
+            print!("{}", trust::pem(&anchor));
+            Ok(())
+        }
     });
     exit(written, "ca")
 }
