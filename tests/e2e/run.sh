@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests: the real tokenproxy binary against oidc-provider (authorization server)
-# and nginx (upstream), with curl and Python requests as the apps. Installs what it needs on a
+# and nginx (upstream), with curl, Python requests and httpx, Node undici and axios, Java
+# HttpClient and Go net/http as the apps. Installs what it needs on a
 # fresh Debian machine, runs bounded (check.py stops every process it started, by PID), and
 # exits non-zero on any failure.
 set -euo pipefail
@@ -12,6 +13,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-l
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+command -v go >/dev/null 2>&1 || [ -x /usr/lib/go/bin/go ] || need_apt+=(golang-go)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "e2e: installing ${need_apt[*]}"
   apt-get update -qq
@@ -19,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # nginx-light's package starts a system nginx on port 80; we run our own on loopback ports.
 
-echo "e2e: npm ci (oidc-provider)"
+echo "e2e: npm ci (oidc-provider, undici, axios)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 venv="$here/.venv"
