@@ -6,15 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 
+use common::tunnel::*;
 use common::*;
-use rustls::client::danger::ServerCertVerifier;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokenproxy::intercept::authority::Authority;
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const HOST: &str = "api.example.com";
 
@@ -58,64 +54,6 @@ impl Setup {
         let admin = self.proxy.admin_addr().unwrap();
         get(admin, "/metrics", "x", "").await.body
     }
-}
-
-/// Opens a tunnel; returns the stream after the 200, or the proxy's answer.
-async fn connect(proxy: SocketAddr, authority: &str) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await.unwrap() == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    if head.starts_with("HTTP/1.1 200") {
-        Ok(s)
-    } else {
-        Err(head)
-    }
-}
-
-/// A TLS client that trusts only `ca.pem` (and offers http/1.1).
-fn client(trust: &Path, sni: bool) -> tokio_rustls::TlsConnector {
-    let pem = std::fs::read(trust.join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile_certs(&pem) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.enable_sni = sni;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-/// Sends one request on `io` and reads the whole answer.
-async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut io: S,
-    host: &str,
-) -> RawResponse {
-    let req = format!("GET /items?x=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    io.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = io.read_to_end(&mut buf).await;
-    parse_response(&buf)
 }
 
 async fn https_get(s: &Setup, sni_name: &str, host_header: &str) -> Result<RawResponse, String> {
@@ -194,7 +132,7 @@ async fn the_trust_files_are_written_and_hold_no_key() {
         p12_keystore::Pkcs12ImportPolicy::Raw,
     )
     .unwrap();
-    let ours = rustls_pemfile_certs(ca.as_bytes()).remove(0);
+    let ours = pem_certs(ca.as_bytes()).remove(0);
     let found = store.entries().any(|(_, e)| match e {
         p12_keystore::KeyStoreEntry::Certificate(c) => c.as_der() == ours.as_ref(),
         _ => false,
@@ -361,161 +299,4 @@ async fn unmatched_hosts_are_still_tunnelled_untouched() {
         m.contains(r#"tokenproxy_connects_total{outcome="tunnelled"} 1"#),
         "{m}"
     );
-}
-
-/// The generated intermediate is constrained to the intercepted names: a leaf for any other
-/// name does not verify (webpki), even though the intermediate's key signed it.
-#[test]
-fn the_intermediate_cannot_sign_for_other_names() {
-    let ca = Authority::generate(vec![HOST.to_string(), "wild.example.com".into()]).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.trust_anchor.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .unwrap();
-    let verify = |minted_for: &str| {
-        let (key, _) = ca
-            .mint(minted_for, std::time::Duration::from_secs(3600))
-            .unwrap();
-        let name = ServerName::try_from(minted_for.to_string()).unwrap();
-        verifier.verify_server_cert(&key.cert[0], &key.cert[1..], &name, &[], UnixTime::now())
-    };
-    assert!(verify(HOST).is_ok());
-    assert!(verify("x.wild.example.com").is_ok());
-    assert!(verify("evil.com").is_err(), "outside the name constraints");
-    assert!(
-        verify("example.com").is_err(),
-        "a parent of a permitted name"
-    );
-    assert!(ca.covers("x.wild.example.com") && !ca.covers("notwild.example.com"));
-}
-
-/// A CA certificate and key in PEM files, name-constrained or not.
-fn ca_files(dir: &Path, constrained: bool) -> (std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyPair, NameConstraints,
-    };
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    if constrained {
-        p.name_constraints = Some(NameConstraints {
-            permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".into())],
-            excluded_subtrees: vec![],
-        });
-    }
-    let cert = p.self_signed(&key).unwrap();
-    let (c, k) = (dir.join("ca.crt"), dir.join("ca.key"));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
-}
-
-fn ca_config(dir: &Path, ca: &str) -> std::path::PathBuf {
-    let cfg = dir.join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!("proxy:\n  listen: 127.0.0.1:0\n  intercept:\n    ca: {ca}\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    match: [{HOST}]\n    client: idp\n"),
-    )
-    .unwrap();
-    cfg
-}
-
-#[test]
-fn the_ca_subcommand_writes_the_trust_files_of_a_ca_from_files() {
-    const BIN: &str = env!("CARGO_BIN_EXE_tokenproxy");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca_files(dir.path(), true);
-    let files = format!(
-        "{{cert_file: {}, key_file: {}}}",
-        cert.display(),
-        key.display()
-    );
-    let cfg = ca_config(dir.path(), &files);
-    let out = dir.path().join("trust");
-    let run = |args: &[&str]| std::process::Command::new(BIN).args(args).output().unwrap();
-    let written = run(&[
-        "ca",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        written.status.success(),
-        "{}",
-        String::from_utf8_lossy(&written.stderr)
-    );
-    let ca_pem = std::fs::read_to_string(out.join("ca.pem")).unwrap();
-    assert_eq!(
-        rustls_pemfile_certs(ca_pem.as_bytes()),
-        rustls_pemfile_certs(&std::fs::read(&cert).unwrap())
-    );
-    assert!(out.join("bundle.pem").exists() && out.join("truststore.p12").exists());
-    let printed = run(&["ca", "-c", cfg.to_str().unwrap()]);
-    assert_eq!(String::from_utf8_lossy(&printed.stdout), ca_pem);
-    let key_text = std::fs::read_to_string(&key).unwrap();
-    let key_body = key_text.lines().nth(1).unwrap();
-    assert!(!String::from_utf8_lossy(&printed.stdout).contains(key_body));
-
-    let generated = run(&[
-        "ca",
-        "-c",
-        ca_config(dir.path(), "generate").to_str().unwrap(),
-    ]);
-    assert_eq!(generated.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&generated.stderr).contains("trust_dir"));
-
-    // A key that is not the certificate's: a config error with its line.
-    let (_, other_key) = ca_files(&tempfile::tempdir().unwrap().keep(), true);
-    let mismatched = format!(
-        "{{cert_file: {}, key_file: {}}}",
-        cert.display(),
-        other_key.display()
-    );
-    let bad = run(&[
-        "validate",
-        "-c",
-        ca_config(dir.path(), &mismatched).to_str().unwrap(),
-    ]);
-    assert_eq!(bad.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("line 4: proxy.intercept.ca:")
-            && err.contains("is not the key of the certificate"),
-        "{err}"
-    );
-}
-
-#[tokio::test]
-async fn a_ca_from_files_signs_the_host_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca_files(dir.path(), false);
-    let idp = FakeIdp::start().await;
-    let echo = Echo::start().await;
-    let trust = dir.path().join("trust");
-    let proxy_block = format!(
-        "  listen: 127.0.0.1:0\n  intercept:\n    ca: {{cert_file: {}, key_file: {}}}\n    trust_dir: {}\n",
-        cert.display(),
-        key.display(),
-        trust.display()
-    );
-    let ups = format!(
-        "  api:\n    url: {}\n    match: [{HOST}]\n    client: idp\n",
-        echo.url()
-    );
-    let proxy = tokenproxy::start(config(&idp, &proxy_block, &ups))
-        .await
-        .unwrap();
-    let tcp = connect(proxy.forward_addr().unwrap(), &format!("{HOST}:443"))
-        .await
-        .unwrap();
-    let tls = client(&trust, true)
-        .connect(ServerName::try_from(HOST).unwrap(), tcp)
-        .await
-        .unwrap();
-    let r = exchange(tls, HOST).await;
-    assert_eq!(r.json()["authorization"][0], "Bearer tok-1");
 }

@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod tunnel;
+
 /// One scripted answer of the fake authorization server.
 #[derive(Clone, Debug)]
 pub struct Answer {
