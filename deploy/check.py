@@ -45,7 +45,8 @@ app = {
         "metadata": {"labels": {"app": "plain"}},
         "spec": {"securityContext": {"runAsNonRoot": True},
                  "initContainers": [{"name": "migrate", "image": "example/migrate:1"}],
-                 "containers": [{"name": "app", "image": "example/app:1", "env": []}],
+                 "containers": [{"name": "app", "image": "example/app:1", "env": [],
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                  "volumes": [{"name": "data", "emptyDir": {}}]}}}}
 sidecar = yaml.safe_load((HERE / "kubernetes/component/sidecar-patch.yaml").read_text())
 merged = copy.deepcopy(app)
@@ -54,8 +55,10 @@ pod["securityContext"].update(ppod["securityContext"])
 merge_by_name(pod["initContainers"], ppod["initContainers"])
 merge_by_name(pod["volumes"], ppod["volumes"])
 for op in yaml.safe_load((HERE / "kubernetes/component/env-patch.yaml").read_text()):
-    assert op["op"] == "add" and op["path"] == "/spec/template/spec/containers/0/env/-", op
-    pod["containers"][0]["env"].append(op["value"])
+    prefix = "/spec/template/spec/containers/0/"
+    field = op["path"].removeprefix(prefix).removesuffix("/-")
+    assert op["op"] == "add" and op["path"] == f"{prefix}{field}/-" and field in ("env", "volumeMounts"), op
+    pod["containers"][0][field].append(op["value"])
 validate(merged, "component applied to a Deployment")
 if [c["name"] for c in pod["initContainers"]] != ["migrate", "tokenproxy"]:
     failures.append("component keeps existing init containers")
