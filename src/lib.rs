@@ -5,11 +5,12 @@
 //! listed below lowest first; each imports only from the layers beneath it:
 //!
 //! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
-//!   [`metrics`], [`tls`] (rustls, one provider);
+//!   [`metrics`], [`pki`] (CA files), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
-//! - [`error`]: why a start or a reload failed ([`StartError`]);
 //! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
-//!   pools, the shared client, the router), [`serve`] (HTTP/1 serving and drain);
+//!   pools, the shared client, the router), [`intercept`] (the interception CA, host
+//!   certificates, trust files), [`serve`] (HTTP/1 serving and drain);
+//! - [`error`]: why a start or a reload failed ([`StartError`]);
 //! - [`snapshot`]: what requests read, behind one `ArcSwap`;
 //! - [`proxy`] (the request pipeline: plan, attempt, send, finish) and [`admin`];
 //! - [`listeners`]: sockets reconciled against the config;
