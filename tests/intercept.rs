@@ -300,3 +300,76 @@ async fn unmatched_hosts_are_still_tunnelled_untouched() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_client_hello_is_refused() {
+    let s = setup().await;
+    let mut tcp = connect(s.fwd(), &format!("{HOST}:443")).await.unwrap();
+    // A handshake record announcing 65,535 bytes (rustls takes at most 16 KiB plus overhead).
+    let mut hello = vec![0x16, 0x03, 0x01, 0xff, 0xff];
+    hello.extend(std::iter::repeat_n(0u8, 70_000));
+    let _ = tcp.write_all(&hello).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_to_end(&mut rest),
+    );
+    let _ = read.await.unwrap();
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"tokenproxy_intercept_handshake_failures_total{reason="tls_error"} 1"#),
+        "{m}"
+    );
+    assert_eq!(s.echo.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A generated CA is constrained to the names configured at start: a host a reload adds is
+/// refused (403), not served with a certificate clients would reject.
+#[tokio::test]
+async fn a_host_added_by_a_reload_is_not_intercepted_until_restart() {
+    let s = setup().await;
+    let idp = FakeIdp::start().await;
+    let proxy_block = format!(
+        "  listen: {}\n  intercept:\n    ca: generate\n    trust_dir: {}\n",
+        s.fwd(),
+        s.trust.path().display()
+    );
+    let ups = format!(
+        "  api:\n    url: {}\n    match: [{HOST}]\n    client: idp\n  late:\n    url: {}\n    match: [late.example.com]\n    client: idp\n",
+        s.echo.url(),
+        s.echo.url()
+    );
+    s.proxy
+        .apply(config(&idp, &proxy_block, &ups))
+        .await
+        .unwrap();
+    let refused = connect(s.fwd(), "late.example.com:443").await.unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert_eq!(
+        https_get(&s, HOST, HOST).await.unwrap().status,
+        200,
+        "the others still are"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_stop_lets_an_intercepted_request_finish() {
+    let s = setup().await;
+    let tcp = connect(s.fwd(), &format!("{HOST}:443")).await.unwrap();
+    let mut tls = client(s.trust.path(), true)
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    // The echo upstream takes 700 ms to answer /slow.
+    let req = format!("GET /slow HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (drained, answer) = tokio::join!(s.proxy.shutdown(), async {
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf).await;
+        parse_response(&buf)
+    });
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("connection").as_deref(), Some("close"));
+    assert!(drained, "the stop waited for the intercepted connection");
+}
