@@ -18,7 +18,8 @@
 //!   addresses, so tests run the whole thing in-process on port 0; [`Running::apply`] swaps in
 //!   a new config and [`Running::shutdown`] drains;
 //! - entry points: [`run`] (`start`, a config watcher and a stop signal), [`reload`],
-//!   [`signals`], [`wait`], [`demo`].
+//!   [`signals`], [`wait`], [`demo`], [`exec`] (a command beside an in-process proxy),
+//!   [`print_token`] (`tokenproxy token`).
 
 // The layers, lowest first, one group per layer (`tests/layers.rs` reads this list). A module
 // imports only from modules in groups above its own; modules in one group are peers and do
@@ -50,6 +51,8 @@ pub mod listeners;
 pub mod running;
 // layer: entry points for the binary
 pub mod demo;
+pub mod exec;
+pub mod print_token;
 pub mod reload;
 pub mod signals;
 pub mod wait;

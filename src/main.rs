@@ -12,6 +12,8 @@ use tokenproxy::ConfigSource;
 
 /// Exit code for a bad config (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code when no token could be had (EX_UNAVAILABLE), for `token` (and `exec`).
+const EXIT_NO_TOKEN: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,13 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenFormat {
+    Raw,
+    Header,
     Json,
 }
 
@@ -63,6 +72,36 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// Run a command with the proxy beside it, in this process: for batch jobs, cron jobs and
+    /// scripts. Waits for every upstream's token (else exits 69 without running it), sets
+    /// HTTP_PROXY (and HTTPS_PROXY and the trust variables with interception),
+    /// TOKENPROXY_URL_<UPSTREAM> per reverse listener, passes SIGINT/SIGTERM/SIGHUP on, and
+    /// exits with the command's status (128+N if it died of signal N).
+    Exec {
+        #[arg(short, long, env = "TOKENPROXY_CONFIG")]
+        config: PathBuf,
+        /// Put the listeners on ephemeral loopback ports, so jobs on one host never collide.
+        #[arg(long)]
+        ephemeral: bool,
+        /// The command and its arguments (after `--` if they start with `-`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print a token for UPSTREAM, fetched exactly as the proxy would. The output is a
+    /// credential: it is not printed to a terminal without --show. Exits 78 on a config error
+    /// or an unknown upstream, 69 when no token could be had within tokens.wait_timeout.
+    Token {
+        #[arg(short, long, env = "TOKENPROXY_CONFIG")]
+        config: PathBuf,
+        /// The upstream, by its name in the config.
+        upstream: String,
+        /// raw: the token; header: `Authorization: Bearer …`; json: access_token, token_type, expires_at.
+        #[arg(long, value_enum, default_value_t = TokenFormat::Raw)]
+        format: TokenFormat,
+        /// Print the token even when stdout is a terminal.
+        #[arg(long)]
+        show: bool,
+    },
     /// Write the files apps trust the interception CA by (ca.pem, bundle.pem, truststore.p12)
     /// into DIR, or print ca.pem. For a CA from files; a generated CA writes them itself, into
     /// proxy.intercept.trust_dir, when the proxy starts.
@@ -83,7 +122,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.command.default_log_level());
+    let (level, to_stderr) = cli.command.logging();
+    init_logging(cli.log_format, level, to_stderr);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.workers {
         runtime.worker_threads(usize::from(n));
@@ -95,11 +135,13 @@ fn main() -> ExitCode {
 }
 
 impl Command {
-    /// The demo's own output is the point; keep its logs to warnings unless RUST_LOG says more.
-    fn default_log_level(&self) -> &'static str {
+    /// The default log level, and whether logs go to stderr. The demo's own output is the
+    /// point; `exec` and `token` leave stdout to the command and the token.
+    fn logging(&self) -> (&'static str, bool) {
         match self {
-            Command::Demo { .. } => "warn",
-            _ => "info",
+            Command::Demo { .. } => ("warn", false),
+            Command::Exec { .. } | Command::Token { .. } => ("warn", true),
+            _ => ("info", false),
         }
     }
 
@@ -108,6 +150,17 @@ impl Command {
             Command::Validate { config } => validate(&config),
             Command::Run { config } => run(&config).await,
             Command::Ca { config, out } => ca(&config, out.as_deref()),
+            Command::Exec {
+                config,
+                ephemeral,
+                command,
+            } => exec(&config, ephemeral, &command).await,
+            Command::Token {
+                config,
+                upstream,
+                format,
+                show,
+            } => token(&config, &upstream, format, show).await,
             Command::Wait {
                 admin,
                 timeout,
@@ -153,6 +206,53 @@ fn ca(path: &Path, out: Option<&Path>) -> ExitCode {
     exit(written, "ca")
 }
 
+async fn exec(path: &Path, ephemeral: bool, command: &[std::ffi::OsString]) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(path, &e),
+    };
+    let status = match tokenproxy::exec::run(config, ephemeral, command).await {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("tokenproxy exec: {e}");
+            e.status()
+        }
+    };
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
+async fn token(path: &Path, upstream: &str, format: TokenFormat, show: bool) -> ExitCode {
+    use tokenproxy::print_token::{fetch, Format};
+    if std::io::stdout().is_terminal() && !show {
+        eprintln!("tokenproxy token: the output is a credential; not printing it to a terminal (pipe it, or pass --show)");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(path, &e),
+    };
+    let format = match format {
+        TokenFormat::Raw => Format::Raw,
+        TokenFormat::Header => Format::Header,
+        TokenFormat::Json => Format::Json,
+    };
+    match fetch(&config, upstream, format).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokenproxy token: {e}");
+            let code = if e.is_config_error() {
+                EXIT_CONFIG
+            } else {
+                EXIT_NO_TOKEN
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
 async fn run(path: &Path) -> ExitCode {
     let (config, source) = match ConfigSource::load(path) {
         Ok(loaded) => loaded,
@@ -184,16 +284,27 @@ fn config_error(path: &Path, e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// Logs go to stdout. Colour codes only when stdout is a terminal and `NO_COLOR` is unset or
+/// Logs go to stdout (stderr for `exec` and `token`). Colour codes only when it is a terminal and `NO_COLOR` is unset or
 /// empty (no-color.org): `kubectl logs`, journald and log shippers read plain text.
-fn init_logging(format: LogFormat, default_level: &str) {
+fn init_logging(format: LogFormat, default_level: &str, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal() && !no_color)
-        .with_writer(std::io::stdout);
+        .with_ansi(terminal && !no_color)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -45,6 +45,8 @@ pub struct Token {
     header: HeaderValue,
     /// After this the token is not sent (its lifetime less a small skew).
     pub usable_until: Instant,
+    /// When the server said it expires (for `tokenproxy token --format json`).
+    pub expires_at: SystemTime,
 }
 
 impl Token {
@@ -157,6 +159,28 @@ impl TokenSource {
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => saw_attempt = true,
+                Ok(Err(_)) => return Err(self.unavailable("token source stopped")),
+                Err(_) => return Err(self.unavailable("timed out waiting for a token")),
+            }
+        }
+    }
+
+    /// A usable token, waiting through failed attempts (with the usual backoff) until
+    /// `deadline`: for one-shot callers (`tokenproxy token`, `exec`) that would rather wait
+    /// than fail fast. Gives up early when the next attempt is not due before the deadline.
+    pub async fn wait_until(&self, deadline: Instant) -> Result<Arc<Token>, Unavailable> {
+        let mut rx = self.shared.changed.subscribe();
+        loop {
+            if let Some(t) = self.current() {
+                return Ok(t);
+            }
+            if let Some((err, next)) = self.failing() {
+                if next.is_none_or(|n| n > deadline) {
+                    return Err(Unavailable { reason: err });
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(self.unavailable("token source stopped")),
                 Err(_) => return Err(self.unavailable("timed out waiting for a token")),
             }
@@ -280,6 +304,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
     shared.current.store(Some(Arc::new(Token {
         header: issued.token.header().clone(),
         usable_until: started + usable,
+        expires_at: SystemTime::now() + lifetime.saturating_sub(started.elapsed()),
     })));
     // The server's expiry (counted from the request), in Unix time for dashboards and alerts.
     let now_unix = SystemTime::now()

@@ -22,6 +22,7 @@ import time
 import jwt
 import requests
 
+import exec_checks
 import intercept_checks
 
 from procs import free_port, stop
@@ -129,7 +130,7 @@ class Env:
                      "REV_PORT": self.rev_port, "ADMIN_PORT": self.admin_port,
                      "TRUST_DIR": self.trust_dir}.items():
             text = text.replace("@" + k + "@", str(v))
-        cfg = os.path.join(self.tmp, "tokenproxy.yaml")
+        cfg = self.config = os.path.join(self.tmp, "tokenproxy.yaml")
         with open(cfg, "w") as f:
             f.write(text)
         self.log = os.path.join(self.tmp, "tokenproxy.log")
@@ -275,6 +276,8 @@ def run_checks(env):
             for canary in [env.basic_secret, env.post_secret, *env.tokens_seen]:
                 assert canary not in text, f"a secret or token reached {path}"
     check("no secret or token in logs or admin output", no_secret_in_logs)
+
+    exec_checks.checks(env, check)
 
 
 if __name__ == "__main__":

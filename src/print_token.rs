@@ -1,0 +1,87 @@
+//! `tokenproxy token`: fetch one upstream's token, exactly as the proxy would (same client,
+//! scopes, audience, resource, params and auth method), and print it for a script.
+//!
+//! The usual retries with backoff apply, bounded by `tokens.wait_timeout`, so a cron job never
+//! hangs. The output is a credential: `main` refuses to print it to a terminal unless asked.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::metrics::Metrics;
+use crate::running::random_jitter;
+use crate::token::{Endpoint, TokenSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no upstream named {name:?} in the config (upstreams: {known})")]
+    UnknownUpstream { name: String, known: String },
+    #[error(transparent)]
+    Setup(#[from] StartError),
+    #[error("no token for {upstream}: {reason}")]
+    Unavailable { upstream: String, reason: String },
+}
+
+impl TokenError {
+    /// A mistake in the config or the command line, as opposed to a failed fetch.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, TokenError::UnknownUpstream { .. })
+    }
+}
+
+/// How to print the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The token and a newline.
+    Raw,
+    /// `Authorization: Bearer …`.
+    Header,
+    /// `{"access_token", "token_type", "expires_at"}`.
+    Json,
+}
+
+/// Fetches a token for `upstream` and renders it in `format` (a trailing newline included).
+pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<String, TokenError> {
+    let Some(up) = config.upstream(upstream) else {
+        let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        return Err(TokenError::UnknownUpstream {
+            name: upstream.to_string(),
+            known: known.join(", "),
+        });
+    };
+    let metrics = Metrics::new().map_err(StartError::from)?;
+    let endpoint =
+        Endpoint::new(up.client.clone(), &up.request, &config.tokens).map_err(StartError::from)?;
+    let source = TokenSource::spawn(
+        &up.name,
+        Arc::new(endpoint),
+        config.tokens.clone(),
+        metrics,
+        random_jitter,
+    );
+    let deadline = Instant::now() + config.tokens.wait_timeout;
+    let token = source
+        .wait_until(deadline)
+        .await
+        .map_err(|e| TokenError::Unavailable {
+            upstream: up.name.clone(),
+            reason: e.reason,
+        })?;
+    let header = token.header().to_str().unwrap_or_default();
+    let bare = header.strip_prefix("Bearer ").unwrap_or(header);
+    Ok(match format {
+        Format::Raw => format!("{bare}\n"),
+        Format::Header => format!("Authorization: {header}\n"),
+        Format::Json => {
+            let expires_at = humantime::format_rfc3339_seconds(token.expires_at);
+            let json = serde_json::json!({
+                "access_token": bare,
+                "token_type": "Bearer",
+                "expires_at": expires_at.to_string(),
+            });
+            format!("{json}\n")
+        }
+    })
+}
