@@ -93,12 +93,14 @@ fn demo_shows_an_injected_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("DEMONSTRATION ONLY"));
+    // Through the forward listener, the reverse listener, and an intercepted https:// call.
     assert_eq!(
         stdout.matches(r#""authorization":"Bearer demo-"#).count(),
-        2,
+        3,
         "{stdout}"
     );
     assert!(stdout.contains("curl -x http://127.0.0.1:"));
+    assert!(stdout.contains("/ca.pem https://api.demo.internal/"));
     assert!(stdout.contains("Token requests made to the authorization server: 1"));
 }
 
