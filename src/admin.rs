@@ -5,7 +5,8 @@
 //! - `GET /readyz`: 200 when every upstream holds a usable token (and no stop is under way);
 //!   else 503 with a JSON list of what is missing and why.
 //! - `GET /status`: JSON, one entry per upstream: client, token state, seconds to expiry,
-//!   last refresh, last error, next attempt, fetch and failure counts.
+//!   last refresh, last error, next attempt, fetch and failure counts, the client's auth
+//!   method and, for assertions, its key thumbprint and certificate fingerprint and expiry.
 //!
 //! Nothing here changes state, and nothing here ever shows a token or a secret.
 
@@ -18,6 +19,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::body::{full, Body};
+use crate::config::ClientConfig;
+use crate::jose::SigningKey;
 use crate::snapshot::{App, Upstream};
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -104,7 +107,57 @@ fn upstream_status(u: &Upstream) -> Value {
         "next_attempt_in_seconds": s.next_attempt.map(|t| t.saturating_duration_since(now).as_secs()),
         "fetches": s.fetches,
         "failures": s.failures,
+        "auth_method": u.config.client.auth_method.as_str(),
+        "credential": credential(&u.config.client),
     })
+}
+
+/// What identifies the client's key and certificate, never the key: the key's JWK thumbprint
+/// (RFC 7638), the certificate's SHA-256 fingerprint and expiry. Read from the sources now,
+/// as the next token request would.
+fn credential(client: &ClientConfig) -> Value {
+    let Some(a) = &client.assertion else {
+        return Value::Null;
+    };
+    let key = a.private_key.as_ref().map(|source| {
+        source
+            .read()
+            .ok()
+            .and_then(|text| SigningKey::private(text.expose(), a.signing_alg).ok())
+            .and_then(|k| k.thumbprint())
+            .unwrap_or_else(|| "unreadable".into())
+    });
+    let cert = a.certificate.as_ref().map(|source| {
+        match source.read().ok().and_then(|t| cert_facts(t.expose())) {
+            Some((sha256, expires)) => json!({"sha256": sha256, "expires": expires}),
+            None => json!("unreadable"),
+        }
+    });
+    json!({
+        "signing_alg": a.signing_alg.map(|s| s.as_str()),
+        "key_thumbprint": key,
+        "certificate_sha256": cert.as_ref().and_then(|c| c.get("sha256")),
+        "certificate_expires": cert.as_ref().and_then(|c| c.get("expires")),
+    })
+}
+
+/// The SHA-256 fingerprint (hex) and expiry (RFC 3339) of a PEM certificate.
+fn cert_facts(pem: &str) -> Option<(String, String)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let x509 = pem.parse_x509().ok()?;
+    let sha256: String = ring::digest::digest(&ring::digest::SHA256, &pem.contents)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let expires = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            u64::try_from(x509.validity().not_after.timestamp()).ok()?,
+        );
+    Some((
+        sha256,
+        humantime::format_rfc3339_seconds(expires).to_string(),
+    ))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -5,7 +5,8 @@
 //! listed below lowest first; each imports only from the layers beneath it:
 //!
 //! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
-//!   [`metrics`], [`pki`] (CA files), [`tls`] (rustls, one provider);
+//!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files),
+//!   [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
 //! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
 //!   pools, the shared client, the router), [`intercept`] (the interception CA, host
@@ -28,6 +29,7 @@
 // layer: foundations, no imports from the crate
 pub mod body;
 pub mod host;
+pub mod jose;
 pub mod metrics;
 pub mod pki;
 pub mod tls;

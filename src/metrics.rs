@@ -21,6 +21,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub token_fetches: IntCounterVec,
     pub token_fetch_duration: HistogramVec,
+    /// Token requests by client authentication method and outcome.
+    pub token_fetches_by_auth_method: IntCounterVec,
+    /// When each client's certificate (`clients.*.certificate`) expires.
+    pub client_certificate_expiry: GaugeVec,
     pub token_expiry: GaugeVec,
     pub upstream_auth_retries: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -163,6 +167,20 @@ impl Metrics {
                 ),
                 &["upstream"],
             )?,
+            token_fetches_by_auth_method: IntCounterVec::new(
+                Opts::new(
+                    "tokenproxy_token_fetches_by_auth_method_total",
+                    "Token requests made, by client authentication method and outcome.",
+                ),
+                &["auth_method", "outcome"],
+            )?,
+            client_certificate_expiry: GaugeVec::new(
+                Opts::new(
+                    "tokenproxy_client_certificate_expiry_timestamp_seconds",
+                    "Unix time at which the client's certificate expires, by client.",
+                ),
+                &["client"],
+            )?,
             token_expiry: GaugeVec::new(
                 Opts::new(
                     "tokenproxy_token_expiry_timestamp_seconds",
@@ -206,6 +224,8 @@ impl Metrics {
         r.register(Box::new(m.request_duration.clone()))?;
         r.register(Box::new(m.token_fetches.clone()))?;
         r.register(Box::new(m.token_fetch_duration.clone()))?;
+        r.register(Box::new(m.token_fetches_by_auth_method.clone()))?;
+        r.register(Box::new(m.client_certificate_expiry.clone()))?;
         r.register(Box::new(m.token_expiry.clone()))?;
         r.register(Box::new(m.upstream_auth_retries.clone()))?;
         r.register(Box::new(m.config_reloads.clone()))?;

@@ -52,8 +52,8 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
         });
     };
     let metrics = Metrics::new().map_err(StartError::from)?;
-    let endpoint =
-        Endpoint::new(up.client.clone(), &up.request, &config.tokens).map_err(StartError::from)?;
+    let endpoint = Endpoint::new(up.client.clone(), &up.request, &config.tokens, &metrics)
+        .map_err(StartError::from)?;
     let source = TokenSource::spawn(
         &up.name,
         Arc::new(endpoint),

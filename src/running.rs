@@ -59,7 +59,11 @@ pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, Start
 
 fn warn_about_secret_files(config: &Config) {
     for client in config.clients.values() {
-        if let Some(path) = client.client_secret.file() {
+        let sources = [client.client_secret.as_ref()].into_iter().chain([client
+            .assertion
+            .as_ref()
+            .and_then(|a| a.private_key.as_ref())]);
+        for path in sources.flatten().filter_map(|s| s.file()) {
             if crate::config::secret::readable_by_others(path) {
                 tracing::warn!(client = %client.name, path = %path.display(),
                     "the secret file is readable by other users; make it 0400, or 0440 with the process's group (Kubernetes: defaultMode: 0440 and fsGroup)");

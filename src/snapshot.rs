@@ -125,7 +125,8 @@ impl Snapshot {
             let tokens = match reused {
                 Some(t) => t,
                 None => {
-                    let endpoint = Endpoint::new(u.client.clone(), &u.request, &config.tokens)?;
+                    let endpoint =
+                        Endpoint::new(u.client.clone(), &u.request, &config.tokens, metrics)?;
                     Arc::new(TokenSource::spawn(
                         &u.name,
                         Arc::new(endpoint),

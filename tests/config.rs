@@ -87,7 +87,7 @@ fn everything_fixture_has_the_values_written() {
     assert_eq!(c.tokens.replay_body_limit, 1024);
     let idp = &c.clients["idp"];
     assert_eq!(idp.client_id, home);
-    assert_eq!(idp.client_secret, SecretSource::Env("HOME".into()));
+    assert_eq!(idp.client_secret, Some(SecretSource::Env("HOME".into())));
     assert_eq!(idp.auth_method, AuthMethod::ClientSecretPost);
     let inv = c.upstream("inventory").unwrap();
     let url = inv.url.as_ref().unwrap();

@@ -20,7 +20,13 @@ fn endpoint(token_url: &str) -> Endpoint {
     );
     let c = tokenproxy::Config::from_yaml(&yaml).unwrap();
     let u = c.upstreams[0].clone();
-    Endpoint::new(Arc::clone(&u.client), &u.request, &c.tokens).unwrap()
+    Endpoint::new(
+        Arc::clone(&u.client),
+        &u.request,
+        &c.tokens,
+        &tokenproxy::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap()
 }
 
 async fn fetch_answer(a: Answer) -> Result<tokenproxy::token::Issued, FetchError> {
@@ -234,7 +240,13 @@ async fn a_missing_secret_file_is_secret_unavailable_and_rotation_is_picked_up()
     );
     let c = tokenproxy::Config::from_yaml(&yaml).unwrap();
     let u = c.upstreams[0].clone();
-    let ep = Endpoint::new(Arc::clone(&u.client), &u.request, &c.tokens).unwrap();
+    let ep = Endpoint::new(
+        Arc::clone(&u.client),
+        &u.request,
+        &c.tokens,
+        &tokenproxy::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
     ep.fetch().await.unwrap();
     std::fs::write(&secret, "new\n").unwrap();
     ep.fetch().await.unwrap();

@@ -24,6 +24,12 @@ pub const LEAF_LIFETIME_RANGE: (Duration, Duration) = (
     Duration::from_secs(397 * 24 * 3600),
 );
 
+/// `clients.*.assertion_lifetime`: how long a client assertion is valid.
+pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+/// The shortest and longest assertion lifetime accepted.
+pub const ASSERTION_LIFETIME_RANGE: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(600));
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

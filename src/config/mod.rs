@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::jose::SigningAlg;
 pub use listeners::Role;
 pub use raw::{AuthMethod, ExistingAuthorization, Unmatched};
 pub use secret::{Secret, SecretError, SecretSource};
@@ -120,10 +121,29 @@ pub struct TokenSettings {
 pub struct ClientConfig {
     pub name: String,
     pub token_endpoint: reqwest::Url,
+    pub issuer: Option<String>,
     pub client_id: String,
-    pub client_secret: SecretSource,
+    /// For `client_secret_basic`, `client_secret_post` and `client_secret_jwt`.
+    pub client_secret: Option<SecretSource>,
     pub auth_method: AuthMethod,
     pub ca_file: Option<PathBuf>,
+    /// How a client assertion is made (`client_secret_jwt`, `private_key_jwt`).
+    pub assertion: Option<AssertionConfig>,
+}
+
+/// The settings of a client assertion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssertionConfig {
+    /// `private_key_jwt`'s key; `None` for `client_secret_jwt` (the secret is the key).
+    pub private_key: Option<SecretSource>,
+    /// The key's certificate, for the `x5t#S256` and `x5t` headers.
+    pub certificate: Option<SecretSource>,
+    /// `None`: the algorithm the key implies (HS256 for `client_secret_jwt`).
+    pub signing_alg: Option<SigningAlg>,
+    pub key_id: Option<String>,
+    /// The `aud` claim.
+    pub audience: String,
+    pub lifetime: Duration,
 }
 
 /// What is asked for in a token request on behalf of one upstream.

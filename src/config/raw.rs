@@ -87,11 +87,23 @@ pub struct RawTokens {
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     pub token_endpoint: String,
+    /// The authorization server's issuer identifier (used as an assertion audience).
+    pub issuer: Option<String>,
     pub client_id: String,
-    pub client_secret: RawSecret,
+    pub client_secret: Option<RawSecret>,
     #[serde(default)]
     pub auth_method: AuthMethod,
     pub ca_file: Option<String>,
+    /// `private_key_jwt`: PEM (PKCS#8, PKCS#1) or JWK.
+    pub private_key: Option<RawSecret>,
+    /// PEM certificate of `private_key`, for the `x5t#S256`/`x5t` assertion headers.
+    pub certificate: Option<RawSecret>,
+    pub signing_alg: Option<crate::jose::SigningAlg>,
+    /// The assertion's `kid` header.
+    pub key_id: Option<String>,
+    /// `token_endpoint` (default), `issuer`, or a literal URL.
+    pub assertion_audience: Option<String>,
+    pub assertion_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +166,29 @@ pub enum AuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the client secret (HS256/384/512).
+    ClientSecretJwt,
+    /// A JWT signed with the client's private key.
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::ClientSecretJwt => "client_secret_jwt",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    /// The methods that send a signed assertion instead of the secret.
+    pub fn uses_assertion(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
+        )
+    }
 }
 
 /// What to do when the app already sent an `Authorization` header.

@@ -13,8 +13,12 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
 use super::response::{parse_error_code, parse_success, InvalidResponse, Issued};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
 use crate::config::{AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings};
-use crate::metrics::FetchOutcome;
+use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
+use crate::metrics::{FetchOutcome, Metrics};
 use crate::tls::{client_config, TlsError};
 
 /// Largest token response body read.
@@ -33,8 +37,10 @@ pub enum FetchError {
     Invalid(#[from] InvalidResponse),
     #[error("token endpoint unreachable: {0}")]
     Transport(String),
-    #[error("client secret unavailable: {0}")]
+    #[error("client credential unavailable: {0}")]
     Secret(#[from] SecretError),
+    #[error("client assertion cannot be signed: {0}")]
+    Key(#[from] KeyError),
 }
 
 impl FetchError {
@@ -43,7 +49,7 @@ impl FetchError {
             FetchError::Http { .. } => FetchOutcome::HttpError,
             FetchError::Invalid(_) => FetchOutcome::InvalidResponse,
             FetchError::Transport(_) => FetchOutcome::TransportError,
-            FetchError::Secret(_) => FetchOutcome::SecretUnavailable,
+            FetchError::Secret(_) | FetchError::Key(_) => FetchOutcome::SecretUnavailable,
         }
     }
 
@@ -77,6 +83,10 @@ pub struct Endpoint {
     client: Arc<ClientConfig>,
     form_base: String,
     default_lifetime: Duration,
+    /// `tokenproxy_token_fetches_by_auth_method_total`.
+    by_method: prometheus::IntCounterVec,
+    /// `tokenproxy_client_certificate_expiry_timestamp_seconds` of this client.
+    cert_expiry: prometheus::Gauge,
 }
 
 impl Endpoint {
@@ -84,6 +94,7 @@ impl Endpoint {
         client: Arc<ClientConfig>,
         request: &TokenRequest,
         settings: &TokenSettings,
+        metrics: &Metrics,
     ) -> Result<Self, TlsError> {
         let tls = client_config(client.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
@@ -102,35 +113,61 @@ impl Endpoint {
         Ok(Endpoint {
             http,
             form_base: form_body(request),
-            client,
             default_lifetime: settings.default_lifetime,
+            by_method: metrics.token_fetches_by_auth_method.clone(),
+            cert_expiry: metrics
+                .client_certificate_expiry
+                .with_label_values(&[&client.name]),
+            client,
         })
     }
 
-    /// One token request.
+    /// One token request, counted by auth method.
     pub async fn fetch(&self) -> Result<Issued, FetchError> {
-        let secret = self.client.client_secret.read()?;
+        let result = self.request().await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(FetchError::outcome, |_| FetchOutcome::Success);
+        let method = self.client.auth_method.as_str();
+        self.by_method
+            .with_label_values(&[method, outcome.as_str()])
+            .inc();
+        result
+    }
+
+    async fn request(&self) -> Result<Issued, FetchError> {
         let mut form = self.form_base.clone();
         let mut req = self
             .http
             .post(self.client.token_endpoint.clone())
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-        match self.client.auth_method {
-            AuthMethod::ClientSecretBasic => {
-                let mut value = http::HeaderValue::try_from(basic_auth(
-                    &self.client.client_id,
-                    secret.expose(),
-                ))
-                .map_err(|_| FetchError::Secret(SecretError::Empty("unencodable".into())))?;
-                value.set_sensitive(true);
-                req = req.header(AUTHORIZATION, value);
-            }
-            AuthMethod::ClientSecretPost => {
-                let start = 0; // the form is non-empty, so pairs are joined with &
-                form_urlencoded::Serializer::for_suffix(&mut form, start)
-                    .append_pair("client_id", &self.client.client_id)
-                    .append_pair("client_secret", secret.expose());
+        {
+            // The form is non-empty, so the pairs below are joined with &.
+            let mut pairs = form_urlencoded::Serializer::for_suffix(&mut form, 0);
+            match self.client.auth_method {
+                AuthMethod::ClientSecretBasic => {
+                    let secret = self.secret()?;
+                    let mut value = http::HeaderValue::try_from(basic_auth(
+                        &self.client.client_id,
+                        secret.expose(),
+                    ))
+                    .map_err(|_| FetchError::Secret(SecretError::Empty("unencodable".into())))?;
+                    value.set_sensitive(true);
+                    req = req.header(AUTHORIZATION, value);
+                }
+                AuthMethod::ClientSecretPost => {
+                    let secret = self.secret()?;
+                    pairs
+                        .append_pair("client_id", &self.client.client_id)
+                        .append_pair("client_secret", secret.expose());
+                }
+                AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
+                    pairs
+                        .append_pair("client_id", &self.client.client_id)
+                        .append_pair("client_assertion_type", ASSERTION_TYPE)
+                        .append_pair("client_assertion", &self.assertion()?);
+                }
             }
         }
         let resp = req.body(form).send().await.map_err(transport)?;
@@ -153,6 +190,52 @@ impl Endpoint {
         Ok(parse_success(&body, self.default_lifetime, now.as_secs())?)
     }
 }
+
+impl Endpoint {
+    fn secret(&self) -> Result<crate::config::Secret, FetchError> {
+        let source = self.client.client_secret.as_ref();
+        Ok(source
+            .ok_or(SecretError::Empty("client_secret".into()))?
+            .read()?)
+    }
+
+    /// A new client assertion: the key (or secret) and certificate read now, so a rotated
+    /// one is used at once; a new `jti` every time.
+    fn assertion(&self) -> Result<String, FetchError> {
+        let a = self.client.assertion.as_ref().ok_or(KeyError::Unreadable)?;
+        let key = match &a.private_key {
+            Some(source) => SigningKey::private(source.read()?.expose(), a.signing_alg)?,
+            None => {
+                let alg = a.signing_alg.unwrap_or(SigningAlg::HS256);
+                SigningKey::secret(self.secret()?.expose().as_bytes(), alg)?
+            }
+        };
+        let x5t = match &a.certificate {
+            Some(source) => {
+                let text = source.read()?;
+                let der = CertificateDer::from_pem_slice(text.expose().as_bytes())
+                    .map_err(|_| SecretError::Empty("a PEM certificate".into()))?;
+                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) {
+                    self.cert_expiry
+                        .set(cert.validity().not_after.timestamp() as f64);
+                }
+                Some(x5t(&der))
+            }
+            None => None,
+        };
+        let assertion = Assertion {
+            client_id: &self.client.client_id,
+            audience: &a.audience,
+            lifetime: a.lifetime,
+            kid: a.key_id.as_deref(),
+            x5t,
+        };
+        Ok(assertion.sign(&key, SystemTime::now())?)
+    }
+}
+
+/// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// `grant_type`, `scope`, `audience`, `resource` and extra params, form-encoded.
 pub fn form_body(request: &TokenRequest) -> String {

@@ -16,15 +16,21 @@ impl Validator<'_> {
         if client_id.is_empty() {
             self.problem(&path("client_id"), "must not be empty");
         }
-        let client_secret = self.secret(&path("client_secret"), &c.client_secret);
+        let client_secret = c
+            .client_secret
+            .as_ref()
+            .map(|s| self.secret(&path("client_secret"), s));
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
+        let assertion = self.credentials(name, c, client_secret.as_ref(), token_endpoint.as_ref());
         Some(ClientConfig {
             name: name.to_string(),
             token_endpoint: token_endpoint?,
+            issuer: c.issuer.as_deref().map(|i| self.expand(&path("issuer"), i)),
             client_id,
             client_secret,
             auth_method: c.auth_method,
             ca_file,
+            assertion,
         })
     }
 
@@ -53,7 +59,7 @@ impl Validator<'_> {
         Some(url)
     }
 
-    fn secret(&mut self, path: &[&str], s: &RawSecret) -> SecretSource {
+    pub(super) fn secret(&mut self, path: &[&str], s: &RawSecret) -> SecretSource {
         let source = match s {
             RawSecret::Literal(v) => SecretSource::Literal(Secret::new(self.expand(path, v))),
             RawSecret::Env(e) => SecretSource::Env(e.env.clone()),

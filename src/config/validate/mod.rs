@@ -5,6 +5,7 @@
 //! (`proxy`, `client`, `upstream`), and `checks` for the rules that span sections; defaults
 //! live in `config::defaults`.
 
+mod assertion;
 mod checks;
 mod client;
 mod proxy;

@@ -1,0 +1,176 @@
+//! The credentials of a client: which of `client_secret`, `private_key` and the assertion
+//! settings each `auth_method` needs, and (when sources are checked) that the key or secret
+//! can sign with the algorithm asked for.
+
+use super::super::raw::RawClient;
+use super::super::{defaults, AssertionConfig, AuthMethod, SecretSource};
+use super::Validator;
+use crate::jose::{KeyError, SigningAlg, SigningKey};
+
+impl Validator<'_> {
+    /// Checks which credentials `c` has against its method; returns the assertion settings of
+    /// the methods that sign one.
+    pub(super) fn credentials(
+        &mut self,
+        name: &str,
+        c: &RawClient,
+        secret: Option<&SecretSource>,
+        token_endpoint: Option<&reqwest::Url>,
+    ) -> Option<AssertionConfig> {
+        let key = |k| ["clients", name, k];
+        let method = c.auth_method;
+        match (method, secret.is_some(), c.private_key.is_some()) {
+            (AuthMethod::PrivateKeyJwt, _, false) => {
+                self.problem(&key("auth_method"), "private_key_jwt needs private_key")
+            }
+            (AuthMethod::PrivateKeyJwt, true, _) => self.problem(
+                &key("client_secret"),
+                "not used with private_key_jwt (the private key signs the assertion): remove it",
+            ),
+            (AuthMethod::PrivateKeyJwt, false, true) => {}
+            (_, false, _) => self.problem(
+                &key("auth_method"),
+                format!("{} needs client_secret", method.as_str()),
+            ),
+            (_, true, _) => {}
+        }
+        if method != AuthMethod::PrivateKeyJwt {
+            for (k, set) in [
+                ("private_key", c.private_key.is_some()),
+                ("certificate", c.certificate.is_some()),
+            ] {
+                if set {
+                    self.problem(&key(k), "only used with auth_method: private_key_jwt");
+                }
+            }
+        }
+        if !method.uses_assertion() {
+            let assertion_keys = [
+                ("signing_alg", c.signing_alg.is_some()),
+                ("key_id", c.key_id.is_some()),
+                ("assertion_audience", c.assertion_audience.is_some()),
+                ("assertion_lifetime", c.assertion_lifetime.is_some()),
+            ];
+            for (k, set) in assertion_keys {
+                if set {
+                    self.problem(
+                        &key(k),
+                        "only used with client_secret_jwt or private_key_jwt",
+                    );
+                }
+            }
+            return None;
+        }
+        let assertion = self.assertion(name, c, token_endpoint)?;
+        if self.check_sources {
+            self.check_signing(name, method, &assertion, secret);
+        }
+        Some(assertion)
+    }
+
+    fn assertion(
+        &mut self,
+        name: &str,
+        c: &RawClient,
+        token_endpoint: Option<&reqwest::Url>,
+    ) -> Option<AssertionConfig> {
+        let key = |k| ["clients", name, k];
+        match (c.auth_method, c.signing_alg) {
+            (AuthMethod::PrivateKeyJwt, Some(alg)) if alg.is_hmac() => self.problem(
+                &key("signing_alg"),
+                format!("{alg} is keyed with the client secret: use auth_method: client_secret_jwt, or RS256, PS256, ES256, ES384 or EdDSA"),
+            ),
+            (AuthMethod::ClientSecretJwt, Some(alg)) if !alg.is_hmac() => self.problem(
+                &key("signing_alg"),
+                format!("client_secret_jwt signs with HS256, HS384 or HS512, not {alg}"),
+            ),
+            _ => {}
+        }
+        let audience = match c
+            .assertion_audience
+            .as_deref()
+            .map(|a| self.expand(&key("assertion_audience"), a))
+        {
+            None => token_endpoint?.to_string(),
+            Some(a) if a == "token_endpoint" => token_endpoint?.to_string(),
+            Some(a) if a == "issuer" => match &c.issuer {
+                Some(issuer) => self.expand(&key("issuer"), issuer),
+                None => {
+                    self.problem(&key("assertion_audience"), "issuer needs clients.*.issuer");
+                    return None;
+                }
+            },
+            Some(literal) => {
+                if reqwest::Url::parse(&literal).is_err() {
+                    self.problem(
+                        &key("assertion_audience"),
+                        "token_endpoint, issuer, or an absolute URL",
+                    );
+                }
+                literal
+            }
+        };
+        let lifetime = self.duration(
+            &key("assertion_lifetime"),
+            &c.assertion_lifetime,
+            defaults::ASSERTION_LIFETIME,
+        );
+        let (min, max) = defaults::ASSERTION_LIFETIME_RANGE;
+        if lifetime < min || lifetime > max {
+            self.problem(&key("assertion_lifetime"), "must be between 10s and 10m");
+        }
+        Some(AssertionConfig {
+            private_key: c
+                .private_key
+                .as_ref()
+                .map(|k| self.secret(&key("private_key"), k)),
+            certificate: c
+                .certificate
+                .as_ref()
+                .map(|k| self.secret(&key("certificate"), k)),
+            signing_alg: c.signing_alg,
+            key_id: c.key_id.as_deref().map(|k| self.expand(&key("key_id"), k)),
+            audience,
+            lifetime,
+        })
+    }
+
+    /// Reads the key (or the secret) and the certificate, and checks they can sign.
+    fn check_signing(
+        &mut self,
+        name: &str,
+        method: AuthMethod,
+        a: &AssertionConfig,
+        secret: Option<&SecretSource>,
+    ) {
+        let key = |k| ["clients", name, k];
+        let signed = match (method, &a.private_key, secret) {
+            (AuthMethod::PrivateKeyJwt, Some(source), _) => source
+                .read()
+                .ok()
+                .map(|text| SigningKey::private(text.expose(), a.signing_alg).map(|_| ()))
+                .map(|r| r.map_err(|e| ("private_key", e))),
+            (AuthMethod::ClientSecretJwt, _, Some(source)) => source.read().ok().map(|s| {
+                let alg = a.signing_alg.unwrap_or(SigningAlg::HS256);
+                SigningKey::secret(s.expose().as_bytes(), alg)
+                    .map(|_| ())
+                    .map_err(|e| ("client_secret", e))
+            }),
+            _ => None,
+        };
+        if let Some(Err((k, e))) = signed {
+            let at = if matches!(e, KeyError::Mismatch(..)) && a.signing_alg.is_some() {
+                "signing_alg"
+            } else {
+                k
+            };
+            self.problem(&key(at), e.to_string());
+        }
+        if let Some(text) = a.certificate.as_ref().and_then(|c| c.read().ok()) {
+            use rustls_pki_types::pem::PemObject;
+            if rustls_pki_types::CertificateDer::from_pem_slice(text.expose().as_bytes()).is_err() {
+                self.problem(&key("certificate"), "not a PEM certificate");
+            }
+        }
+    }
+}
