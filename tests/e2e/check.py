@@ -22,6 +22,7 @@ import time
 import jwt
 import requests
 
+import assertion_checks
 import exec_checks
 import intercept_checks
 
@@ -85,6 +86,7 @@ class Env:
         self.idp = None
         self.tokens_seen = set()
         self.trust_dir = os.path.join(tmp, "trust")
+        self.idp_env, self.key_paths = assertion_checks.make_keys(tmp)
 
     @property
     def fwd(self):
@@ -96,7 +98,7 @@ class Env:
     def start_idp(self):
         self.idp = start("oidc-provider", ["node", os.path.join(HERE, "idp.mjs")], env={
             "IDP_PORT": str(self.idp_port), "BASIC_SECRET": self.basic_secret,
-            "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL)},
+            "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL), **self.idp_env},
             log=os.path.join(self.tmp, "idp.log"))
         wait_http(f"http://127.0.0.1:{self.idp_port}/.well-known/openid-configuration")
 
@@ -128,7 +130,7 @@ class Env:
             text = f.read()
         for k, v in {"IDP_PORT": self.idp_port, "HTTP_PORT": self.http_port, "FWD_PORT": self.fwd_port,
                      "REV_PORT": self.rev_port, "ADMIN_PORT": self.admin_port,
-                     "TRUST_DIR": self.trust_dir}.items():
+                     "TRUST_DIR": self.trust_dir, **self.key_paths}.items():
             text = text.replace("@" + k + "@", str(v))
         cfg = self.config = os.path.join(self.tmp, "tokenproxy.yaml")
         with open(cfg, "w") as f:
@@ -136,7 +138,8 @@ class Env:
         self.log = os.path.join(self.tmp, "tokenproxy.log")
         self.proxy = start("tokenproxy", [self.binary, "run", "-c", cfg], log=self.log,
                            env={"RUST_LOG": "debug", "E2E_BASIC_SECRET": self.basic_secret,
-                                "E2E_POST_SECRET": self.post_secret})
+                                "E2E_POST_SECRET": self.post_secret,
+                                "E2E_HMAC_SECRET": self.idp_env["HMAC_SECRET"]})
         wait_http(self.admin("/readyz"))
 
     def verify(self, authorization, audience, client_id, scope):
@@ -269,8 +272,14 @@ def run_checks(env):
         with open(env.log, errors="replace") as f:
             log = f.read()
         assert "token obtained" in log, "debug log missing"
-        for canary in [env.basic_secret, env.post_secret, *env.tokens_seen]:
-            assert canary not in log, "a secret or token reached the log"
+        keys = []
+        for path in env.key_paths.values():
+            with open(path) as f:
+                keys += [line for line in f.read().splitlines() if len(line) > 20 and "-----" not in line]
+        with open(env.key_paths["EC_JWK_FILE"]) as f:
+            keys.append(json.loads(f.read())["d"])
+        for canary in [env.basic_secret, env.post_secret, env.idp_env["HMAC_SECRET"], *keys, *env.tokens_seen]:
+            assert canary not in log, "a secret, key or token reached the log"
         for path in ["/metrics", "/status", "/readyz"]:
             text = requests.get(env.admin(path), timeout=5).text
             for canary in [env.basic_secret, env.post_secret, *env.tokens_seen]:
@@ -278,6 +287,7 @@ def run_checks(env):
     check("no secret or token in logs or admin output", no_secret_in_logs)
 
     exec_checks.checks(env, check)
+    assertion_checks.checks(env, check)
 
 
 if __name__ == "__main__":

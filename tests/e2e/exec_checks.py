@@ -9,7 +9,8 @@ INVENTORY = ("https://inventory.e2e.test", "basic-client", "inventory:read")
 
 def checks(env, check):
     def tokenproxy(*args):
-        secrets = {"E2E_BASIC_SECRET": env.basic_secret, "E2E_POST_SECRET": env.post_secret}
+        secrets = {"E2E_BASIC_SECRET": env.basic_secret, "E2E_POST_SECRET": env.post_secret,
+                   "E2E_HMAC_SECRET": env.idp_env["HMAC_SECRET"]}
         clean = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         r = subprocess.run([env.binary, *args], capture_output=True, text=True, timeout=60,
                            env={**clean, **secrets})

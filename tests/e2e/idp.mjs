@@ -1,7 +1,8 @@
 // Authorization server for the end-to-end tests: oidc-provider with the client-credentials
 // grant and resource indicators (which make it issue JWT access tokens), on 127.0.0.1.
 //
-// Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource).
+// Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource);
+// RSA_JWK and EC_JWK (public keys of the private_key_jwt clients), HMAC_SECRET.
 // GET /__stats answers {"<client_id> <resource>": count} of successful token requests, so the
 // test can check that tokenproxy fetched exactly one token per upstream.
 import Provider, { errors } from 'oidc-provider';
@@ -28,10 +29,21 @@ const client = (id, secret, method) => ({
   scope: allScopes.join(' '),
 });
 
+// Clients that authenticate with a signed assertion: their public keys (JWK) from the
+// environment, or the secret for client_secret_jwt.
+const keyed = (id, jwk, alg) => ({
+  ...client(id, undefined, 'private_key_jwt'),
+  jwks: { keys: [JSON.parse(jwk)] },
+  token_endpoint_auth_signing_alg: alg,
+});
+
 const provider = new Provider(issuer, {
   clients: [
     client('basic-client', process.env.BASIC_SECRET, 'client_secret_basic'),
     client('post-client', process.env.POST_SECRET, 'client_secret_post'),
+    keyed('rsa-key-client', process.env.RSA_JWK, 'PS256'),
+    keyed('ec-key-client', process.env.EC_JWK, 'ES256'),
+    { ...client('hmac-client', process.env.HMAC_SECRET, 'client_secret_jwt'), token_endpoint_auth_signing_alg: 'HS256' },
   ],
   scopes: allScopes,
   features: {
