@@ -27,6 +27,9 @@ fn main() {
             a.sign(&key, SystemTime::now()).unwrap();
         }
         let each = started.elapsed() / n;
-        println!("{path}: {}: load {load:?}, sign {each:?} per assertion", key.alg());
+        println!(
+            "{path}: {}: load {load:?}, sign {each:?} per assertion",
+            key.alg()
+        );
     }
 }

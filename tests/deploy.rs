@@ -38,7 +38,9 @@ fn every_metric_used_by_alerts_and_dashboard_is_exported() {
     m.init_upstream("u");
     RequestMetrics::new(&m, "u").count(http::StatusCode::OK);
     // Exported once a client has a certificate (clients.*.certificate).
-    m.client_certificate_expiry.with_label_values(&["c"]).set(0.0);
+    m.client_certificate_expiry
+        .with_label_values(&["c"])
+        .set(0.0);
     let exported: BTreeSet<String> = String::from_utf8(m.render())
         .unwrap()
         .lines()

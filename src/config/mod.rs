@@ -120,7 +120,9 @@ pub struct TokenSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     pub name: String,
-    pub token_endpoint: reqwest::Url,
+    /// `None`: found in the issuer's metadata (discovery).
+    pub token_endpoint: Option<reqwest::Url>,
+    /// The issuer identifier, exactly as configured (metadata must name it byte for byte).
     pub issuer: Option<String>,
     pub client_id: String,
     /// For `client_secret_basic`, `client_secret_post` and `client_secret_jwt`.
@@ -141,8 +143,8 @@ pub struct AssertionConfig {
     /// `None`: the algorithm the key implies (HS256 for `client_secret_jwt`).
     pub signing_alg: Option<SigningAlg>,
     pub key_id: Option<String>,
-    /// The `aud` claim.
-    pub audience: String,
+    /// The `aud` claim; `None`: the token endpoint in use.
+    pub audience: Option<String>,
     pub lifetime: Duration,
 }
 

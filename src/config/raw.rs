@@ -86,7 +86,8 @@ pub struct RawTokens {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
-    pub token_endpoint: String,
+    /// Optional with `issuer` (then found by discovery); overrides discovery when given.
+    pub token_endpoint: Option<String>,
     /// The authorization server's issuer identifier (used as an assertion audience).
     pub issuer: Option<String>,
     pub client_id: String,

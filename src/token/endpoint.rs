@@ -12,6 +12,9 @@ use base64::Engine;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
+use super::discovery::Discovery;
+pub use super::error::FetchError;
+use super::error::{read_capped, transport};
 use super::response::{parse_error_code, parse_success, InvalidResponse, Issued};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -21,61 +24,7 @@ use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
 use crate::metrics::{FetchOutcome, Metrics};
 use crate::tls::{client_config, TlsError};
 
-/// Largest token response body read.
-pub const MAX_BODY: usize = 64 * 1024;
-
-/// Why a fetch failed. Display never includes a secret, a token or a response body.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum FetchError {
-    #[error("token endpoint answered HTTP {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-    Http {
-        status: u16,
-        code: Option<String>,
-        retry_after: Option<Duration>,
-    },
-    #[error("invalid token response: {0}")]
-    Invalid(#[from] InvalidResponse),
-    #[error("token endpoint unreachable: {0}")]
-    Transport(String),
-    #[error("client credential unavailable: {0}")]
-    Secret(#[from] SecretError),
-    #[error("client assertion cannot be signed: {0}")]
-    Key(#[from] KeyError),
-}
-
-impl FetchError {
-    pub fn outcome(&self) -> FetchOutcome {
-        match self {
-            FetchError::Http { .. } => FetchOutcome::HttpError,
-            FetchError::Invalid(_) => FetchOutcome::InvalidResponse,
-            FetchError::Transport(_) => FetchOutcome::TransportError,
-            FetchError::Secret(_) | FetchError::Key(_) => FetchOutcome::SecretUnavailable,
-        }
-    }
-
-    /// The OAuth `error` code, for the ones that change how we retry.
-    pub fn oauth_code(&self) -> Option<&str> {
-        match self {
-            FetchError::Http { code, .. } => code.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// Refusals that only a config or credential change can fix: retried slowly.
-    pub fn is_config_error(&self) -> bool {
-        matches!(
-            self.oauth_code(),
-            Some("invalid_scope" | "unauthorized_client" | "invalid_client")
-        )
-    }
-
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            FetchError::Http { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
+pub use super::error::MAX_BODY;
 
 /// Makes token requests for one upstream (one client, one set of scopes).
 pub struct Endpoint {
@@ -87,6 +36,8 @@ pub struct Endpoint {
     by_method: prometheus::IntCounterVec,
     /// `tokenproxy_client_certificate_expiry_timestamp_seconds` of this client.
     cert_expiry: prometheus::Gauge,
+    /// The token endpoint from the issuer's metadata, when the config gives no `token_endpoint`.
+    discovery: Option<Discovery>,
 }
 
 impl Endpoint {
@@ -118,6 +69,7 @@ impl Endpoint {
             cert_expiry: metrics
                 .client_certificate_expiry
                 .with_label_values(&[&client.name]),
+            discovery: Discovery::for_client(&client).filter(|_| client.token_endpoint.is_none()),
             client,
         })
     }
@@ -136,10 +88,29 @@ impl Endpoint {
     }
 
     async fn request(&self) -> Result<Issued, FetchError> {
+        let url = match (&self.client.token_endpoint, &self.discovery) {
+            (Some(url), _) => url.clone(),
+            (None, Some(d)) => d.token_endpoint(&self.http).await?,
+            (None, None) => {
+                return Err(FetchError::Discovery(
+                    "no token_endpoint and no issuer".into(),
+                ))
+            }
+        };
+        let result = self.request_to(&url).await;
+        if let (Err(e), Some(d)) = (&result, &self.discovery) {
+            if e.endpoint_suspect() {
+                d.stale().await;
+            }
+        }
+        result
+    }
+
+    async fn request_to(&self, url: &reqwest::Url) -> Result<Issued, FetchError> {
         let mut form = self.form_base.clone();
         let mut req = self
             .http
-            .post(self.client.token_endpoint.clone())
+            .post(url.clone())
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
         {
@@ -166,7 +137,7 @@ impl Endpoint {
                     pairs
                         .append_pair("client_id", &self.client.client_id)
                         .append_pair("client_assertion_type", ASSERTION_TYPE)
-                        .append_pair("client_assertion", &self.assertion()?);
+                        .append_pair("client_assertion", &self.assertion(url)?);
                 }
             }
         }
@@ -201,7 +172,7 @@ impl Endpoint {
 
     /// A new client assertion: the key (or secret) and certificate read now, so a rotated
     /// one is used at once; a new `jti` every time.
-    fn assertion(&self) -> Result<String, FetchError> {
+    fn assertion(&self, token_endpoint: &reqwest::Url) -> Result<String, FetchError> {
         let a = self.client.assertion.as_ref().ok_or(KeyError::Unreadable)?;
         let key = match &a.private_key {
             Some(source) => SigningKey::private(source.read()?.expose(), a.signing_alg)?,
@@ -223,9 +194,13 @@ impl Endpoint {
             }
             None => None,
         };
+        let audience = a
+            .audience
+            .clone()
+            .unwrap_or_else(|| token_endpoint.to_string());
         let assertion = Assertion {
             client_id: &self.client.client_id,
-            audience: &a.audience,
+            audience: &audience,
             lifetime: a.lifetime,
             kid: a.key_id.as_deref(),
             x5t,
@@ -274,42 +249,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
-    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(InvalidResponse::TooLarge(MAX_BODY).into());
-    }
-    let mut body = Vec::new();
-    // The server has answered; a body that stalls or breaks is a bad answer, not a transport
-    // failure. The client's total timeout bounds a slow drip.
-    let unreadable = |e: reqwest::Error| match transport(e) {
-        FetchError::Transport(msg) => FetchError::Invalid(InvalidResponse::BodyUnreadable(msg)),
-        other => other,
-    };
-    while let Some(chunk) = resp.chunk().await.map_err(unreadable)? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(InvalidResponse::TooLarge(MAX_BODY).into());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// reqwest's message plus its causes ("connection refused"), never a body.
-fn transport(e: reqwest::Error) -> FetchError {
-    let mut msg = if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    FetchError::Transport(msg)
 }
 
 #[cfg(test)]

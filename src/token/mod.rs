@@ -1,9 +1,13 @@
-//! Tokens: the endpoint client (`endpoint`), answer parsing (`response`) and the per-upstream
-//! cache with background refresh (`source`).
+//! Tokens: the endpoint client (`endpoint`) and its errors (`error`), issuer metadata
+//! (`discovery`), answer parsing (`response`), the per-upstream cache with background refresh
+//! (`source`) and its timing rules (`timing`).
 
+pub mod discovery;
 pub mod endpoint;
+pub mod error;
 pub mod response;
 pub mod source;
+pub mod timing;
 
 pub use endpoint::{Endpoint, FetchError};
 pub use response::{AccessToken, InvalidResponse, Issued};

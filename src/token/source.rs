@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{Endpoint, FetchError};
 use super::response::Issued;
+pub use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
 use crate::metrics::{FetchOutcome, Metrics};
 
@@ -35,9 +36,6 @@ impl Fetcher for Endpoint {
         Box::pin(Endpoint::fetch(self))
     }
 }
-
-/// A uniform random number in [0, 1): the jitter. Tests pass a constant.
-pub type Jitter = fn() -> f64;
 
 /// A token in use.
 #[derive(Debug)]
@@ -102,8 +100,6 @@ impl Drop for TokenSource {
 
 /// At most this often a 401 from the upstream may force a new token.
 pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
-/// Upper bound on a honoured `Retry-After`.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 impl TokenSource {
     /// Starts fetching at once in a background task.
@@ -329,15 +325,6 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         .min(usable.mul_f64(0.9))
 }
 
-/// How long before the server's expiry a token stops being sent. Lifetime counts from when we
-/// asked, and servers state `exp`/`expires_in` in whole seconds from their own clock, so a
-/// tenth of the lifetime, at least 1 s and at most 30 s, but never more than half.
-pub fn expiry_skew(lifetime: Duration) -> Duration {
-    (lifetime / 10)
-        .clamp(Duration::from_secs(1), Duration::from_secs(30))
-        .min(lifetime / 2)
-}
-
 fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
     if e.is_config_error() {
         tracing::error!(upstream = %shared.upstream, error = %e, consecutive_failures = failures,
@@ -364,20 +351,6 @@ fn record_metrics(shared: &Shared, result: &Result<Issued, FetchError>, took: Du
     m.token_fetch_duration
         .with_label_values(&[&shared.upstream])
         .observe(took.as_secs_f64());
-}
-
-/// Exponential backoff with full jitter between `backoff_min` and the doubling cap;
-/// `Retry-After` wins when given; configuration errors wait the maximum.
-pub fn retry_delay(s: &TokenSettings, e: &FetchError, failures: u32, jitter: Jitter) -> Duration {
-    if let Some(ra) = e.retry_after() {
-        return ra.clamp(s.backoff_min, MAX_RETRY_AFTER);
-    }
-    if e.is_config_error() {
-        return s.backoff_max;
-    }
-    let exp = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
-    let cap = s.backoff_min.saturating_mul(exp).min(s.backoff_max);
-    s.backoff_min + (cap - s.backoff_min).mul_f64(jitter().clamp(0.0, 1.0))
 }
 
 /// Locks a mutex, taking the data even if a panicking thread poisoned it (the state is plain

@@ -15,7 +15,7 @@ impl Validator<'_> {
         name: &str,
         c: &RawClient,
         secret: Option<&SecretSource>,
-        token_endpoint: Option<&reqwest::Url>,
+        issuer: Option<&str>,
     ) -> Option<AssertionConfig> {
         let key = |k| ["clients", name, k];
         let method = c.auth_method;
@@ -61,7 +61,7 @@ impl Validator<'_> {
             }
             return None;
         }
-        let assertion = self.assertion(name, c, token_endpoint)?;
+        let assertion = self.assertion(name, c, issuer)?;
         if self.check_sources {
             self.check_signing(name, method, &assertion, secret);
         }
@@ -72,7 +72,7 @@ impl Validator<'_> {
         &mut self,
         name: &str,
         c: &RawClient,
-        token_endpoint: Option<&reqwest::Url>,
+        issuer: Option<&str>,
     ) -> Option<AssertionConfig> {
         let key = |k| ["clients", name, k];
         match (c.auth_method, c.signing_alg) {
@@ -91,10 +91,11 @@ impl Validator<'_> {
             .as_deref()
             .map(|a| self.expand(&key("assertion_audience"), a))
         {
-            None => token_endpoint?.to_string(),
-            Some(a) if a == "token_endpoint" => token_endpoint?.to_string(),
-            Some(a) if a == "issuer" => match &c.issuer {
-                Some(issuer) => self.expand(&key("issuer"), issuer),
+            // `None`: the token endpoint in use, configured or discovered.
+            None => None,
+            Some(a) if a == "token_endpoint" => None,
+            Some(a) if a == "issuer" => match issuer {
+                Some(issuer) => Some(issuer.to_string()),
                 None => {
                     self.problem(&key("assertion_audience"), "issuer needs clients.*.issuer");
                     return None;
@@ -107,7 +108,7 @@ impl Validator<'_> {
                         "token_endpoint, issuer, or an absolute URL",
                     );
                 }
-                literal
+                Some(literal)
             }
         };
         let lifetime = self.duration(

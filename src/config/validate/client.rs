@@ -10,8 +10,21 @@ use crate::host::{is_loopback, normalize_host};
 impl Validator<'_> {
     pub(super) fn client(&mut self, name: &str, c: &RawClient) -> Option<ClientConfig> {
         let path = |k| ["clients", name, k];
-        let endpoint_text = self.expand(&path("token_endpoint"), &c.token_endpoint);
-        let token_endpoint = self.token_endpoint(&path("token_endpoint"), &endpoint_text);
+        let token_endpoint = c.token_endpoint.as_deref().and_then(|t| {
+            let text = self.expand(&path("token_endpoint"), t);
+            self.token_endpoint(&path("token_endpoint"), &text)
+        });
+        let issuer = c.issuer.as_deref().map(|i| {
+            let text = self.expand(&path("issuer"), i);
+            self.issuer(&path("issuer"), &text);
+            text
+        });
+        if c.token_endpoint.is_none() && c.issuer.is_none() {
+            self.problem(
+                &["clients", name],
+                "needs token_endpoint, or issuer to find it by discovery",
+            );
+        }
         let client_id = self.expand(&path("client_id"), &c.client_id);
         if client_id.is_empty() {
             self.problem(&path("client_id"), "must not be empty");
@@ -21,17 +34,28 @@ impl Validator<'_> {
             .as_ref()
             .map(|s| self.secret(&path("client_secret"), s));
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
-        let assertion = self.credentials(name, c, client_secret.as_ref(), token_endpoint.as_ref());
+        let assertion = self.credentials(name, c, client_secret.as_ref(), issuer.as_deref());
         Some(ClientConfig {
             name: name.to_string(),
-            token_endpoint: token_endpoint?,
-            issuer: c.issuer.as_deref().map(|i| self.expand(&path("issuer"), i)),
+            token_endpoint,
+            issuer,
             client_id,
             client_secret,
             auth_method: c.auth_method,
             ca_file,
             assertion,
         })
+    }
+
+    /// An issuer identifier (RFC 8414 §2): an https URL (http on loopback) with no query or
+    /// fragment.
+    fn issuer(&mut self, path: &[&str], text: &str) {
+        let Some(url) = self.token_endpoint(path, text) else {
+            return;
+        };
+        if url.query().is_some() || url.fragment().is_some() {
+            self.problem(path, "an issuer has no query or fragment");
+        }
     }
 
     fn token_endpoint(&mut self, path: &[&str], text: &str) -> Option<reqwest::Url> {

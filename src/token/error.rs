@@ -1,0 +1,114 @@
+//! Why a token request (or a metadata request) failed, and the reqwest helpers that classify
+//! and bound what comes back. Display never includes a secret, a token or a response body.
+
+use std::time::Duration;
+
+use super::response::InvalidResponse;
+use crate::config::SecretError;
+use crate::jose::KeyError;
+use crate::metrics::FetchOutcome;
+
+/// Largest token response body read.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Why a fetch failed. Display never includes a secret, a token or a response body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("token endpoint answered HTTP {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Http {
+        status: u16,
+        code: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("invalid token response: {0}")]
+    Invalid(#[from] InvalidResponse),
+    #[error("token endpoint unreachable: {0}")]
+    Transport(String),
+    #[error("client credential unavailable: {0}")]
+    Secret(#[from] SecretError),
+    #[error("client assertion cannot be signed: {0}")]
+    Key(#[from] KeyError),
+    #[error("authorization server metadata: {0}")]
+    Discovery(String),
+}
+
+impl FetchError {
+    pub fn outcome(&self) -> FetchOutcome {
+        match self {
+            FetchError::Http { .. } => FetchOutcome::HttpError,
+            FetchError::Invalid(_) | FetchError::Discovery(_) => FetchOutcome::InvalidResponse,
+            FetchError::Transport(_) => FetchOutcome::TransportError,
+            FetchError::Secret(_) | FetchError::Key(_) => FetchOutcome::SecretUnavailable,
+        }
+    }
+
+    /// The OAuth `error` code, for the ones that change how we retry.
+    pub fn oauth_code(&self) -> Option<&str> {
+        match self {
+            FetchError::Http { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Refusals that only a config or credential change can fix: retried slowly.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, FetchError::Discovery(_))
+            || matches!(
+                self.oauth_code(),
+                Some("invalid_scope" | "unauthorized_client" | "invalid_client")
+            )
+    }
+
+    /// Failures that say the token endpoint may have moved: refetch the metadata.
+    pub fn endpoint_suspect(&self) -> bool {
+        match self {
+            FetchError::Transport(_) => true,
+            FetchError::Http { status, .. } => matches!(status, 404 | 405 | 410 | 500..),
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The body, up to [`MAX_BODY`].
+pub async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(InvalidResponse::TooLarge(MAX_BODY).into());
+    }
+    let mut body = Vec::new();
+    // The server has answered; a body that stalls or breaks is a bad answer, not a transport
+    // failure. The client's total timeout bounds a slow drip.
+    let unreadable = |e: reqwest::Error| match transport(e) {
+        FetchError::Transport(msg) => FetchError::Invalid(InvalidResponse::BodyUnreadable(msg)),
+        other => other,
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(unreadable)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(InvalidResponse::TooLarge(MAX_BODY).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// reqwest's message plus its causes ("connection refused"), never a body.
+pub fn transport(e: reqwest::Error) -> FetchError {
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    FetchError::Transport(msg)
+}
