@@ -53,7 +53,8 @@ def checks(env, check):
         metrics = requests.get(env.admin("/metrics"), timeout=5).text
         for method in ["private_key_jwt", "client_secret_jwt"]:
             assert f'tokenproxy_token_fetches_by_auth_method_total{{auth_method="{method}",outcome="success"}}' in metrics
-    check("private_key_jwt (RSA PEM, PS256; EC JWK, ES256) and client_secret_jwt get verified JWTs from oidc-provider",
+    check("private_key_jwt (RSA PEM, PS256; EC JWK, ES256, token endpoint by discovery) and client_secret_jwt "
+          "get verified JWTs from oidc-provider",
           each_method)
 
     def status_shows_thumbprints():
