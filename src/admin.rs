@@ -116,6 +116,17 @@ fn upstream_status(u: &Upstream) -> Value {
 /// (RFC 7638), the certificate's SHA-256 fingerprint and expiry. Read from the sources now,
 /// as the next token request would.
 fn credential(client: &ClientConfig) -> Value {
+    if let Some(tls) = &client.tls_client {
+        let cert = tls
+            .certificate
+            .read()
+            .ok()
+            .and_then(|t| cert_facts(t.expose()));
+        return json!({
+            "certificate_sha256": cert.as_ref().map(|c| &c.0),
+            "certificate_expires": cert.as_ref().map(|c| &c.1),
+        });
+    }
     let Some(a) = &client.assertion else {
         return Value::Null;
     };

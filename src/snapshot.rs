@@ -17,11 +17,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Role, UpstreamConfig};
+use crate::config::{ClientConfig, Config, Role, UpstreamConfig};
 use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
+use crate::tls::{ReadPair, ReloadingClientCert};
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
 use crate::upstream::{client, HttpClient, OriginPool, Route, Router};
@@ -104,18 +105,27 @@ impl Snapshot {
         let connect_timeout = config.proxy.connect_timeout;
         let same_token_settings_globally =
             previous.is_some_and(|p| p.config.tokens == config.tokens);
-        // One TLS connector per distinct ca_file, shared by the pools and clients that use it.
-        let mut connectors: HashMap<Option<PathBuf>, HttpsConnector<HttpConnector>> =
-            HashMap::new();
-        let mut connector = |ca_file: &Option<PathBuf>| -> Result<_, StartError> {
-            if let Some(c) = connectors.get(ca_file) {
-                return Ok(c.clone());
-            }
-            let c = client::connector(ca_file.as_deref(), connect_timeout)?;
-            connectors.insert(ca_file.clone(), c.clone());
-            Ok(c)
-        };
-        let passthrough = client::build(connector(&None)?);
+        // One TLS connector per distinct ca_file (and client certificate), shared by the pools
+        // and clients that use it.
+        let mut connectors: HashMap<
+            (Option<PathBuf>, Option<String>),
+            HttpsConnector<HttpConnector>,
+        > = HashMap::new();
+        let mut connector =
+            |ca_file: &Option<PathBuf>, cert: Option<&ClientConfig>| -> Result<_, StartError> {
+                let id = (ca_file.clone(), cert.map(|c| c.name.clone()));
+                if let Some(c) = connectors.get(&id) {
+                    return Ok(c.clone());
+                }
+                let client_cert = cert.and_then(|c| c.tls_client.clone()).map(|tls| {
+                    let read: ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
+                    Arc::new(ReloadingClientCert::new(read))
+                });
+                let c = client::connector(ca_file.as_deref(), connect_timeout, client_cert)?;
+                connectors.insert(id, c.clone());
+                Ok(c)
+            };
+        let passthrough = client::build(connector(&None, None)?);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             let reused = previous
@@ -136,16 +146,17 @@ impl Snapshot {
                     ))
                 }
             };
+            let cert = u.client_certificate.then_some(&*u.client);
             let route = match &u.url {
-                Some(url) => {
-                    Route::Url(OriginPool::new(url, connector(&u.ca_file)?).map_err(|e| {
+                Some(url) => Route::Url(
+                    OriginPool::new(url, connector(&u.ca_file, cert)?).map_err(|e| {
                         StartError::UpstreamUrl {
                             upstream: u.name.clone(),
                             reason: e.to_string(),
                         }
-                    })?)
-                }
-                None => Route::AsAsked(client::build(connector(&u.ca_file)?)),
+                    })?,
+                ),
+                None => Route::AsAsked(client::build(connector(&u.ca_file, cert)?)),
             };
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),

@@ -131,6 +131,24 @@ pub struct ClientConfig {
     pub ca_file: Option<PathBuf>,
     /// How a client assertion is made (`client_secret_jwt`, `private_key_jwt`).
     pub assertion: Option<AssertionConfig>,
+    /// The client certificate of the mutual-TLS methods.
+    pub tls_client: Option<TlsClientConfig>,
+}
+
+/// A client certificate and its key (`tls_client_auth`, `self_signed_tls_client_auth`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsClientConfig {
+    pub certificate: SecretSource,
+    pub private_key: SecretSource,
+}
+
+impl TlsClientConfig {
+    /// The certificate and the key, read from their sources now.
+    pub fn read(&self) -> Result<(String, String), SecretError> {
+        let cert = self.certificate.read()?.expose().to_string();
+        let key = self.private_key.read()?.expose().to_string();
+        Ok((cert, key))
+    }
 }
 
 /// The settings of a client assertion.
@@ -227,6 +245,8 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// CONNECT to this upstream's hosts is intercepted (needs `proxy.intercept`).
     pub intercept: bool,
+    /// The client's mTLS certificate is presented to this upstream.
+    pub client_certificate: bool,
 }
 
 /// One thing wrong with a config, located as precisely as possible.

@@ -149,6 +149,9 @@ pub struct RawUpstream {
     pub ca_file: Option<String>,
     /// Intercept CONNECT to this upstream's hosts (default: true when `proxy.intercept` is set).
     pub intercept: Option<bool>,
+    /// Present the client's mTLS certificate to the upstream (certificate-bound tokens).
+    #[serde(default)]
+    pub client_certificate: bool,
 }
 
 /// What happens to requests that no upstream matches.
@@ -171,6 +174,10 @@ pub enum AuthMethod {
     ClientSecretJwt,
     /// A JWT signed with the client's private key.
     PrivateKeyJwt,
+    /// Mutual TLS with a certificate from a PKI the server trusts (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered at the server (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -180,7 +187,17 @@ impl AuthMethod {
             AuthMethod::ClientSecretPost => "client_secret_post",
             AuthMethod::ClientSecretJwt => "client_secret_jwt",
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
+            AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// The methods that authenticate with a client certificate in the TLS handshake.
+    pub fn uses_mtls(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
     }
 
     /// The methods that send a signed assertion instead of the secret.

@@ -22,7 +22,7 @@ use rustls_pki_types::CertificateDer;
 use crate::config::{AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings};
 use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
 use crate::metrics::{FetchOutcome, Metrics};
-use crate::tls::{client_config, TlsError};
+use crate::tls::{client_config_with, ReadPair, ReloadingClientCert, TlsError};
 
 pub use super::error::MAX_BODY;
 
@@ -47,7 +47,11 @@ impl Endpoint {
         settings: &TokenSettings,
         metrics: &Metrics,
     ) -> Result<Self, TlsError> {
-        let tls = client_config(client.ca_file.as_deref())?;
+        let client_cert = client.tls_client.clone().map(|tls| {
+            let read: ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
+            Arc::new(ReloadingClientCert::new(read))
+        });
+        let tls = client_config_with(client.ca_file.as_deref(), client_cert)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -133,6 +137,16 @@ impl Endpoint {
                         .append_pair("client_id", &self.client.client_id)
                         .append_pair("client_secret", secret.expose());
                 }
+                // The certificate in the handshake is the credential (RFC 8705 §2).
+                AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+                    pairs.append_pair("client_id", &self.client.client_id);
+                    if let Some(tls) = &self.client.tls_client {
+                        let pem = tls.certificate.read()?;
+                        if let Ok(der) = CertificateDer::from_pem_slice(pem.expose().as_bytes()) {
+                            self.note_expiry(&der);
+                        }
+                    }
+                }
                 AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
                     pairs
                         .append_pair("client_id", &self.client.client_id)
@@ -163,6 +177,14 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// `tokenproxy_client_certificate_expiry_timestamp_seconds` for the certificate in use.
+    fn note_expiry(&self, der: &[u8]) {
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+            self.cert_expiry
+                .set(cert.validity().not_after.timestamp() as f64);
+        }
+    }
+
     fn secret(&self) -> Result<crate::config::Secret, FetchError> {
         let source = self.client.client_secret.as_ref();
         Ok(source
@@ -186,10 +208,7 @@ impl Endpoint {
                 let text = source.read()?;
                 let der = CertificateDer::from_pem_slice(text.expose().as_bytes())
                     .map_err(|_| SecretError::Empty("a PEM certificate".into()))?;
-                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) {
-                    self.cert_expiry
-                        .set(cert.validity().not_after.timestamp() as f64);
-                }
+                self.note_expiry(&der);
                 Some(x5t(&der))
             }
             None => None,

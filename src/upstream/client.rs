@@ -5,6 +5,7 @@
 //! One connector (and client) per distinct `ca_file`, built once per snapshot.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -12,21 +13,23 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
-use crate::tls::{client_config, TlsError};
+use crate::tls::{client_config_with, ReloadingClientCert, TlsError};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// TCP (no Nagle, bounded connect) plus TLS by rustls where the scheme is https.
+/// TCP (no Nagle, bounded connect) plus TLS by rustls where the scheme is https, presenting
+/// `client_cert` when the server asks (certificate-bound tokens).
 pub fn connector(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
+    client_cert: Option<Arc<ReloadingClientCert>>,
 ) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     Ok(HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca_file)?)
+        .with_tls_config(client_config_with(ca_file, client_cert)?)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http))

@@ -264,7 +264,8 @@ mod tests {
             port: 8443,
             base_path: base_path.into(),
         };
-        let connector = crate::upstream::client::connector(None, Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::upstream::client::connector(None, Duration::from_secs(1), None).unwrap();
         OriginPool::new(&url, connector).unwrap()
     }
 

@@ -3,7 +3,7 @@
 //! can sign with the algorithm asked for.
 
 use super::super::raw::RawClient;
-use super::super::{defaults, AssertionConfig, AuthMethod, SecretSource};
+use super::super::{defaults, AssertionConfig, AuthMethod, SecretSource, TlsClientConfig};
 use super::Validator;
 use crate::jose::{KeyError, SigningAlg, SigningKey};
 
@@ -19,30 +19,40 @@ impl Validator<'_> {
     ) -> Option<AssertionConfig> {
         let key = |k| ["clients", name, k];
         let method = c.auth_method;
-        match (method, secret.is_some(), c.private_key.is_some()) {
-            (AuthMethod::PrivateKeyJwt, _, false) => {
-                self.problem(&key("auth_method"), "private_key_jwt needs private_key")
-            }
-            (AuthMethod::PrivateKeyJwt, true, _) => self.problem(
-                &key("client_secret"),
-                "not used with private_key_jwt (the private key signs the assertion): remove it",
+        let keyed = method == AuthMethod::PrivateKeyJwt || method.uses_mtls();
+        match (keyed, secret.is_some(), c.private_key.is_some()) {
+            (true, _, false) => self.problem(
+                &key("auth_method"),
+                format!("{} needs private_key", method.as_str()),
             ),
-            (AuthMethod::PrivateKeyJwt, false, true) => {}
+            (true, true, _) => self.problem(
+                &key("client_secret"),
+                format!(
+                    "not used with {} (the private key proves who the client is): remove it",
+                    method.as_str()
+                ),
+            ),
+            (true, false, true) => {}
             (_, false, _) => self.problem(
                 &key("auth_method"),
                 format!("{} needs client_secret", method.as_str()),
             ),
             (_, true, _) => {}
         }
-        if method != AuthMethod::PrivateKeyJwt {
+        if !keyed {
             for (k, set) in [
                 ("private_key", c.private_key.is_some()),
                 ("certificate", c.certificate.is_some()),
             ] {
                 if set {
-                    self.problem(&key(k), "only used with auth_method: private_key_jwt");
+                    let msg = "only used with private_key_jwt, tls_client_auth or self_signed_tls_client_auth";
+                    self.problem(&key(k), msg);
                 }
             }
+        }
+        if method.uses_mtls() && c.certificate.is_none() {
+            let msg = format!("{} needs certificate", method.as_str());
+            self.problem(&key("auth_method"), msg);
         }
         if !method.uses_assertion() {
             let assertion_keys = [
@@ -66,6 +76,27 @@ impl Validator<'_> {
             self.check_signing(name, method, &assertion, secret);
         }
         Some(assertion)
+    }
+
+    /// The certificate and key of the mutual-TLS methods; with sources checked, that they
+    /// parse and belong together.
+    pub(super) fn tls_client(&mut self, name: &str, c: &RawClient) -> Option<TlsClientConfig> {
+        let key = |k| ["clients", name, k];
+        if !c.auth_method.uses_mtls() {
+            return None;
+        }
+        let tls = TlsClientConfig {
+            certificate: self.secret(&key("certificate"), c.certificate.as_ref()?),
+            private_key: self.secret(&key("private_key"), c.private_key.as_ref()?),
+        };
+        if self.check_sources {
+            if let Ok((cert, pem)) = tls.read() {
+                if let Err(e) = crate::tls::certified_key(&cert, &pem) {
+                    self.problem(&key("certificate"), e);
+                }
+            }
+        }
+        Some(tls)
     }
 
     fn assertion(

@@ -35,6 +35,7 @@ impl Validator<'_> {
             .map(|s| self.secret(&path("client_secret"), s));
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
         let assertion = self.credentials(name, c, client_secret.as_ref(), issuer.as_deref());
+        let tls_client = self.tls_client(name, c);
         Some(ClientConfig {
             name: name.to_string(),
             token_endpoint,
@@ -44,6 +45,7 @@ impl Validator<'_> {
             auth_method: c.auth_method,
             ca_file,
             assertion,
+            tls_client,
         })
     }
 

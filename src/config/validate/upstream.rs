@@ -34,6 +34,15 @@ impl Validator<'_> {
         let match_hosts = self.match_hosts(name, u, url.as_ref());
         let request = self.token_request(name, u);
         let ca_file = self.file(&path("ca_file"), u.ca_file.as_deref());
+        let mtls = clients
+            .get(&u.client)
+            .is_some_and(|c| c.tls_client.is_some());
+        if u.client_certificate && !mtls && clients.contains_key(&u.client) {
+            self.problem(
+                &path("client_certificate"),
+                "a certificate-bound token needs a client with auth_method tls_client_auth or self_signed_tls_client_auth",
+            );
+        }
         let Some(client) = clients.get(&u.client) else {
             if raw_clients.contains_key(&u.client) {
                 return None; // the client itself is invalid and already reported
@@ -60,6 +69,7 @@ impl Validator<'_> {
             allow_plaintext: u.allow_plaintext,
             ca_file,
             intercept: self.intercepting && u.intercept.unwrap_or(true),
+            client_certificate: u.client_certificate,
         })
     }
 
