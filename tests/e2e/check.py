@@ -25,6 +25,7 @@ import requests
 import assertion_checks
 import exec_checks
 import intercept_checks
+import mtls_checks
 
 from procs import free_port, stop
 
@@ -87,6 +88,9 @@ class Env:
         self.tokens_seen = set()
         self.trust_dir = os.path.join(tmp, "trust")
         self.idp_env, self.key_paths = assertion_checks.make_keys(tmp)
+        self.pki, mtls_env = mtls_checks.make_pki(tmp)
+        self.idp_env.update(mtls_env)
+        self.mtls_port, self.bound_port = free_port(), free_port()
 
     @property
     def fwd(self):
@@ -116,7 +120,8 @@ class Env:
         with open(os.path.join(HERE, "nginx.conf.in")) as f:
             text = f.read()
         for k, v in {"TMP": self.tmp, "HTTP_PORT": self.http_port, "TLS_PORT": self.tls_port,
-                     "CERT": cert, "KEY": key}.items():
+                     "CERT": cert, "KEY": key, "MTLS_PORT": self.mtls_port, "BOUND_PORT": self.bound_port,
+                     "IDP_PORT": self.idp_port, **self.pki}.items():
             text = text.replace("@" + k + "@", str(v))
         with open(conf, "w") as f:
             f.write(text)
@@ -130,7 +135,8 @@ class Env:
             text = f.read()
         for k, v in {"IDP_PORT": self.idp_port, "HTTP_PORT": self.http_port, "FWD_PORT": self.fwd_port,
                      "REV_PORT": self.rev_port, "ADMIN_PORT": self.admin_port,
-                     "TRUST_DIR": self.trust_dir, **self.key_paths}.items():
+                     "TRUST_DIR": self.trust_dir, "MTLS_PORT": self.mtls_port,
+                     "BOUND_PORT": self.bound_port, **self.key_paths, **self.pki}.items():
             text = text.replace("@" + k + "@", str(v))
         cfg = self.config = os.path.join(self.tmp, "tokenproxy.yaml")
         with open(cfg, "w") as f:
@@ -165,6 +171,9 @@ def main():
         env.start_idp()
         env.start_tokenproxy()
         run_checks(env)
+    except Exception as e:  # noqa: BLE001 - start-up failed: show the logs below
+        FAILURES.append(f"start-up: {e!r}")
+        print(f"FAIL start-up: {e!r}", flush=True)
     finally:
         for _, p in reversed(PROCS):
             stop(p)
@@ -288,6 +297,7 @@ def run_checks(env):
 
     exec_checks.checks(env, check)
     assertion_checks.checks(env, check)
+    mtls_checks.checks(env, check)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 // grant and resource indicators (which make it issue JWT access tokens), on 127.0.0.1.
 //
 // Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource);
-// RSA_JWK and EC_JWK (public keys of the private_key_jwt clients), HMAC_SECRET.
+// RSA_JWK and EC_JWK (public keys of the private_key_jwt clients), HMAC_SECRET; MTLS_CA (the
+// CA of tls_client_auth certificates) and SELF_SIGNED_JWK (self_signed_tls_client_auth).
 // GET /__stats answers {"<client_id> <resource>": count} of successful token requests, so the
 // test can check that tokenproxy fetched exactly one token per upstream.
+import { X509Certificate } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT);
+const caCert = new X509Certificate(process.env.MTLS_CA);
 const issuer = `http://127.0.0.1:${port}`;
 const shortTtl = Number(process.env.SHORT_TTL || 4);
 
@@ -44,11 +47,36 @@ const provider = new Provider(issuer, {
     keyed('rsa-key-client', process.env.RSA_JWK, 'PS256'),
     keyed('ec-key-client', process.env.EC_JWK, 'ES256'),
     { ...client('hmac-client', process.env.HMAC_SECRET, 'client_secret_jwt'), token_endpoint_auth_signing_alg: 'HS256' },
+    {
+      ...client('mtls-client', undefined, 'tls_client_auth'),
+      tls_client_auth_subject_dn: 'CN=mtls-client',
+      tls_client_certificate_bound_access_tokens: true,
+    },
+    { ...client('self-signed-client', undefined, 'self_signed_tls_client_auth'), jwks: { keys: [JSON.parse(process.env.SELF_SIGNED_JWK)] } },
   ],
   scopes: allScopes,
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
+    'tls_client_auth', 'self_signed_tls_client_auth'],
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    // Client certificates arrive from the nginx TLS front in a header (PEM, URL-escaped).
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      tlsClientAuth: true,
+      selfSignedTlsClientAuth: true,
+      getCertificate: (ctx) => {
+        const h = ctx.get('x-ssl-client-cert');
+        return h ? decodeURIComponent(h) : undefined;
+      },
+      certificateAuthorized: (ctx) => {
+        const pem = decodeURIComponent(ctx.get('x-ssl-client-cert'));
+        return new X509Certificate(pem).verify(caCert.publicKey);
+      },
+      certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_subject_dn'
+        && new X509Certificate(decodeURIComponent(ctx.get('x-ssl-client-cert'))).subject === expected,
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: async (_ctx, _client, oneOf) => oneOf,
