@@ -54,6 +54,7 @@ pub mod running;
 // layer: entry points for the binary
 pub mod demo;
 pub mod exec;
+pub mod online;
 pub mod print_token;
 pub mod reload;
 pub mod signals;

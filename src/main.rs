@@ -54,10 +54,14 @@ enum Command {
         #[arg(short, long, env = "TOKENPROXY_CONFIG")]
         config: PathBuf,
     },
-    /// Check a config file: exit 0, or print each problem with its line and exit 78.
+    /// Check a config file: exit 0, or print each problem with its line and exit 78. With
+    /// --online, also find each client's token endpoint (discovery included) and see that it
+    /// answers (exit 1 if one does not); no credentials are sent.
     Validate {
         #[arg(short, long, env = "TOKENPROXY_CONFIG")]
         config: PathBuf,
+        #[arg(long)]
+        online: bool,
     },
     /// Wait until a tokenproxy's /readyz answers 200 (exit 0), or time out (exit 1).
     /// For a Kubernetes postStart hook that holds the app until tokens are in hand.
@@ -147,7 +151,7 @@ impl Command {
 
     async fn run(self) -> ExitCode {
         match self {
-            Command::Validate { config } => validate(&config),
+            Command::Validate { config, online } => validate(&config, online).await,
             Command::Run { config } => run(&config).await,
             Command::Ca { config, out } => ca(&config, out.as_deref()),
             Command::Exec {
@@ -176,17 +180,33 @@ impl Command {
     }
 }
 
-fn validate(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(c) => {
-            let (clients, upstreams) = (c.clients.len(), c.upstreams.len());
-            println!(
-                "{}: ok ({clients} clients, {upstreams} upstreams)",
-                path.display()
-            );
-            ExitCode::SUCCESS
+async fn validate(path: &Path, online: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(path, &e),
+    };
+    let (clients, upstreams) = (config.clients.len(), config.upstreams.len());
+    println!(
+        "{}: ok ({clients} clients, {upstreams} upstreams)",
+        path.display()
+    );
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    let mut reachable = true;
+    for (client, result) in tokenproxy::online::check(&config).await {
+        match result {
+            Ok(url) => println!("  client {client}: token endpoint {url} answers"),
+            Err(e) => {
+                reachable = false;
+                println!("  client {client}: {e}");
+            }
         }
-        Err(e) => config_error(path, &e),
+    }
+    if reachable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -216,3 +216,47 @@ async fn a_failing_token_endpoint_makes_the_metadata_be_read_again() {
         "read again after the failure, before max-age"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_online_finds_and_reaches_the_token_endpoints() {
+    let idp = FakeIdp::start().await;
+    let meta = Metadata::start(OIDC, &idp.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let down = format!("http://127.0.0.1:{}/token", free_port());
+    std::fs::write(
+        &cfg,
+        format!("clients:\n  found:\n    issuer: {}\n    client_id: a\n    client_secret: b\n  down:\n    token_endpoint: {down}\n    client_id: a\n    client_secret: b\nupstreams: {{}}\n", meta.issuer),
+    )
+    .unwrap();
+    let run = |online: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenproxy"));
+        cmd.args(["validate", "-c", cfg.to_str().unwrap()]);
+        if online {
+            cmd.arg("--online");
+        }
+        cmd.output()
+    };
+    let offline = run(false).await.unwrap();
+    assert_eq!(offline.status.code(), Some(0));
+    assert_eq!(
+        meta.hits.load(Ordering::SeqCst),
+        0,
+        "validate alone never touches the network"
+    );
+    let online = run(true).await.unwrap();
+    let out = String::from_utf8_lossy(&online.stdout);
+    assert_eq!(online.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "client found: token endpoint {} answers",
+            idp.url()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("client down: token endpoint unreachable"),
+        "{out}"
+    );
+    assert_eq!(meta.hits.load(Ordering::SeqCst), 1);
+}

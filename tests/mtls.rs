@@ -317,5 +317,26 @@ fn mtls_configs_are_checked() {
         pki.path("client.key").display()
     );
     assert_eq!(check(&fine, "    client_certificate: true\n"), "");
+    // An expired certificate is refused up front, with its date.
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "orders");
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = p.signed_by(&key, &pki.ca).unwrap();
+    std::fs::write(pki.path("expired.crt"), expired.pem()).unwrap();
+    std::fs::write(pki.path("expired.key"), key.serialize_pem()).unwrap();
+    let old = format!(
+        "    auth_method: tls_client_auth\n    certificate: {{ file: {} }}\n    private_key: {{ file: {} }}\n",
+        pki.path("expired.crt").display(),
+        pki.path("expired.key").display()
+    );
+    let err = check(&old, "");
+    assert!(
+        err.contains(
+            "line 6: clients.idp.certificate: the certificate expired on Jan  1 00:00:00 2021"
+        ),
+        "{err}"
+    );
     let _ = Path::new("");
 }

@@ -167,7 +167,7 @@ pub struct AssertionConfig {
 }
 
 /// What is asked for in a token request on behalf of one upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenRequest {
     pub scopes: Vec<String>,
     pub audience: Option<String>,

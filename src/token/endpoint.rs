@@ -91,16 +91,31 @@ impl Endpoint {
         result
     }
 
+    /// The token endpoint in use: configured, or from the issuer's metadata.
+    async fn url(&self) -> Result<reqwest::Url, FetchError> {
+        match (&self.client.token_endpoint, &self.discovery) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(d)) => d.token_endpoint(&self.http).await,
+            (None, None) => Err(FetchError::Discovery(
+                "no token_endpoint and no issuer".into(),
+            )),
+        }
+    }
+
+    /// For `validate --online`: finds the token endpoint (discovery and its checks included)
+    /// and sees that it answers HTTP at all; sends no credentials.
+    pub async fn probe(&self) -> Result<reqwest::Url, FetchError> {
+        let url = self.url().await?;
+        self.http
+            .head(url.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        Ok(url)
+    }
+
     async fn request(&self) -> Result<Issued, FetchError> {
-        let url = match (&self.client.token_endpoint, &self.discovery) {
-            (Some(url), _) => url.clone(),
-            (None, Some(d)) => d.token_endpoint(&self.http).await?,
-            (None, None) => {
-                return Err(FetchError::Discovery(
-                    "no token_endpoint and no issuer".into(),
-                ))
-            }
-        };
+        let url = self.url().await?;
         let result = self.request_to(&url).await;
         if let (Err(e), Some(d)) = (&result, &self.discovery) {
             if e.endpoint_suspect() {

@@ -91,7 +91,9 @@ impl Validator<'_> {
         };
         if self.check_sources {
             if let Ok((cert, pem)) = tls.read() {
-                if let Err(e) = crate::tls::certified_key(&cert, &pem) {
+                if let Err(e) =
+                    crate::tls::certified_key(&cert, &pem).and_then(|_| not_expired(&cert))
+                {
                     self.problem(&key("certificate"), e);
                 }
             }
@@ -202,7 +204,27 @@ impl Validator<'_> {
             use rustls_pki_types::pem::PemObject;
             if rustls_pki_types::CertificateDer::from_pem_slice(text.expose().as_bytes()).is_err() {
                 self.problem(&key("certificate"), "not a PEM certificate");
+            } else if let Err(e) = not_expired(text.expose()) {
+                self.problem(&key("certificate"), e);
             }
         }
     }
+}
+
+/// An expired client certificate would only be refused by the server: say so up front.
+fn not_expired(pem: &str) -> Result<(), String> {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return Ok(());
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return Ok(());
+    };
+    let not_after = cert.validity().not_after;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if not_after.timestamp() < i64::try_from(now).unwrap_or(i64::MAX) {
+        return Err(format!("the certificate expired on {not_after}"));
+    }
+    Ok(())
 }
