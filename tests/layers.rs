@@ -308,3 +308,18 @@ fn the_checker_finds_upward_imports_and_cycles() {
         "peers do not import each other"
     );
 }
+
+/// Files of a few hundred lines with one job each: none over 400.
+#[test]
+fn no_source_file_is_over_400_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = Vec::new();
+    read_tree(&src, &src, &mut sources);
+    let long: Vec<String> = sources
+        .iter()
+        .map(|(p, text)| (p, text.lines().count()))
+        .filter(|(_, n)| *n > 400)
+        .map(|(p, n)| format!("src/{} has {n} lines", p.display()))
+        .collect();
+    assert!(long.is_empty(), "split these: {long:?}");
+}

@@ -1,89 +1,17 @@
-//! JOSE signing for client assertions (RFC 7523 §2.2, OIDC Core §9): a JWT signed with the
-//! client's private key (`private_key_jwt`) or with its secret (`client_secret_jwt`), sent
-//! instead of a secret. Here rather than under `token` because validation loads keys too.
-//!
-//! Signing is ring's, the process's one crypto provider: RSA PKCS#1 v1.5 and PSS, ECDSA P-256
-//! and P-384 (fixed-width signatures, as JOSE wants), Ed25519, and HMAC. The `rsa` crate is
-//! avoided on purpose (RUSTSEC-2023-0071). Keys are PEM (PKCS#8, or PKCS#1 for RSA) or a JWK,
-//! read at every fetch so a rotated Secret is used at once. A key never reaches a log, an
-//! error message or `Debug` output; only its JWK thumbprint (RFC 7638) is shown.
+//! Signing keys: a private key from PEM (PKCS#8, PKCS#1 for RSA) or a JWK, or an HMAC key
+//! over a client secret; the JWS signature; the public key as a JWK and its thumbprint.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 
-/// JWS algorithms for client assertions (and, later, DPoP proofs).
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum SigningAlg {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl SigningAlg {
-    pub fn as_str(self) -> &'static str {
-        use SigningAlg::*;
-        match self {
-            RS256 => "RS256",
-            RS384 => "RS384",
-            RS512 => "RS512",
-            PS256 => "PS256",
-            PS384 => "PS384",
-            PS512 => "PS512",
-            ES256 => "ES256",
-            ES384 => "ES384",
-            EdDSA => "EdDSA",
-            HS256 => "HS256",
-            HS384 => "HS384",
-            HS512 => "HS512",
-        }
-    }
-
-    /// HS256/384/512: keyed with the client secret.
-    pub fn is_hmac(self) -> bool {
-        matches!(
-            self,
-            SigningAlg::HS256 | SigningAlg::HS384 | SigningAlg::HS512
-        )
-    }
-}
-
-impl fmt::Display for SigningAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    #[error("not a PEM private key (PKCS#8, or PKCS#1 for RSA) or a JWK")]
-    Unreadable,
-    #[error("an EC key in SEC1 form (BEGIN EC PRIVATE KEY): convert it with `openssl pkcs8 -topk8 -nocrypt`")]
-    Sec1,
-    #[error("the key does not fit {0}: {1}")]
-    Mismatch(SigningAlg, &'static str),
-    #[error("an {0} key must be at least {1} bytes (the hash's length); the secret has {2}")]
-    ShortSecret(SigningAlg, usize, usize),
-    #[error("signing failed")]
-    Sign,
-}
+use super::{KeyError, SigningAlg};
 
 /// A key ready to sign assertions with one algorithm.
 pub struct SigningKey {
@@ -181,12 +109,7 @@ impl SigningKey {
 
     /// The RFC 7638 JWK thumbprint of the public key (SHA-256, base64url); `None` for HMAC.
     pub fn thumbprint(&self) -> Option<String> {
-        // serde_json orders object keys, which is the canonical form RFC 7638 asks for.
-        let canonical = self.public_jwk()?.to_string();
-        Some(B64.encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            canonical.as_bytes(),
-        )))
+        self.public_jwk().map(|jwk| thumbprint_of(&jwk))
     }
 
     /// A compact JWS of `header` and `claims`.
@@ -222,61 +145,6 @@ impl SigningKey {
         };
         Ok(format!("{input}.{}", B64.encode(sig)))
     }
-}
-
-/// What goes into one client assertion besides the key.
-pub struct Assertion<'a> {
-    pub client_id: &'a str,
-    pub audience: &'a str,
-    pub lifetime: Duration,
-    pub kid: Option<&'a str>,
-    /// `x5t#S256` and `x5t` of the client's certificate (Entra's certificate credentials).
-    pub x5t: Option<(String, String)>,
-}
-
-impl Assertion<'_> {
-    /// The signed JWT: `iss` = `sub` = client_id, `aud`, a unique `jti`, `iat`, `exp`.
-    pub fn sign(&self, key: &SigningKey, now: SystemTime) -> Result<String, KeyError> {
-        let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut jti = [0u8; 16];
-        SystemRandom::new()
-            .fill(&mut jti)
-            .map_err(|_| KeyError::Sign)?;
-        let claims = json!({
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": self.audience,
-            "jti": B64.encode(jti),
-            "iat": iat,
-            "exp": iat + self.lifetime.as_secs(),
-        });
-        let mut header = json!({"alg": key.alg().as_str(), "typ": "JWT"});
-        if let Some(kid) = self.kid.or(key.jwk_kid.as_deref()) {
-            header["kid"] = json!(kid);
-        }
-        if let Some((s256, s1)) = &self.x5t {
-            header["x5t#S256"] = json!(s256);
-            header["x5t"] = json!(s1);
-        }
-        key.sign(&header, &claims)
-    }
-}
-
-/// The RFC 7638 thumbprint of a public JWK holding only its required members. serde_json
-/// orders object keys and writes no whitespace: the canonical form RFC 7638 asks for.
-pub fn thumbprint_of(public_jwk: &Value) -> String {
-    let canonical = public_jwk.to_string();
-    B64.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        canonical.as_bytes(),
-    ))
-}
-
-/// `x5t#S256` and `x5t`: the base64url SHA-256 and SHA-1 of a certificate's DER.
-pub fn x5t(cert_der: &[u8]) -> (String, String) {
-    let s256 = ring::digest::digest(&ring::digest::SHA256, cert_der);
-    let s1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
-    (B64.encode(s256), B64.encode(s1))
 }
 
 fn pkcs8(der: &[u8], alg: Option<SigningAlg>) -> Result<Kind, KeyError> {
@@ -409,86 +277,12 @@ fn rsa_public(k: &RsaKeyPair) -> (Vec<u8>, Vec<u8>) {
     (c.n, c.e)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// RFC 7638 §3.1: the thumbprint of the example RSA key.
-    #[test]
-    fn jwk_thumbprint_matches_the_rfc_7638_example() {
-        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
-        let jwk = json!({"e": "AQAB", "kty": "RSA", "n": n});
-        assert_eq!(
-            thumbprint_of(&jwk),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
-    }
-
-    #[test]
-    fn x5t_of_a_known_certificate() {
-        let pem = include_str!("../tests/fixtures/keys/rsa.cert.pem");
-        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-        // Computed by openssl: `openssl x509 -outform der | openssl dgst -sha256 -binary | base64url`.
-        assert_eq!(
-            x5t(&der),
-            (
-                "AhyeKf45Azf03hJUOiMtlW_l7S7UpR_CufT00bUjyEE".to_string(),
-                "1mMjBGFoSGucDJyUDysBgxTS1l8".to_string()
-            )
-        );
-    }
-
-    #[test]
-    fn hmac_keys_need_the_hash_length_and_hmac_algorithms() {
-        assert_eq!(
-            SigningKey::secret(b"short", SigningAlg::HS256).unwrap_err(),
-            KeyError::ShortSecret(SigningAlg::HS256, 32, 5)
-        );
-        assert!(SigningKey::secret(&[7u8; 48], SigningAlg::HS384).is_ok());
-        assert!(matches!(
-            SigningKey::secret(&[7u8; 64], SigningAlg::RS256),
-            Err(KeyError::Mismatch(SigningAlg::RS256, _))
-        ));
-        assert_eq!(
-            SigningKey::private("not a key", None).unwrap_err(),
-            KeyError::Unreadable
-        );
-    }
-
-    #[test]
-    fn an_hs256_assertion_has_the_claims_and_verifies() {
-        let secret = [42u8; 32];
-        let key = SigningKey::secret(&secret, SigningAlg::HS256).unwrap();
-        let a = Assertion {
-            client_id: "orders",
-            audience: "https://idp.example.com/token",
-            lifetime: Duration::from_secs(60),
-            kid: Some("k1"),
-            x5t: None,
-        };
-        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let jwt = a.sign(&key, now).unwrap();
-        let parts: Vec<&str> = jwt.split('.').collect();
-        let header: Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
-        let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(header, json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}));
-        assert_eq!(claims["iss"], "orders");
-        assert_eq!(claims["sub"], "orders");
-        assert_eq!(claims["aud"], "https://idp.example.com/token");
-        assert_eq!(claims["iat"], 1_800_000_000u64);
-        assert_eq!(claims["exp"], 1_800_000_060u64);
-        assert_eq!(
-            B64.decode(claims["jti"].as_str().unwrap()).unwrap().len(),
-            16
-        );
-        let verify = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-        let input = format!("{}.{}", parts[0], parts[1]);
-        ring::hmac::verify(&verify, input.as_bytes(), &B64.decode(parts[2]).unwrap()).unwrap();
-        let again = a.sign(&key, now).unwrap();
-        let jti = |jwt: &str| -> Value {
-            let p = jwt.split('.').nth(1).unwrap();
-            serde_json::from_slice::<Value>(&B64.decode(p).unwrap()).unwrap()["jti"].clone()
-        };
-        assert_ne!(jti(&jwt), jti(&again), "a new jti every time");
-    }
+/// The RFC 7638 thumbprint of a public JWK holding only its required members. serde_json
+/// orders object keys and writes no whitespace: the canonical form RFC 7638 asks for.
+pub fn thumbprint_of(public_jwk: &Value) -> String {
+    let canonical = public_jwk.to_string();
+    B64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canonical.as_bytes(),
+    ))
 }
