@@ -20,7 +20,7 @@
 //!   a new config and [`Running::shutdown`] drains;
 //! - entry points: [`run`] (`start`, a config watcher and a stop signal), [`reload`],
 //!   [`signals`], [`wait`], [`demo`], [`exec`] (a command beside an in-process proxy),
-//!   [`print_token`] (`tokenproxy token`).
+//!   [`print_token`] (`tokenproxy token`), [`status`] (`tokenproxy status`).
 
 // The layers, lowest first, one group per layer (`tests/layers.rs` reads this list). A module
 // imports only from modules in groups above its own; modules in one group are peers and do
@@ -58,6 +58,7 @@ pub mod online;
 pub mod print_token;
 pub mod reload;
 pub mod signals;
+pub mod status;
 pub mod wait;
 
 use std::future::Future;

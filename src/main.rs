@@ -116,6 +116,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show a running proxy's /status as a table (or the JSON with --json); exit 0 when it is
+    /// ready, 1 when not, so it works in scripts.
+    Status {
+        /// The admin listener to ask.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a self-contained demonstration on loopback (built-in authorization server and echo upstream).
     Demo {
         /// Exit after the self-check instead of serving until Ctrl-C.
@@ -154,6 +163,17 @@ impl Command {
             Command::Validate { config, online } => validate(&config, online).await,
             Command::Run { config } => run(&config).await,
             Command::Ca { config, out } => ca(&config, out.as_deref()),
+            Command::Status { admin, json } => match tokenproxy::status::fetch(admin, json).await {
+                Ok((text, ready)) => {
+                    print!("{text}");
+                    if ready {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => failed("status", &e),
+            },
             Command::Exec {
                 config,
                 ephemeral,

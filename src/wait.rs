@@ -2,7 +2,8 @@
 //!
 //! For Kubernetes before native sidecars (1.29): a `postStart` hook on the tokenproxy
 //! container runs it, and the kubelet starts the app container only after the hook returns,
-//! so the app never starts without tokens. Plain HTTP/1.1 to the admin listener, no TLS.
+//! so the app never starts without tokens. Plain HTTP/1.1 to the admin listener, no TLS;
+//! [`admin_get`] serves `tokenproxy status` too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,14 +45,21 @@ pub async fn wait_ready(
 }
 
 async fn readyz(admin: SocketAddr) -> std::io::Result<u16> {
+    admin_get(admin, "/readyz").await.map(|(code, _)| code)
+}
+
+/// `GET path` on the admin listener: the status code and the body (read to the close; the
+/// admin answers are small, whole bodies).
+pub async fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(admin).await?;
-    let req = format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).await?;
-    // "HTTP/1.1 200"
-    let code = std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok());
-    code.ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // "HTTP/1.1 200 OK"
+    let code = head.get(9..12).and_then(|c| c.parse().ok());
+    let code = code.ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    Ok((code, body.to_string()))
 }
