@@ -58,8 +58,9 @@ pub mod online;
 pub mod print_token;
 pub mod reload;
 pub mod signals;
-pub mod status;
 pub mod wait;
+// layer: commands built on the entry points
+pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
