@@ -108,6 +108,18 @@ impl InterceptMetrics {
         for o in ["intercepted", "plaintext", "tunnelled", "refused"] {
             m.connects.with_label_values(&[o]);
         }
+        let reasons = [
+            "no_sni",
+            "sni_mismatch",
+            "not_tls",
+            "http2",
+            "tls_error",
+            "timeout",
+            "closed",
+        ];
+        for r in reasons {
+            m.handshake_failures.with_label_values(&[r]);
+        }
         Ok(m)
     }
 }
@@ -123,6 +135,14 @@ pub enum FetchOutcome {
 }
 
 impl FetchOutcome {
+    pub const ALL: [FetchOutcome; 5] = [
+        FetchOutcome::Success,
+        FetchOutcome::HttpError,
+        FetchOutcome::InvalidResponse,
+        FetchOutcome::TransportError,
+        FetchOutcome::SecretUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FetchOutcome::Success => "success",
@@ -243,13 +263,7 @@ impl Metrics {
 
     /// Creates the per-upstream series at zero, so dashboards and alerts see them from start.
     pub fn init_upstream(&self, upstream: &str) {
-        for outcome in [
-            FetchOutcome::Success,
-            FetchOutcome::HttpError,
-            FetchOutcome::InvalidResponse,
-            FetchOutcome::TransportError,
-            FetchOutcome::SecretUnavailable,
-        ] {
+        for outcome in FetchOutcome::ALL {
             self.token_fetches
                 .with_label_values(&[upstream, outcome.as_str()]);
         }

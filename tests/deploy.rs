@@ -37,7 +37,9 @@ fn every_metric_used_by_alerts_and_dashboard_is_exported() {
     let m = Metrics::new().unwrap();
     m.init_upstream("u");
     RequestMetrics::new(&m, "u").count(http::StatusCode::OK);
-    // Exported once a client has a certificate (clients.*.certificate).
+    // Exported once an endpoint exists for a method, and once a client has a certificate.
+    m.token_fetches_by_auth_method
+        .with_label_values(&["client_secret_basic", "success"]);
     m.client_certificate_expiry
         .with_label_values(&["c"])
         .set(0.0);

@@ -69,7 +69,14 @@ impl Endpoint {
             http,
             form_base: form_body(request),
             default_lifetime: settings.default_lifetime,
-            by_method: metrics.token_fetches_by_auth_method.clone(),
+            by_method: {
+                // The series of this method exist from the start, at zero.
+                let by = &metrics.token_fetches_by_auth_method;
+                for outcome in FetchOutcome::ALL {
+                    by.with_label_values(&[client.auth_method.as_str(), outcome.as_str()]);
+                }
+                by.clone()
+            },
             cert_expiry: metrics
                 .client_certificate_expiry
                 .with_label_values(&[&client.name]),
