@@ -22,7 +22,6 @@ use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
-use crate::tls::{ReadPair, ReloadingClientCert};
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
 use crate::upstream::{client, HttpClient, OriginPool, Route, Router};
@@ -117,10 +116,9 @@ impl Snapshot {
                 if let Some(c) = connectors.get(&id) {
                     return Ok(c.clone());
                 }
-                let client_cert = cert.and_then(|c| c.tls_client.clone()).map(|tls| {
-                    let read: ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
-                    Arc::new(ReloadingClientCert::new(read))
-                });
+                let client_cert = cert
+                    .and_then(|c| c.tls_client.as_ref())
+                    .map(|t| t.resolver());
                 let c = client::connector(ca_file.as_deref(), connect_timeout, client_cert)?;
                 connectors.insert(id, c.clone());
                 Ok(c)

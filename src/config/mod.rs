@@ -143,6 +143,14 @@ pub struct TlsClientConfig {
 }
 
 impl TlsClientConfig {
+    /// A rustls client-certificate resolver that presents this certificate, read again when
+    /// its text changes (the token endpoint client and bound upstreams share this shape).
+    pub fn resolver(&self) -> Arc<crate::tls::ReloadingClientCert> {
+        let tls = self.clone();
+        let read: crate::tls::ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
+        Arc::new(crate::tls::ReloadingClientCert::new(read))
+    }
+
     /// The certificate and the key, read from their sources now.
     pub fn read(&self) -> Result<(String, String), SecretError> {
         let cert = self.certificate.read()?.expose().to_string();

@@ -81,20 +81,7 @@ fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, Prox
         unmatched(app, snap, &target)?;
         return Ok(Plan::Passthrough);
     };
-    let uri = match &up.route {
-        Route::Url(pool) => pool
-            .target(req.uri())
-            .map_err(|_| ProxyError::PathNotForwardable),
-        // No `url`: the token goes where the app asked, if that is safe.
-        Route::AsAsked(_)
-            if target.scheme == Scheme::Https
-                || is_loopback(&target.host)
-                || up.config.allow_plaintext =>
-        {
-            Ok(req.uri().clone())
-        }
-        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host)),
-    };
+    let uri = upstream_uri(up, &target, req.uri(), || Ok(req.uri().clone()));
     Ok(matched(up, uri))
 }
 
@@ -144,20 +131,30 @@ fn intercepted<B>(snap: &Snapshot, tunnel: &Target, req: &Request<B>) -> Result<
             why,
         });
     }
-    let uri = match &up.route {
-        Route::Url(pool) => pool
-            .target(req.uri())
-            .map_err(|_| ProxyError::PathNotForwardable),
+    let uri = upstream_uri(up, tunnel, req.uri(), || absolute(tunnel, req.uri()));
+    Ok(matched(up, uri))
+}
+
+/// Where a matched forward-mode request goes: under the upstream's `url`, or, for an upstream
+/// without one, where the app asked (`as_asked`), but only where a token may travel: over
+/// https, to loopback, or with `allow_plaintext`.
+fn upstream_uri(
+    up: &Upstream,
+    target: &Target,
+    uri: &Uri,
+    as_asked: impl FnOnce() -> Result<Uri, ProxyError>,
+) -> Result<Uri, ProxyError> {
+    match &up.route {
+        Route::Url(pool) => pool.target(uri).map_err(|_| ProxyError::PathNotForwardable),
         Route::AsAsked(_)
-            if tunnel.scheme == Scheme::Https
-                || is_loopback(&tunnel.host)
+            if target.scheme == Scheme::Https
+                || is_loopback(&target.host)
                 || up.config.allow_plaintext =>
         {
-            absolute(tunnel, req.uri())
+            as_asked()
         }
-        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(tunnel.host.clone())),
-    };
-    Ok(matched(up, uri))
+        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host.clone())),
+    }
 }
 
 /// `scheme://host:port/path?query` for a url-less upstream reached through a tunnel.

@@ -22,7 +22,7 @@ use rustls_pki_types::CertificateDer;
 use crate::config::{AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings};
 use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
 use crate::metrics::{FetchOutcome, Metrics};
-use crate::tls::{client_config_with, ReadPair, ReloadingClientCert, TlsError};
+use crate::tls::{client_config_with, TlsError};
 
 pub use super::error::MAX_BODY;
 
@@ -47,10 +47,7 @@ impl Endpoint {
         settings: &TokenSettings,
         metrics: &Metrics,
     ) -> Result<Self, TlsError> {
-        let client_cert = client.tls_client.clone().map(|tls| {
-            let read: ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
-            Arc::new(ReloadingClientCert::new(read))
-        });
+        let client_cert = client.tls_client.as_ref().map(|t| t.resolver());
         let tls = client_config_with(client.ca_file.as_deref(), client_cert)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
