@@ -373,3 +373,38 @@ async fn a_graceful_stop_lets_an_intercepted_request_finish() {
     assert_eq!(answer.header("connection").as_deref(), Some("close"));
     assert!(drained, "the stop waited for the intercepted connection");
 }
+
+/// No token, no forwarding, inside a tunnel too: `503 token_unavailable`, and the upstream
+/// never sees the request.
+#[tokio::test]
+async fn without_a_token_an_intercepted_request_gets_503_and_is_not_forwarded() {
+    let (idp, echo, trust) = (
+        FakeIdp::start().await,
+        Echo::start().await,
+        tempfile::tempdir().unwrap(),
+    );
+    // The server refuses the client (invalid_client): no token can be had.
+    *idp.required_secret.lock().unwrap() = Some("not-the-configured-one".into());
+    let proxy_block = format!(
+        "  listen: 127.0.0.1:0\n  intercept:\n    ca: generate\n    trust_dir: {}\n",
+        trust.path().display()
+    );
+    let ups = format!(
+        "  api:\n    url: {}\n    match: [{HOST}]\n    client: idp\n",
+        echo.url()
+    );
+    let proxy = tokenproxy::start(config(&idp, &proxy_block, &ups))
+        .await
+        .unwrap();
+    let tcp = connect(proxy.forward_addr().unwrap(), &format!("{HOST}:443"))
+        .await
+        .unwrap();
+    let tls = client(trust.path(), true)
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    let r = exchange(tls, HOST).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "token_unavailable");
+    assert_eq!(echo.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
