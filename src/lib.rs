@@ -6,11 +6,11 @@
 //!
 //! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
 //!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files),
-//!   [`tls`] (rustls, one provider);
+//!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
 //! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
 //!   pools, the shared client, the router), [`intercept`] (the interception CA, host
-//!   certificates, trust files), [`serve`] (HTTP/1 serving and drain);
+//!   certificates, trust files), [`serve`] (HTTP/1 and HTTP/2 serving and drain);
 //! - [`error`]: why a start or a reload failed ([`StartError`]);
 //! - [`snapshot`]: what requests read, behind one `ArcSwap`;
 //! - [`proxy`] (the request pipeline: plan, attempt, send, finish) and [`admin`];
@@ -32,10 +32,11 @@ pub mod host;
 pub mod jose;
 pub mod metrics;
 pub mod pki;
+pub mod sniff;
 pub mod tls;
 // layer: the validated config
 pub mod config;
-// layer: tokens, upstream connections, interception certificates, HTTP/1 serving
+// layer: tokens, upstream connections, interception certificates, HTTP serving
 pub mod intercept;
 pub mod serve;
 pub mod token;

@@ -38,7 +38,7 @@ pub struct InterceptMetrics {
     /// `outcome`: `intercepted`, `plaintext`, `tunnelled` or `refused`.
     pub connects: IntCounterVec,
     pub certificates_minted: IntCounter,
-    /// `reason`: `no_sni`, `sni_mismatch`, `not_tls`, `http2`, `tls_error`, `timeout`, `closed`.
+    /// `reason`: `no_sni`, `sni_mismatch`, `not_tls`, `tls_error`, `timeout`, `closed`.
     pub handshake_failures: IntCounterVec,
     pub ca_expiry: Gauge,
     /// The earliest expiry among the host certificates in use.
@@ -112,7 +112,6 @@ impl InterceptMetrics {
             "no_sni",
             "sni_mismatch",
             "not_tls",
-            "http2",
             "tls_error",
             "timeout",
             "closed",

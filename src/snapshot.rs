@@ -12,19 +12,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ClientConfig, Config, Role, UpstreamConfig};
+use crate::config::{ClientConfig, Config, Role, UpstreamConfig, UpstreamProtocol};
 use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
-use crate::upstream::{client, HttpClient, OriginPool, Route, Router};
+use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
 
 /// Everything shared by the listeners and the admin endpoints.
 pub struct App {
@@ -51,7 +49,7 @@ pub struct Snapshot {
     by_name: HashMap<String, usize>,
     pub router: Router,
     /// For requests no upstream matches (`passthrough`); never carries a token.
-    pub passthrough: HttpClient,
+    pub passthrough: Clients,
 }
 
 pub struct Upstream {
@@ -106,10 +104,7 @@ impl Snapshot {
             previous.is_some_and(|p| p.config.tokens == config.tokens);
         // One TLS connector per distinct ca_file (and client certificate), shared by the pools
         // and clients that use it.
-        let mut connectors: HashMap<
-            (Option<PathBuf>, Option<String>),
-            HttpsConnector<HttpConnector>,
-        > = HashMap::new();
+        let mut connectors: HashMap<(Option<PathBuf>, Option<String>), Connectors> = HashMap::new();
         let mut connector =
             |ca_file: &Option<PathBuf>, cert: Option<&ClientConfig>| -> Result<_, StartError> {
                 let id = (ca_file.clone(), cert.map(|c| c.name.clone()));
@@ -119,11 +114,11 @@ impl Snapshot {
                 let client_cert = cert
                     .and_then(|c| c.tls_client.as_ref())
                     .map(|t| t.resolver());
-                let c = client::connector(ca_file.as_deref(), connect_timeout, client_cert)?;
+                let c = Connectors::new(ca_file.as_deref(), connect_timeout, client_cert)?;
                 connectors.insert(id, c.clone());
                 Ok(c)
             };
-        let passthrough = client::build(connector(&None, None)?);
+        let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             let reused = previous
@@ -147,14 +142,17 @@ impl Snapshot {
             let cert = u.client_certificate.then_some(&*u.client);
             let route = match &u.url {
                 Some(url) => Route::Url(
-                    OriginPool::new(url, connector(&u.ca_file, cert)?).map_err(|e| {
-                        StartError::UpstreamUrl {
+                    OriginPool::new(url, connector(&u.ca_file, cert)?, u.protocol).map_err(
+                        |e| StartError::UpstreamUrl {
                             upstream: u.name.clone(),
                             reason: e.to_string(),
-                        }
-                    })?,
+                        },
+                    )?,
                 ),
-                None => Route::AsAsked(client::build(connector(&u.ca_file, cert)?)),
+                None => Route::AsAsked(Box::new(Clients::new(
+                    &connector(&u.ca_file, cert)?,
+                    u.protocol,
+                ))),
             };
             upstreams.push(Arc::new(Upstream {
                 name: Arc::from(u.name.as_str()),

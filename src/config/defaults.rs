@@ -37,6 +37,10 @@ impl Default for Limits {
             max_connections: 10_000,
             max_headers: 100,
             max_head_bytes: 64 * 1024,
+            http2_max_concurrent_streams: 100,
+            http2_max_header_list_size: 64 * 1024,
+            http2_max_pending_reset_streams: 20,
+            http2_max_error_reset_streams: 256,
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use crate::jose::SigningAlg;
 pub use listeners::Role;
-pub use raw::{AuthMethod, ExistingAuthorization, Unmatched};
+pub use raw::{AuthMethod, ExistingAuthorization, Unmatched, UpstreamProtocol};
 pub use secret::{Secret, SecretError, SecretSource};
 
 use crate::host::HostPattern;
@@ -90,6 +90,17 @@ pub struct Limits {
     pub max_headers: usize,
     /// Read buffer, and so the largest request head (larger → 431).
     pub max_head_bytes: usize,
+    /// HTTP/2: streams one client connection may have open at once (SETTINGS).
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: the largest decoded header list a client may send (SETTINGS); also bounds a
+    /// header block split over CONTINUATION frames.
+    pub http2_max_header_list_size: u32,
+    /// HTTP/2: streams a client may open and reset before they are served, at once; more is
+    /// the rapid-reset attack (CVE-2023-44487) and ends the connection with GOAWAY.
+    pub http2_max_pending_reset_streams: usize,
+    /// HTTP/2: streams tokenproxy may have to reset because the client broke the protocol on
+    /// them; more ends the connection with GOAWAY.
+    pub http2_max_error_reset_streams: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +266,7 @@ pub struct UpstreamConfig {
     pub intercept: bool,
     /// The client's mTLS certificate is presented to this upstream.
     pub client_certificate: bool,
+    pub protocol: UpstreamProtocol,
 }
 
 /// One thing wrong with a config, located as precisely as possible.

@@ -37,6 +37,10 @@ pub struct RawProxy {
     pub max_connections: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_head_bytes: Option<usize>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub http2_max_header_list_size: Option<u32>,
+    pub http2_max_pending_reset_streams: Option<usize>,
+    pub http2_max_error_reset_streams: Option<usize>,
     pub intercept: Option<RawIntercept>,
 }
 
@@ -152,6 +156,9 @@ pub struct RawUpstream {
     /// Present the client's mTLS certificate to the upstream (certificate-bound tokens).
     #[serde(default)]
     pub client_certificate: bool,
+    /// How to speak to the upstream: `auto`, `http1`, `http2`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 /// What happens to requests that no upstream matches.
@@ -207,6 +214,18 @@ impl AuthMethod {
             AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
         )
     }
+}
+
+/// The HTTP version spoken to an upstream. `auto`: HTTP/2 when TLS ALPN agrees, HTTP/1.1 on
+/// plaintext; `http2` on plaintext is h2c with prior knowledge. gRPC always goes over HTTP/2
+/// and a WebSocket handshake over HTTP/1.1, whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Auto,
+    Http1,
+    Http2,
 }
 
 /// What to do when the app already sent an `Authorization` header.

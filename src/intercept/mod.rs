@@ -3,13 +3,11 @@
 //! - `authority`: the CA (generated with name constraints, or from files) and minting;
 //! - `leaves`: host certificates per SNI name, cached, as a rustls certificate resolver;
 //! - `trust`: the files apps trust the CA by (`ca.pem`, `bundle.pem`, `truststore.p12`);
-//! - `sniff`: what a tunnel carries first (TLS, HTTP/1, HTTP/2 preface, other).
 //!
 //! The request side (SNI and Host checks, serving the decrypted HTTP) is `proxy::intercept`.
 
 pub mod authority;
 pub mod leaves;
-pub mod sniff;
 pub mod trust;
 
 use std::path::PathBuf;
@@ -100,7 +98,7 @@ impl Interceptor {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(leaves));
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Interceptor {
             authority,
             tls: Arc::new(tls),

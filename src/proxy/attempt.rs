@@ -18,6 +18,7 @@ use super::send::{send, Head, Transport};
 use crate::body::{empty, full, incoming, Body};
 use crate::config::Config;
 use crate::snapshot::Upstream;
+use crate::upstream::Wire;
 
 /// Sends a matched request to `uri` with its upstream's token, replaying once if the
 /// upstream refuses the token and the request can be sent again.
@@ -31,6 +32,7 @@ pub async fn with_token(
     let mut head = Head::new(parts.method, uri, parts.headers);
     let mut payload = Payload::new(body, config.tokens.replay_body_limit).await?;
     let transport = Transport::of(up);
+    let wire = Wire::of(&head.headers, false);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
     loop {
@@ -46,7 +48,7 @@ pub async fn with_token(
             up.config.existing_authorization,
             token.header(),
         )?;
-        let resp = send(transport, head.with_body(payload.take()), timeout).await?;
+        let resp = send(transport, head.with_body(payload.take()), wire, timeout).await?;
         // A 401 for the app's own credentials (`keep`) says nothing about our token.
         if replaying || !injected || !token_refused(&resp) {
             return Ok(resp);

@@ -2,10 +2,11 @@
 //!
 //! tokenproxy answers 200 and looks at the first bytes. A TLS ClientHello is answered with a
 //! host certificate minted for the CONNECT host, but only when the SNI names that host (no SNI,
-//! or another name, closes the tunnel); the decrypted HTTP/1.1 is served through the request
-//! pipeline. A plaintext HTTP/1 request line (what undici sends for `http://` through a proxy)
-//! is served the same way without TLS. The HTTP/2 preface and anything else close the tunnel.
-//! Every way it ends is counted. The app's own client certificate is never asked for.
+//! or another name, closes the tunnel); the decrypted HTTP is served through the request
+//! pipeline, as HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise. A plaintext HTTP/1
+//! request line (what undici sends for `http://` through a proxy), or the HTTP/2 preface, is
+//! served the same way without TLS. Anything else closes the tunnel. Every way it ends is
+//! counted. The app's own client certificate is never asked for.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,9 +23,10 @@ use super::plan::Entry;
 use super::target::Target;
 use crate::body::{empty, Body};
 use crate::config::Scheme;
-use crate::intercept::sniff::{sniff, Opening, Prefixed};
 use crate::metrics::ConnectOutcome;
+use crate::serve::Protocol;
 use crate::snapshot::App;
+use crate::sniff::{sniff, Opening, Prefixed};
 
 /// What serves each request inside a tunnel: the pipeline's driver, handed in so that this
 /// module and the driver do not import each other.
@@ -63,17 +65,15 @@ where
     let io = Prefixed::new(seen, io);
     match opening {
         Opening::Tls => tls(app, io, target, wait, handler).await,
-        Opening::Http1 => {
+        Opening::Http1 | Opening::Http2Preface => {
             count(&app, ConnectOutcome::Plaintext);
             target.scheme = Scheme::Http;
-            http(app, io, target, handler).await;
+            let protocol = match opening {
+                Opening::Http2Preface => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            http(app, io, target, handler, protocol).await;
         }
-        Opening::Http2Preface => refuse(
-            &app,
-            &target,
-            "http2",
-            "HTTP/2 inside a tunnel is not served yet; the app should use HTTP/1.1",
-        ),
         Opening::Other => refuse(
             &app,
             &target,
@@ -135,11 +135,15 @@ where
         }
     };
     count(&app, ConnectOutcome::Intercepted);
-    http(app, stream, target, handler).await;
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    http(app, stream, target, handler, protocol).await;
 }
 
-/// Serves HTTP/1 inside the tunnel until it closes or the proxy drains.
-async fn http<I>(app: Arc<App>, io: I, target: Target, handler: Handler)
+/// Serves HTTP inside the tunnel until it closes or the proxy drains.
+async fn http<I>(app: Arc<App>, io: I, target: Target, handler: Handler, protocol: Protocol)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -147,7 +151,7 @@ where
     let stop = app.draining.subscribe();
     let entry = Entry::Intercepted(Arc::new(target));
     let serve = move |req| handler(app.clone(), entry.clone(), req);
-    crate::serve::connection(io, serve, stop, limits).await;
+    crate::serve::connection(io, serve, stop, limits, protocol).await;
 }
 
 fn count(app: &App, outcome: ConnectOutcome) {

@@ -8,25 +8,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::answer::ProxyError;
 use super::headers::strip_hop_by_hop;
-use crate::body::{incoming, Body, BoxError};
+use crate::body::{incoming, Body};
 use crate::snapshot::Upstream;
-use crate::upstream::pool::PoolError;
-use crate::upstream::{HttpClient, OriginPool, Route};
+use crate::upstream::{Clients, OriginPool, PoolError, Route, Wire};
 
 /// How a request reaches its upstream.
 #[derive(Clone, Copy)]
 pub enum Transport<'a> {
     /// The upstream's own connections to its `url`.
     Pool(&'a Arc<OriginPool>),
-    /// The shared pooled client, for wherever the request's URI points.
-    Client(&'a HttpClient),
+    /// The shared pooled clients, for wherever the request's URI points.
+    Client(&'a Clients),
 }
 
 impl<'a> Transport<'a> {
@@ -39,7 +37,8 @@ impl<'a> Transport<'a> {
 }
 
 /// The request head as it goes upstream: `Host` (regenerated from the URI by the client)
-/// and hop-by-hop headers removed.
+/// and hop-by-hop headers removed, except `TE: trailers`, which says that the client accepts
+/// trailers (gRPC needs it) and so holds end to end.
 pub struct Head {
     pub method: Method,
     pub uri: Uri,
@@ -49,7 +48,11 @@ pub struct Head {
 impl Head {
     pub fn new(method: Method, uri: Uri, mut headers: HeaderMap) -> Head {
         headers.remove(header::HOST);
+        let trailers = accepts_trailers(&headers);
         strip_hop_by_hop(&mut headers);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         Head {
             method,
             uri,
@@ -66,17 +69,34 @@ impl Head {
     }
 }
 
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Sends an unmatched request as it is, minus hop-by-hop headers: never a token.
 pub async fn passthrough(
-    client: &HttpClient,
+    clients: &Clients,
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
+    let wire = Wire::of(&parts.headers, false);
     let head = Head::new(parts.method, parts.uri, parts.headers);
     send(
-        Transport::Client(client),
+        Transport::Client(clients),
         head.with_body(incoming(body)),
+        wire,
         timeout,
     )
     .await
@@ -86,16 +106,17 @@ pub async fn passthrough(
 pub async fn send(
     transport: Transport<'_>,
     req: Request<Body>,
+    wire: Wire,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let request = async {
         match transport {
             Transport::Pool(pool) => pool
-                .send(req)
+                .send(req, wire)
                 .await
-                .map(|r| r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
                 .map_err(|e| classify(&e, pool_error_is_user(&e))),
-            Transport::Client(client) => client
+            Transport::Client(clients) => clients
+                .for_wire(wire)
                 .request(req)
                 .await
                 .map(|r| r.map(incoming))

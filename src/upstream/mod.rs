@@ -1,20 +1,28 @@
 //! How requests reach upstreams: the connections, not the policy.
 //!
-//! - `pool`: connections to an upstream's `url`, driven in the request's own task.
-//! - `client`: the TLS connector (rustls), and hyper-util's pooled client for requests whose
+//! - `pool`: connections to an upstream's `url`: HTTP/1.1 driven in the request's own task,
+//!   and a one-off connection for each WebSocket handshake;
+//! - `h2`: multiplexed HTTP/2 connections to an upstream's `url`;
+//! - `client`: the TLS connectors (rustls), and hyper-util's pooled clients for requests whose
 //!   destination is not fixed (passthrough and url-less upstreams).
+//! - `error`: why a send failed;
 //! - `router`: which upstream a forward-mode target host belongs to.
 //!
 //! Nothing here knows about tokens or the config snapshot; `snapshot` assembles these parts
 //! per upstream and `proxy` decides what to send where.
 
 pub mod client;
+pub mod error;
+pub mod h2;
 pub mod pool;
 pub mod router;
 
 use std::sync::Arc;
 
-pub use client::HttpClient;
+use http::header::{HeaderMap, CONTENT_TYPE};
+
+pub use client::{Clients, Connectors, HttpClient};
+pub use error::PoolError;
 pub use pool::OriginPool;
 pub use router::Router;
 
@@ -23,5 +31,33 @@ pub enum Route {
     /// To its `url`, over its own connections.
     Url(Arc<OriginPool>),
     /// No `url` (forward mode only): to the target the app asked for.
-    AsAsked(HttpClient),
+    AsAsked(Box<Clients>),
+}
+
+/// The HTTP version a request needs on the wire, whatever the upstream's `protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// As the upstream's `protocol` says.
+    Default,
+    /// A WebSocket handshake: HTTP/1.1, whose connection is then handed over.
+    Http1,
+    /// gRPC: HTTP/2, which it needs for trailers.
+    Http2,
+}
+
+impl Wire {
+    /// What `headers` (a request's, after routing) need: gRPC by its content type.
+    pub fn of(headers: &HeaderMap, upgrade: bool) -> Wire {
+        if upgrade {
+            return Wire::Http1;
+        }
+        let grpc = headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            Wire::Http2
+        } else {
+            Wire::Default
+        }
+    }
 }

@@ -1,14 +1,21 @@
-//! Connections to one upstream origin, driven inside the request's own task.
+//! Connections to one upstream origin, in the HTTP version each request needs.
 //!
-//! hyper-util's pooled client runs every connection in a task of its own, so a request crosses
-//! tasks on the way out, again on the way back, and once more for each body chunk. Here the
-//! task serving the app's request polls the upstream connection itself while it waits for the
-//! response head and while the response body streams, and puts the connection back in the pool
-//! when the body has ended. Idle connections are not polled: one the upstream closed meanwhile
-//! is noticed when it is taken, and a request it never sent is retried on a fresh connection.
+//! HTTP/1.1 connections are driven inside the request's own task. hyper-util's pooled client
+//! runs every connection in a task of its own, so a request crosses tasks on the way out,
+//! again on the way back, and once more for each body chunk. Here the task serving the app's
+//! request polls the upstream connection itself while it waits for the response head and while
+//! the response body streams, and puts the connection back in the pool when the body has
+//! ended. Idle connections are not polled: one the upstream closed meanwhile is noticed when it
+//! is taken, and a request it never sent is retried on a fresh connection.
+//!
+//! HTTP/2 requests share the multiplexed connections of [`H2Conns`]. With `protocol: auto`
+//! over TLS the first connection asks ALPN for either, and the server's choice is kept for the
+//! origin. A WebSocket handshake gets a connection of its own, which is handed to the caller
+//! once upgraded.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,16 +25,21 @@ use http::header::{HeaderValue, HOST};
 use http::uri::InvalidUri;
 use http::{Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::client::legacy::connect::Connection as _;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::client::{Connector, Connectors};
+use super::error::PoolError;
+use super::h2::H2Conns;
+use super::Wire;
 use crate::body::{Body, BoxError};
-use crate::config::UpstreamUrl;
+use crate::config::{Scheme, UpstreamProtocol, UpstreamUrl};
 
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
@@ -35,16 +47,6 @@ type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("connect: {0}")]
-    Connect(BoxError),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
-    #[error("connection closed before the request could be sent")]
-    Closed,
-}
 
 /// One HTTP/1.1 connection: the handle to send on and the future that does its I/O.
 struct Conn {
@@ -69,6 +71,11 @@ impl Conn {
     }
 }
 
+/// What `protocol: auto` over TLS has learnt of the origin from ALPN.
+const ALPN_UNKNOWN: u8 = 0;
+const ALPN_HTTP1: u8 = 1;
+const ALPN_H2: u8 = 2;
+
 /// The connections to one upstream `url` (`scheme://host:port/base`).
 pub struct OriginPool {
     origin: Uri,
@@ -76,14 +83,20 @@ pub struct OriginPool {
     host: HeaderValue,
     /// Path prefix without a trailing slash ("" for none).
     base_path: String,
-    connector: HttpsConnector<HttpConnector>,
+    connectors: Connectors,
+    protocol: UpstreamProtocol,
+    tls: bool,
+    /// ALPN's answer so far, for `protocol: auto` over TLS.
+    alpn: AtomicU8,
     idle: Mutex<Vec<Conn>>,
+    h2: H2Conns,
 }
 
 impl OriginPool {
     pub fn new(
         url: &UpstreamUrl,
-        connector: HttpsConnector<HttpConnector>,
+        connectors: Connectors,
+        protocol: UpstreamProtocol,
     ) -> Result<Arc<Self>, http::Error> {
         let authority = url.authority();
         Ok(Arc::new(OriginPool {
@@ -94,8 +107,12 @@ impl OriginPool {
                 .build()?,
             host: HeaderValue::from_str(&authority)?,
             base_path: url.base_path.clone(),
-            connector,
+            connectors,
+            protocol,
+            tls: url.scheme == Scheme::Https,
+            alpn: AtomicU8::new(ALPN_UNKNOWN),
             idle: Mutex::new(Vec::new()),
+            h2: H2Conns::default(),
         }))
     }
 
@@ -136,13 +153,20 @@ impl OriginPool {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, PoolError> {
-        let io = self
-            .connector
+    async fn dial(&self, connector: &Connector) -> Result<Io, PoolError> {
+        connector
             .clone()
             .call(self.origin.clone())
             .await
-            .map_err(PoolError::Connect)?;
+            .map_err(PoolError::Connect)
+    }
+
+    async fn connect(&self, connector: &Connector) -> Result<Conn, PoolError> {
+        let io = self.dial(connector).await?;
+        Self::http1(io).await
+    }
+
+    async fn http1(io: Io) -> Result<Conn, PoolError> {
         let (sender, driver) = http1::handshake(io).await?;
         Ok(Conn {
             sender,
@@ -151,19 +175,100 @@ impl OriginPool {
         })
     }
 
-    /// Sends `req` (its URI from [`OriginPool::target`]; `Host` is set to the origin's) on an
-    /// idle connection, or a new one, and returns the response whose body keeps driving it.
+    /// Sends `req` (its URI from [`OriginPool::target`]) in the HTTP version `wire` and the
+    /// upstream's `protocol` call for, and returns the response. A WebSocket handshake's
+    /// response carries the upgrade (`hyper::upgrade::on`).
     pub async fn send(
         self: &Arc<Self>,
+        req: Request<Body>,
+        wire: Wire,
+    ) -> Result<Response<Body>, PoolError> {
+        match (wire, self.protocol) {
+            (Wire::Http1, _) => Box::pin(self.upgrade(req)).await,
+            (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => {
+                self.send_h2(req, &self.connectors.http2).await
+            }
+            (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None).await,
+            (Wire::Default, UpstreamProtocol::Auto) if !self.tls => self.send_h1(req, None).await,
+            (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
+                ALPN_HTTP1 => self.send_h1(req, None).await,
+                ALPN_H2 => self.send_h2(req, &self.connectors.http2).await,
+                _ => Box::pin(self.probe(req)).await,
+            },
+        }
+    }
+
+    /// The first request of `protocol: auto` over TLS: connects offering both versions and
+    /// keeps the server's choice.
+    async fn probe(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, PoolError> {
+        let io = self.dial(&self.connectors.any).await?;
+        if io.connected().is_negotiated_h2() {
+            self.alpn.store(ALPN_H2, Ordering::Relaxed);
+            let req = self.absolute(req)?;
+            let resp = self.h2.send(|| async { Ok(io) }, req).await?;
+            return Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+        }
+        self.alpn.store(ALPN_HTTP1, Ordering::Relaxed);
+        let conn = Self::http1(io).await?;
+        self.send_h1(req, Some(conn)).await
+    }
+
+    async fn send_h2(
+        &self,
+        req: Request<Body>,
+        connector: &Connector,
+    ) -> Result<Response<Body>, PoolError> {
+        let req = self.absolute(req)?;
+        let resp = self.h2.send(|| self.dial(connector), req).await?;
+        Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+    }
+
+    /// HTTP/2 names the target by `:scheme` and `:authority`, taken from an absolute URI; a
+    /// `Host` header would only repeat it.
+    fn absolute(&self, mut req: Request<Body>) -> Result<Request<Body>, PoolError> {
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = Uri::builder()
+            .scheme(self.origin.scheme_str().unwrap_or("http"))
+            .authority(self.host.as_bytes())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| PoolError::Connect(e.into()))?;
+        *req.uri_mut() = uri;
+        req.headers_mut().remove(HOST);
+        Ok(req)
+    }
+
+    /// A WebSocket handshake, on a connection of its own that is handed over once upgraded.
+    async fn upgrade(&self, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
+        req.headers_mut().insert(HOST, self.host.clone());
+        let io = self.dial(&self.connectors.http1).await?;
+        let (mut sender, conn) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream WebSocket connection ended with an error");
+            }
+        });
+        let resp = sender.send_request(req).await?;
+        Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+    }
+
+    /// Sends `req` on `first`, an idle connection, or a new one, and returns the response
+    /// whose body keeps driving the connection.
+    async fn send_h1(
+        self: &Arc<Self>,
         mut req: Request<Body>,
-    ) -> Result<Response<PooledBody>, PoolError> {
+        mut first: Option<Conn>,
+    ) -> Result<Response<Body>, PoolError> {
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut conn, reused) = match self.take_idle() {
-                Some(conn) => (conn, true),
-                // Boxed: connecting is rare, and inline its state (TLS handshake and all)
-                // would make every request's future kilobytes larger to move.
-                None => (Box::pin(self.connect()).await?, false),
+            let (mut conn, reused) = match first.take() {
+                Some(conn) => (conn, false),
+                None => match self.take_idle() {
+                    Some(conn) => (conn, true),
+                    // Boxed: connecting is rare, and inline its state (TLS handshake and all)
+                    // would make every request's future kilobytes larger to move.
+                    None => (Box::pin(self.connect(&self.connectors.http1)).await?, false),
+                },
             };
             let ready = poll_fn(|cx| {
                 conn.drive(cx);
@@ -187,10 +292,14 @@ impl OriginPool {
             match result {
                 Ok(resp) => {
                     let pool = self.clone();
-                    return Ok(resp.map(|body| PooledBody {
-                        body,
-                        conn: Some(conn),
-                        pool,
+                    return Ok(resp.map(|body| {
+                        PooledBody {
+                            body,
+                            conn: Some(conn),
+                            pool,
+                        }
+                        .map_err(BoxError::from)
+                        .boxed_unsync()
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -255,7 +364,6 @@ impl Drop for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Scheme;
 
     fn pool(base_path: &str) -> Arc<OriginPool> {
         let url = UpstreamUrl {
@@ -264,9 +372,8 @@ mod tests {
             port: 8443,
             base_path: base_path.into(),
         };
-        let connector =
-            crate::upstream::client::connector(None, Duration::from_secs(1), None).unwrap();
-        OriginPool::new(&url, connector).unwrap()
+        let connectors = Connectors::new(None, Duration::from_secs(1), None).unwrap();
+        OriginPool::new(&url, connectors, UpstreamProtocol::Auto).unwrap()
     }
 
     #[test]

@@ -85,7 +85,37 @@ impl Validator<'_> {
             max_connections: p.max_connections.unwrap_or(d.max_connections),
             max_headers: p.max_headers.unwrap_or(d.max_headers),
             max_head_bytes: p.max_head_bytes.unwrap_or(d.max_head_bytes),
+            http2_max_concurrent_streams: p
+                .http2_max_concurrent_streams
+                .unwrap_or(d.http2_max_concurrent_streams),
+            http2_max_header_list_size: p
+                .http2_max_header_list_size
+                .unwrap_or(d.http2_max_header_list_size),
+            http2_max_pending_reset_streams: p
+                .http2_max_pending_reset_streams
+                .unwrap_or(d.http2_max_pending_reset_streams),
+            http2_max_error_reset_streams: p
+                .http2_max_error_reset_streams
+                .unwrap_or(d.http2_max_error_reset_streams),
         };
+        if limits.http2_max_concurrent_streams == 0 {
+            self.problem(
+                &["proxy", "http2_max_concurrent_streams"],
+                "must be at least 1",
+            );
+        }
+        if limits.http2_max_header_list_size < 8192 {
+            self.problem(
+                &["proxy", "http2_max_header_list_size"],
+                "must be at least 8192",
+            );
+        }
+        if limits.http2_max_pending_reset_streams == 0 {
+            self.problem(
+                &["proxy", "http2_max_pending_reset_streams"],
+                "must be at least 1",
+            );
+        }
         if limits.max_connections == 0 {
             self.problem(&["proxy", "max_connections"], "must be at least 1");
         }

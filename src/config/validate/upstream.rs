@@ -70,6 +70,7 @@ impl Validator<'_> {
             ca_file,
             intercept: self.intercepting && u.intercept.unwrap_or(true),
             client_certificate: u.client_certificate,
+            protocol: u.protocol,
         })
     }
 

@@ -1,13 +1,19 @@
-//! Serving HTTP/1 on a listener until told to stop, then draining. Used by the proxy
+//! Serving HTTP on a listener until told to stop, then draining. Used by the proxy
 //! listeners, the admin listener and the demo's built-in servers.
 //!
-//! Each accepted connection runs in its own task. On stop the accept loop ends at once, every
-//! connection is asked to shut down gracefully (an idle keep-alive connection closes, a busy
-//! one closes after its current response), and [`serve`] returns when the last one is gone.
-//! The caller bounds that wait with the drain deadline.
+//! Each accepted connection runs in its own task, which looks at the first bytes: the HTTP/2
+//! preface is served as HTTP/2 (h2c, prior knowledge), anything else as HTTP/1.1
+//! ([`conn`]). On stop the accept loop ends at once, every connection is asked to shut down
+//! gracefully (an idle keep-alive connection closes, a busy one closes after its current
+//! response, an HTTP/2 one gets GOAWAY and finishes its open streams), and [`serve`] returns
+//! when the last one is gone. The caller bounds that wait with the drain deadline.
 
-use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+mod conn;
+mod idle;
+
+pub use conn::{connection, Protocol};
+
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -15,15 +21,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::body::Body;
 use crate::config::Limits;
+use crate::sniff::{sniff, Opening, Prefixed};
 
 /// Serves `listener` with `handler` until `stop` becomes true, then drains.
 pub async fn serve<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
@@ -62,7 +65,7 @@ pub async fn serve_with<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = connection(stream, handler.clone(), stop.clone(), limits);
+                    let conn = sniffed(stream, handler.clone(), stop.clone(), limits);
                     let alive = alive.clone();
                     tokio::spawn(async move {
                         conn.await;
@@ -86,58 +89,41 @@ pub async fn serve_with<F, Fut>(
     let _ = all_closed.recv().await;
 }
 
-/// Serves HTTP/1 on one connection (a TCP stream, or an intercepted TLS stream) until it
-/// ends, or shuts it down gracefully once `stop` becomes true.
-pub async fn connection<I, F, Fut>(io: I, handler: F, stop: watch::Receiver<bool>, limits: Limits)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Serves an accepted connection in the protocol its first bytes show. A client that sends
+/// nothing within `header_read_timeout` is closed, as one that sends half a request head is.
+async fn sniffed<F, Fut>(
+    mut stream: TcpStream,
+    handler: F,
+    stop: watch::Receiver<bool>,
+    limits: Limits,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_head_bytes)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let mut stop = StopSignal::new(stop);
-    let ended = poll_fn(|cx| {
-        if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(res));
-        }
-        stop.poll_stopped(cx).map(|()| None)
-    })
-    .await;
-    let res = match ended {
-        Some(res) => res,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let opening = tokio::time::timeout(limits.header_read_timeout, sniff(&mut stream)).await;
+    let Ok(Ok((opening, seen))) = opening else {
+        return;
     };
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
+    let protocol = match opening {
+        Opening::Http2Preface => Protocol::Http2,
+        // hyper answers anything that is not HTTP/1 with 400.
+        Opening::Http1 | Opening::Tls | Opening::Other => Protocol::Http1,
+    };
+    connection(Prefixed::new(seen, stream), handler, stop, limits, protocol).await;
 }
 
 /// A listener's stop signal as a connection task sees it, cheap to poll again. A connection
 /// task is woken several times per request, and registering with the watch channel on every
 /// wake-up cost more than the rest of the stop handling; once registered, the channel is
 /// polled again only when its value has changed or the task's waker is a different one.
-struct StopSignal {
+pub(crate) struct StopSignal {
     changes: watch::Receiver<bool>,
     stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
     registered: Option<Waker>,
 }
 
 impl StopSignal {
-    fn new(mut stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(mut stop: watch::Receiver<bool>) -> Self {
         let changes = stop.clone();
         StopSignal {
             changes,
@@ -147,7 +133,7 @@ impl StopSignal {
     }
 
     /// Ready once the listener is told to stop (or its sender is gone).
-    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let same_waker = self
             .registered
             .as_ref()

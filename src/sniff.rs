@@ -1,4 +1,5 @@
-//! What an app sends first into a CONNECT tunnel, and a stream that gives those bytes back.
+//! What a client sends first on a connection (a listener's, or a CONNECT tunnel's), and a
+//! stream that gives those bytes back.
 //!
 //! Only the first bytes are looked at, never parsed as a protocol: a TLS handshake record
 //! starts with 0x16; an HTTP/1 request with a method token and a space; the HTTP/2
@@ -23,17 +24,16 @@ pub enum Opening {
 
 /// Reads until the opening is known (a few bytes), returning it and the bytes read.
 pub async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Opening, Bytes)> {
-    let mut seen = Vec::with_capacity(16);
-    let mut chunk = [0u8; 16];
+    // Whatever the first read brings is given back, so one read usually holds a whole
+    // request head and the protocol that follows does not need a second.
+    let mut seen = Vec::with_capacity(1024);
     loop {
         if let Some(opening) = classify(&seen) {
             return Ok((opening, Bytes::from(seen)));
         }
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
+        if io.read_buf(&mut seen).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        seen.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -95,6 +95,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

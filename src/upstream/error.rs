@@ -1,0 +1,13 @@
+//! Why a request could not be sent to an upstream, or its answer not read.
+
+use crate::body::BoxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("connect: {0}")]
+    Connect(BoxError),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("connection closed before the request could be sent")]
+    Closed,
+}
