@@ -30,6 +30,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: IntGauge,
     pub intercept: InterceptMetrics,
+    /// WebSocket connections upgraded, by upstream (`unmatched` for passthrough).
+    pub upgrades: IntCounterVec,
+    /// Upgraded connections open now.
+    pub upgraded_open: IntGauge,
 }
 
 /// TLS interception: CONNECTs by outcome, certificates minted, failed handshakes, expiries.
@@ -226,6 +230,17 @@ impl Metrics {
                 "1 if the last config reload succeeded, else 0.",
             )?,
             intercept: InterceptMetrics::register(&registry)?,
+            upgrades: IntCounterVec::new(
+                Opts::new(
+                    "tokenproxy_upgrades_total",
+                    "Connections upgraded (WebSocket) after the upstream answered 101, by upstream.",
+                ),
+                &["upstream"],
+            )?,
+            upgraded_open: IntGauge::new(
+                "tokenproxy_upgraded_connections",
+                "Upgraded (WebSocket) connections open now.",
+            )?,
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -249,6 +264,8 @@ impl Metrics {
         r.register(Box::new(m.upstream_auth_retries.clone()))?;
         r.register(Box::new(m.config_reloads.clone()))?;
         r.register(Box::new(m.config_last_reload_successful.clone()))?;
+        r.register(Box::new(m.upgrades.clone()))?;
+        r.register(Box::new(m.upgraded_open.clone()))?;
         r.register(Box::new(build_info))?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

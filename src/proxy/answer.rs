@@ -104,8 +104,9 @@ impl ProxyError {
         }
     }
 
-    /// The answer the app gets. `upstream` is a config name or `unmatched`.
-    pub fn into_response(self, upstream: &str) -> Response<Body> {
+    /// The answer the app gets. `upstream` is a config name or `unmatched`; `http2` says the
+    /// request came over HTTP/2, where a stream, not the connection, ends with the answer.
+    pub fn into_response(self, upstream: &str, http2: bool) -> Response<Body> {
         let (status, code) = self.status_and_code();
         let body = serde_json::json!({
             "error": code,
@@ -118,7 +119,8 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST {
+        let closes = status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST;
+        if closes && !http2 {
             // After a malformed request the connection's framing cannot be trusted; after a
             // misdirected one, neither can the client's idea of where it is connected.
             resp.headers_mut()

@@ -13,8 +13,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 
 use super::answer::ProxyError;
+use super::grpc::{self, is_grpc};
 use super::headers::inject;
 use super::send::{send, Head, Transport};
+use super::upgrade;
 use crate::body::{empty, full, incoming, Body};
 use crate::config::Config;
 use crate::snapshot::Upstream;
@@ -27,12 +29,17 @@ pub async fn with_token(
     req: Request<Incoming>,
     uri: Uri,
     config: &Config,
+    websocket: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
+    let grpc = is_grpc(&parts.headers);
     let mut head = Head::new(parts.method, uri, parts.headers);
+    if websocket {
+        upgrade::restore(&mut head.headers);
+    }
     let mut payload = Payload::new(body, config.tokens.replay_body_limit).await?;
     let transport = Transport::of(up);
-    let wire = Wire::of(&head.headers, false);
+    let wire = Wire::of(&head.headers, websocket);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
     loop {
@@ -50,6 +57,9 @@ pub async fn with_token(
         )?;
         let resp = send(transport, head.with_body(payload.take()), wire, timeout).await?;
         // A 401 for the app's own credentials (`keep`) says nothing about our token.
+        if grpc && injected {
+            return Ok(grpc::watch(resp, &up.tokens, token));
+        }
         if replaying || !injected || !token_refused(&resp) {
             return Ok(resp);
         }

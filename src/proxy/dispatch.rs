@@ -5,34 +5,44 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::plan::{self, Entry, Plan};
-use super::{attempt, connect, intercept, send};
+use super::{attempt, connect, grpc, intercept, send, upgrade};
 use crate::body::Body;
 use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
 
 /// Serves one request that came in on a proxy listener.
-pub async fn handle(app: Arc<App>, entry: Entry, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = app.snapshot.load_full();
     let config = &snap.config;
     let is_connect = req.method() == Method::CONNECT;
+    let caller = Caller::of(&req);
+    let websocket = upgrade::take(&mut req);
     let (up, result) = match plan::resolve(&app, &snap, &entry, &req) {
         Plan::Matched { up, uri } => {
-            let result = attempt::with_token(&up, req, uri, config).await;
+            let ws = websocket.is_some();
+            let result = attempt::with_token(&up, req, uri, config, ws).await;
+            let result = match websocket {
+                Some(client) => result.map(|r| upgrade::hand_over(&app, &up.name, client, r)),
+                None => result,
+            };
             (Some(up), result)
         }
         Plan::Passthrough => {
             let timeout = config.proxy.request_timeout;
-            (
-                None,
-                send::passthrough(&snap.passthrough, req, timeout).await,
-            )
+            let ws = websocket.is_some();
+            let result = send::passthrough(&snap.passthrough, req, timeout, ws).await;
+            let result = match websocket {
+                Some(client) => result.map(|r| upgrade::hand_over(&app, UNMATCHED, client, r)),
+                None => result,
+            };
+            (None, result)
         }
         Plan::Tunnel(target) => {
             let opened = connect::tunnel(req, target, &config.proxy).await;
@@ -54,7 +64,24 @@ pub async fn handle(app: Arc<App>, entry: Entry, req: Request<Incoming>) -> Resp
             (up, Err(why))
         }
     };
-    finish(&app.unmatched, up.as_deref(), started, result)
+    finish(&app.unmatched, up.as_deref(), started, result, caller)
+}
+
+/// What the answer to an error must suit: a gRPC client reads only gRPC status, and HTTP/2
+/// has no `Connection` header.
+#[derive(Clone, Copy)]
+struct Caller {
+    grpc: bool,
+    http2: bool,
+}
+
+impl Caller {
+    fn of<B>(req: &Request<B>) -> Caller {
+        Caller {
+            grpc: grpc::is_grpc(req.headers()),
+            http2: req.version() == Version::HTTP_2,
+        }
+    }
 }
 
 /// [`handle`] for requests inside an intercepted tunnel.
@@ -72,6 +99,7 @@ fn finish(
     up: Option<&Upstream>,
     started: Instant,
     result: Result<Response<Body>, ProxyError>,
+    caller: Caller,
 ) -> Response<Body> {
     let label = up.map_or(UNMATCHED, |u| &u.name);
     let resp = result.unwrap_or_else(|e| {
@@ -81,7 +109,11 @@ fn finish(
         } else {
             tracing::debug!(upstream = label, error = %e, "request refused");
         }
-        e.into_response(label)
+        if caller.grpc {
+            grpc::error_response(&e)
+        } else {
+            e.into_response(label, caller.http2)
+        }
     });
     let took = started.elapsed().as_secs_f64();
     let m = up.map_or(unmatched, |u| &u.metrics);

@@ -10,9 +10,11 @@
 //!   response checks, and passthrough without a token.
 //! - `connect`: CONNECT tunnels to unmatched hosts.
 //! - `intercept`: CONNECT to matched hosts: TLS terminated with a minted certificate (or a
-//!   plaintext HTTP/1 tunnel), each request inside served through this same pipeline.
+//!   plaintext tunnel), each request inside served through this same pipeline.
+//! - `upgrade`: WebSocket handshakes, and the splice once the upstream has said 101.
+//! - `grpc`: tokenproxy's own errors as gRPC status; upstream `UNAUTHENTICATED` as a 401.
 //! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
-//!   the edge.
+//!   the edge (as gRPC status for a gRPC call, as JSON otherwise).
 //! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
 //!   error-to-status table.
 //!
@@ -23,11 +25,13 @@ pub mod answer;
 pub mod attempt;
 pub mod connect;
 pub mod dispatch;
+pub mod grpc;
 pub mod headers;
 pub mod intercept;
 pub mod plan;
 pub mod send;
 pub mod target;
+pub mod upgrade;
 
 pub use answer::ProxyError;
 pub use dispatch::handle;

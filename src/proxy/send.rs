@@ -89,10 +89,14 @@ pub async fn passthrough(
     clients: &Clients,
     req: Request<Incoming>,
     timeout: Duration,
+    websocket: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let wire = Wire::of(&parts.headers, false);
-    let head = Head::new(parts.method, parts.uri, parts.headers);
+    let wire = Wire::of(&parts.headers, websocket);
+    let mut head = Head::new(parts.method, parts.uri, parts.headers);
+    if websocket {
+        super::upgrade::restore(&mut head.headers);
+    }
     send(
         Transport::Client(clients),
         head.with_body(incoming(body)),

@@ -247,8 +247,10 @@ impl Echo {
         }
         let view = serde_json::json!({
             "method": parts.method.as_str(),
+            "version": format!("{:?}", parts.version),
             "uri": parts.uri.to_string(),
             "host": parts.headers.get(header::HOST).map(|v| v.to_str().unwrap().to_string()),
+            "authority": parts.uri.authority().map(|a| a.to_string()),
             "authorization": auth,
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
