@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -283,5 +282,114 @@ async fn tokenproxys_own_errors_reach_grpc_clients_as_grpc_status() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "7", "PERMISSION_DENIED");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn intercepted_tunnels_speak_http2_by_alpn_or_prior_knowledge() {
+    use common::tunnel::{client_offering, connect};
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let trust = tempfile::tempdir().unwrap();
+    let proxy = format!(
+        "  listen: 127.0.0.1:0\n  intercept:\n    ca: generate\n    trust_dir: {}\n",
+        trust.path().display()
+    );
+    let upstreams = format!(
+        "  api:\n    url: {}\n    match: [api.example.com]\n    client: idp\n",
+        echo.url()
+    );
+    let p = tokenproxy::start(config(&idp, &proxy, &upstreams))
+        .await
+        .unwrap();
+    let fwd = p.forward_addr().unwrap();
+
+    // https:// with ALPN h2.
+    let tcp = connect(fwd, "api.example.com:443").await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("api.example.com").unwrap();
+    let tls = client_offering(trust.path(), true, &[b"h2", b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut c, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = c
+        .send_request(get("https://api.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let v = json(resp).await;
+    assert_eq!(v["authorization"], serde_json::json!(["Bearer tok-1"]));
+    assert_eq!(v["uri"], "/a");
+    // Another :authority on this connection is refused (domain fronting).
+    let resp = c
+        .send_request(get("https://other.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    // http:// through a tunnel with the h2c preface.
+    let tcp = connect(fwd, "api.example.com:80").await.unwrap();
+    let (mut c, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = c
+        .send_request(get("http://api.example.com/b"))
+        .await
+        .unwrap();
+    let v = json(resp).await;
+    assert_eq!(v["authorization"], serde_json::json!(["Bearer tok-1"]));
+    assert_eq!(v["uri"], "/b");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_refused_unprocessed_is_sent_again_when_its_body_was_kept() {
+    let idp = FakeIdp::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = streams.clone();
+    // An HTTP/2 server that refuses streams 1 and 3 of its first connection unprocessed.
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(tcp).await.unwrap();
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 || n == 3 {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            } else {
+                respond.send_response(Response::new(()), true).unwrap();
+            }
+        }
+    });
+    let upstreams = format!(
+        "  api:\n    url: http://{addr}\n    listen: 127.0.0.1:0\n    client: idp\n    protocol: http2\n"
+    );
+    let p = tokenproxy::start(config(&idp, "", &upstreams))
+        .await
+        .unwrap();
+    let rev = p.reverse_addr("api").unwrap();
+    let r = common::get(rev, "/x", "api", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        streams.load(Ordering::SeqCst),
+        2,
+        "refused once, then sent again"
+    );
+    // A streamed body was not kept, so it cannot be sent again: 502.
+    let r = raw(
+        rev,
+        "POST /x HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    assert_eq!(streams.load(Ordering::SeqCst), 3);
     p.shutdown().await;
 }

@@ -21,6 +21,8 @@ pub enum ProxyError {
     TokenUnavailable(String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    #[error("upstream refused the request unprocessed (HTTP/2 REFUSED_STREAM or GOAWAY): {0}")]
+    UpstreamRefusedStream(String),
     #[error("upstream {0} is no longer configured")]
     UpstreamRemoved(String),
     #[error("upstream {0} has no url")]
@@ -79,7 +81,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             TokenUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
-            UpstreamUnreachable(_) | UpstreamRemoved(_) | NoUrl(_) => {
+            UpstreamUnreachable(_) | UpstreamRefusedStream(_) | UpstreamRemoved(_) | NoUrl(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
             BadUpstreamResponse(_) => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),

@@ -1,7 +1,9 @@
 //! A matched request: wait for the token, inject it, send; replay once after a 401.
 //!
 //! A small body (up to `tokens.replay_body_limit`, known from Content-Length) is buffered so
-//! the request can be replayed; a larger or unsized one streams. If the upstream answers 401
+//! the request can be replayed; a larger or unsized one streams. A kept request is also sent
+//! once more when an HTTP/2 upstream refuses its stream unprocessed (`REFUSED_STREAM`, or left
+//! out by a graceful `GOAWAY`). If the upstream answers 401
 //! with a Bearer challenge that blames the token, the token is dropped (under the token
 //! source's storm guard) and, when the body was kept, the request goes once more with the new
 //! token; otherwise the 401 goes back and the next request gets the new one.
@@ -42,6 +44,7 @@ pub async fn with_token(
     let wire = Wire::of(&head.headers, websocket);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
+    let mut resent = false;
     loop {
         let token = up
             .tokens
@@ -55,11 +58,21 @@ pub async fn with_token(
             up.config.existing_authorization,
             token.header(),
         )?;
-        let resp = send(transport, head.with_body(payload.take()), wire, timeout).await?;
-        // A 401 for the app's own credentials (`keep`) says nothing about our token.
+        let sent = send(transport, head.with_body(payload.take()), wire, timeout).await;
+        let (resp, spare) = match (sent, spare) {
+            // Refused unprocessed: once more, on another stream, if the body was kept.
+            (Err(ProxyError::UpstreamRefusedStream(why)), Some(spare)) if !resent => {
+                tracing::debug!(upstream = %up.name, reason = %why,
+                    "upstream refused the stream unprocessed; sending it again");
+                (head, resent) = (spare.into_head(), true);
+                continue;
+            }
+            (sent, spare) => (sent?, spare),
+        };
         if grpc && injected {
             return Ok(grpc::watch(resp, &up.tokens, token));
         }
+        // A 401 for the app's own credentials (`keep`) says nothing about our token.
         if replaying || !injected || !token_refused(&resp) {
             return Ok(resp);
         }

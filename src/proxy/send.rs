@@ -145,12 +145,29 @@ pub async fn send(
 
 /// A failure while streaming the app's request body (bad chunked framing, a client that went
 /// away) is the app's fault, not the upstream's: 400, which also closes the connection.
-fn classify(e: &dyn std::error::Error, user_body: bool) -> ProxyError {
+fn classify(e: &(dyn std::error::Error + 'static), user_body: bool) -> ProxyError {
     if user_body {
         ProxyError::BodyUnreadable(error_chain(e))
+    } else if never_processed(e) {
+        ProxyError::UpstreamRefusedStream(error_chain(e))
     } else {
         ProxyError::UpstreamUnreachable(error_chain(e))
     }
+}
+
+/// An HTTP/2 stream the upstream refused before doing anything with it: `REFUSED_STREAM`, or
+/// a graceful `GOAWAY` (NO_ERROR) that left it out. Such a request may be sent again.
+fn never_processed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let reason = h2.reason();
+            return reason == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote() && reason == Some(h2::Reason::NO_ERROR));
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn legacy_error_is_user(e: &hyper_util::client::legacy::Error) -> bool {

@@ -85,7 +85,10 @@ pub async fn connection<I, F, Fut>(
 }
 
 /// Drives `conn` to its end; on a stop (or, for HTTP/2, when idle) asks it to shut down
-/// gracefully and drives it to the end of that.
+/// gracefully and drives it to the end of that. A stop's shutdown is bounded by the drain
+/// deadline; an idle one by the idle timeout again, because an HTTP/2 graceful shutdown
+/// waits for the client to answer a PING, and a client that never does would otherwise keep
+/// its connection.
 async fn until_stopped<C>(
     conn: C,
     shutdown: impl FnOnce(Pin<&mut C>),
@@ -99,21 +102,32 @@ where
     let mut stop = StopSignal::new(stop);
     let ended = poll_fn(|cx| {
         if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(res));
+            return Poll::Ready(Ended::Done(res));
         }
         if let Some(idle) = &mut idle {
             if idle.poll_expired(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Ended::Idle(idle.timeout()));
             }
         }
-        stop.poll_stopped(cx).map(|()| None)
+        stop.poll_stopped(cx).map(|()| Ended::Stopped)
     })
     .await;
     match ended {
-        Some(res) => res,
-        None => {
+        Ended::Done(res) => res,
+        Ended::Stopped => {
             shutdown(conn.as_mut());
             conn.await
         }
+        Ended::Idle(grace) => {
+            shutdown(conn.as_mut());
+            // No stream is open, so nothing is lost by dropping it when the grace is over.
+            tokio::time::timeout(grace, conn).await.unwrap_or(Ok(()))
+        }
     }
+}
+
+enum Ended {
+    Done(Result<(), hyper::Error>),
+    Stopped,
+    Idle(std::time::Duration),
 }

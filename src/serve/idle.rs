@@ -111,6 +111,10 @@ impl IdleTimer {
         }
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Ready once no stream has been open for `timeout`.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod h2raw;
 pub mod tunnel;
 
 /// One scripted answer of the fake authorization server.

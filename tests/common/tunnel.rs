@@ -34,6 +34,11 @@ pub async fn connect(proxy: SocketAddr, authority: &str) -> Result<TcpStream, St
 
 /// A TLS client that trusts only `ca.pem` (and offers http/1.1).
 pub fn client(trust: &Path, sni: bool) -> tokio_rustls::TlsConnector {
+    client_offering(trust, sni, &[b"http/1.1"])
+}
+
+/// A TLS client that trusts only `ca.pem` and offers `alpn`.
+pub fn client_offering(trust: &Path, sni: bool, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let pem = std::fs::read(trust.join("ca.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in pem_certs(&pem) {
@@ -45,7 +50,7 @@ pub fn client(trust: &Path, sni: bool) -> tokio_rustls::TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.enable_sni = sni;
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
