@@ -2,10 +2,13 @@
 """End-to-end checks of the real tokenproxy binary against real peers.
 
 Authorization server: oidc-provider (idp.mjs), issuing JWT access tokens.
-Upstream: nginx, echoing the Authorization header it receives, plus a 401 location.
+Upstream: nginx, echoing the Authorization header it receives, plus a 401 location, and over
+HTTP/2 (TLS and h2c); a grpcio server and a websockets server that check the token
+(resource_servers.py).
 Apps: curl (forward listener via -x, reverse listener) and Python requests (HTTP_PROXY); for
 https:// through HTTPS_PROXY with TLS interception, curl, Python requests and httpx, Node
-undici and axios, Java HttpClient and Go net/http (intercept_checks.py). Every process
+undici and axios, Java HttpClient and Go net/http (intercept_checks.py); curl over HTTP/2,
+grpcio, websockets and h2load (h2_checks.py). Every process
 started here is stopped here, by PID.
 
 Usage: check.py TOKENPROXY_BINARY
@@ -14,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,7 @@ import requests
 
 import assertion_checks
 import exec_checks
+import h2_checks
 import intercept_checks
 import mtls_checks
 
@@ -91,6 +96,9 @@ class Env:
         self.pki, mtls_env = mtls_checks.make_pki(tmp)
         self.idp_env.update(mtls_env)
         self.mtls_port, self.bound_port = free_port(), free_port()
+        self.grpc_port, self.grpc_rev_port, self.grpc_dead_port = free_port(), free_port(), free_port()
+        self.ws_port, self.ws_rev_port = free_port(), free_port()
+        self.h2tls_port, self.h2c_port = free_port(), free_port()
 
     @property
     def fwd(self):
@@ -105,6 +113,20 @@ class Env:
             "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL), **self.idp_env},
             log=os.path.join(self.tmp, "idp.log"))
         wait_http(f"http://127.0.0.1:{self.idp_port}/.well-known/openid-configuration")
+
+    def start_resource_servers(self):
+        start("resource servers", [sys.executable, os.path.join(HERE, "resource_servers.py")], env={
+            "IDP_PORT": str(self.idp_port), "GRPC_PORT": str(self.grpc_port), "WS_PORT": str(self.ws_port)},
+            log=os.path.join(self.tmp, "resource_servers.log"))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                for port in (self.grpc_port, self.ws_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the gRPC and WebSocket servers did not start")
 
     def stats(self):
         return requests.get(f"http://127.0.0.1:{self.idp_port}/__stats", timeout=5,
@@ -121,6 +143,7 @@ class Env:
             text = f.read()
         for k, v in {"TMP": self.tmp, "HTTP_PORT": self.http_port, "TLS_PORT": self.tls_port,
                      "CERT": cert, "KEY": key, "MTLS_PORT": self.mtls_port, "BOUND_PORT": self.bound_port,
+                     "H2TLS_PORT": self.h2tls_port, "H2C_PORT": self.h2c_port,
                      "IDP_PORT": self.idp_port, **self.pki}.items():
             text = text.replace("@" + k + "@", str(v))
         with open(conf, "w") as f:
@@ -136,7 +159,11 @@ class Env:
         for k, v in {"IDP_PORT": self.idp_port, "HTTP_PORT": self.http_port, "FWD_PORT": self.fwd_port,
                      "REV_PORT": self.rev_port, "ADMIN_PORT": self.admin_port,
                      "TRUST_DIR": self.trust_dir, "MTLS_PORT": self.mtls_port,
-                     "BOUND_PORT": self.bound_port, **self.key_paths, **self.pki}.items():
+                     "BOUND_PORT": self.bound_port, "GRPC_PORT": self.grpc_port,
+                     "GRPC_REV_PORT": self.grpc_rev_port, "GRPC_DEAD_PORT": self.grpc_dead_port,
+                     "DEAD_PORT": free_port(), "WS_PORT": self.ws_port, "WS_REV_PORT": self.ws_rev_port,
+                     "H2TLS_PORT": self.h2tls_port, "H2C_PORT": self.h2c_port,
+                     **self.key_paths, **self.pki}.items():
             text = text.replace("@" + k + "@", str(v))
         cfg = self.config = os.path.join(self.tmp, "tokenproxy.yaml")
         with open(cfg, "w") as f:
@@ -169,6 +196,7 @@ def main():
     try:
         env.start_nginx()
         env.start_idp()
+        env.start_resource_servers()
         env.start_tokenproxy()
         run_checks(env)
     except Exception as e:  # noqa: BLE001 - start-up failed: show the logs below
@@ -178,7 +206,7 @@ def main():
         for _, p in reversed(PROCS):
             stop(p)
         if FAILURES:
-            for name in ("tokenproxy.log", "idp.log", "error.log"):
+            for name in ("tokenproxy.log", "idp.log", "error.log", "resource_servers.log"):
                 path = os.path.join(tmp, name)
                 if os.path.exists(path):
                     print(f"--- {name} (last 40 lines)")
@@ -226,6 +254,7 @@ def run_checks(env):
     check("the server saw exactly one token request per upstream", one_fetch_per_upstream)
 
     intercept_checks.checks(env, check)
+    h2_checks.checks(env, check)
 
     def replay_401():
         before = env.stats().get("basic-client https://authfail.e2e.test", 0)

@@ -19,6 +19,8 @@ const resources = {
   'https://orders.e2e.test': { scope: 'orders:read', ttl: 3600 },
   'https://authfail.e2e.test': { scope: 'authfail:read', ttl: 3600 },
   'https://short.e2e.test': { scope: 'short:read', ttl: shortTtl },
+  'https://grpc.e2e.test': { scope: 'grpc:call', ttl: 3600 },
+  'https://ws.e2e.test': { scope: 'ws:chat', ttl: shortTtl },
 };
 const allScopes = Object.values(resources).flatMap((r) => r.scope.split(' '));
 

@@ -4,10 +4,20 @@ import socket
 import subprocess
 
 
+_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago and has not been given out before in this
+    run (the kernel may hand a just-closed port out again, and two servers on one port would
+    make one of them answer for the other)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def stop(p):

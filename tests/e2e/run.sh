@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests: the real tokenproxy binary against oidc-provider (authorization server)
-# and nginx (upstream), with curl, Python requests and httpx, Node undici and axios, Java
-# HttpClient and Go net/http as the apps. Installs what it needs on a
+# and nginx (upstream, HTTP/1.1 and HTTP/2), a grpcio and a websockets server, with curl, Python
+# requests and httpx, Node undici and axios, Java HttpClient, Go net/http, grpcio, websockets
+# and h2load as the apps. Installs what it needs on a
 # fresh Debian machine, runs bounded (check.py stops every process it started, by PID), and
 # exits non-zero on any failure.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null 2>&1 || [ -x /usr/lib/go/bin/go ] || need_apt+=(golang-go)
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "e2e: installing ${need_apt[*]}"
   apt-get update -qq
