@@ -77,7 +77,9 @@ impl H2Conns {
                 let _one_at_a_time = self.connecting.lock().await;
                 match self.pick() {
                     Some(found) => found,
-                    None => self.connect(connect().await?).await?,
+                    // Boxed: connecting is rare, and its state (the handshake) inline would
+                    // make every request's future kilobytes larger.
+                    None => Box::pin(async { self.connect(connect().await?).await }).await?,
                 }
             }
         };
