@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 
 use super::answer::ProxyError;
-use super::grpc::{self, is_grpc};
+use super::grpc;
 use super::headers::inject;
 use super::send::{send, Head, Transport};
 use super::upgrade;
@@ -25,23 +25,22 @@ use crate::snapshot::Upstream;
 use crate::upstream::Wire;
 
 /// Sends a matched request to `uri` with its upstream's token, replaying once if the
-/// upstream refuses the token and the request can be sent again.
+/// upstream refuses the token and the request can be sent again. `wire` says whether it is a
+/// WebSocket handshake (HTTP/1.1) or a gRPC call (HTTP/2).
 pub async fn with_token(
     up: &Upstream,
     req: Request<Incoming>,
     uri: Uri,
     config: &Config,
-    websocket: bool,
+    wire: Wire,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let grpc = is_grpc(&parts.headers);
     let mut head = Head::new(parts.method, uri, parts.headers);
-    if websocket {
+    if wire == Wire::Http1 {
         upgrade::restore(&mut head.headers);
     }
     let mut payload = Payload::new(body, config.tokens.replay_body_limit).await?;
     let transport = Transport::of(up);
-    let wire = Wire::of(&head.headers, websocket);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
     let mut resent = false;
@@ -69,7 +68,7 @@ pub async fn with_token(
             }
             (sent, spare) => (sent?, spare),
         };
-        if grpc && injected {
+        if wire == Wire::Http2 && injected {
             return Ok(grpc::watch(resp, &up.tokens, token));
         }
         // A 401 for the app's own credentials (`keep`) says nothing about our token.

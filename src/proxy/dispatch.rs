@@ -15,6 +15,7 @@ use super::{attempt, connect, grpc, intercept, send, upgrade};
 use crate::body::Body;
 use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
+use crate::upstream::Wire;
 
 /// Serves one request that came in on a proxy listener.
 pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> Response<Body> {
@@ -24,10 +25,10 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
     let is_connect = req.method() == Method::CONNECT;
     let caller = Caller::of(&req);
     let websocket = upgrade::take(&mut req);
+    let wire = Wire::of(caller.grpc, websocket.is_some());
     let (up, result) = match plan::resolve(&app, &snap, &entry, &req) {
         Plan::Matched { up, uri } => {
-            let ws = websocket.is_some();
-            let result = attempt::with_token(&up, req, uri, config, ws).await;
+            let result = attempt::with_token(&up, req, uri, config, wire).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, &up.name, client, r)),
                 None => result,
@@ -36,8 +37,7 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         }
         Plan::Passthrough => {
             let timeout = config.proxy.request_timeout;
-            let ws = websocket.is_some();
-            let result = send::passthrough(&snap.passthrough, req, timeout, ws).await;
+            let result = send::passthrough(&snap.passthrough, req, timeout, wire).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, UNMATCHED, client, r)),
                 None => result,

@@ -34,6 +34,16 @@ static PROTECTED: [HeaderName; 4] = [
 
 /// Removes hop-by-hop headers and those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, false);
+}
+
+/// [`strip_hop_by_hop`] for a request, keeping `TE: trailers`: it says the client accepts
+/// trailers (gRPC needs it), which holds end to end. Returns whether it was kept.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    strip(headers, true)
+}
+
+fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) -> bool {
     // One pass over the names finds which hop-by-hop headers are there, so only those are
     // hashed for removal. Most messages carry none, or only `Connection: keep-alive`, which
     // names nothing that is not removed anyway.
@@ -44,8 +54,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if !present.contains(&true) {
-        return;
+        return false;
     }
+    let trailers = keep_te_trailers && present[TE_INDEX] && accepts_trailers(headers);
     if present[0] {
         remove_connection_named(headers);
     }
@@ -54,6 +65,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    trailers
+}
+
+const TE_INDEX: usize = 5;
+
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let coding = t.split(';').next().unwrap_or("");
+            coding.trim().eq_ignore_ascii_case("trailers")
+        })
 }
 
 /// The position of `name` in [`HOP_BY_HOP`]. A match on the (lowercase) name is a length
@@ -195,10 +224,23 @@ mod tests {
             ("authorization", "Bearer app"),
             ("x-keep", "yes"),
         ]);
+        let mut request = h.clone();
         strip_hop_by_hop(&mut h);
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort();
         assert_eq!(names, ["authorization", "content-length", "host", "x-keep"]);
+        // A request keeps `TE: trailers`, and only that.
+        assert!(strip_request_hop_by_hop(&mut request));
+        assert_eq!(request[header::TE], "trailers");
+        let mut gzip = map(&[("te", "gzip, trailers;q=0.5"), ("x-a", "1")]);
+        assert!(strip_request_hop_by_hop(&mut gzip));
+        assert_eq!(
+            gzip.get_all(header::TE).iter().collect::<Vec<_>>(),
+            ["trailers"]
+        );
+        let mut plain = map(&[("te", "gzip")]);
+        assert!(!strip_request_hop_by_hop(&mut plain));
+        assert!(plain.is_empty());
     }
 
     #[test]

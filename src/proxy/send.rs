@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use super::answer::ProxyError;
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::body::{incoming, Body};
 use crate::snapshot::Upstream;
 use crate::upstream::{Clients, OriginPool, PoolError, Route, Wire};
@@ -37,8 +37,7 @@ impl<'a> Transport<'a> {
 }
 
 /// The request head as it goes upstream: `Host` (regenerated from the URI by the client)
-/// and hop-by-hop headers removed, except `TE: trailers`, which says that the client accepts
-/// trailers (gRPC needs it) and so holds end to end.
+/// and hop-by-hop headers removed, except `TE: trailers`.
 pub struct Head {
     pub method: Method,
     pub uri: Uri,
@@ -48,11 +47,7 @@ pub struct Head {
 impl Head {
     pub fn new(method: Method, uri: Uri, mut headers: HeaderMap) -> Head {
         headers.remove(header::HOST);
-        let trailers = accepts_trailers(&headers);
-        strip_hop_by_hop(&mut headers);
-        if trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
+        strip_request_hop_by_hop(&mut headers);
         Head {
             method,
             uri,
@@ -69,32 +64,16 @@ impl Head {
     }
 }
 
-fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("trailers")
-        })
-}
-
 /// Sends an unmatched request as it is, minus hop-by-hop headers: never a token.
 pub async fn passthrough(
     clients: &Clients,
     req: Request<Incoming>,
     timeout: Duration,
-    websocket: bool,
+    wire: Wire,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let wire = Wire::of(&parts.headers, websocket);
     let mut head = Head::new(parts.method, parts.uri, parts.headers);
-    if websocket {
+    if wire == Wire::Http1 {
         super::upgrade::restore(&mut head.headers);
     }
     send(

@@ -23,7 +23,11 @@ use crate::snapshot::App;
 
 /// Takes the app side of a WebSocket handshake out of `req`, or `None` for any other request.
 pub fn take<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
-    if req.version() != Version::HTTP_11 || !is_websocket(req.headers()) {
+    // `Upgrade` first: one lookup, and almost every request has none.
+    if !req.headers().contains_key(UPGRADE)
+        || req.version() != Version::HTTP_11
+        || !is_websocket(req.headers())
+    {
         return None;
     }
     req.extensions_mut().remove::<OnUpgrade>()

@@ -65,7 +65,9 @@ pub async fn connection<I, F, Fut>(
             let streams = activity.clone();
             let service = service_fn(move |req| {
                 let guard = streams.stream();
-                let fut = handler(req);
+                // Boxed: hyper spawns each stream as a task and moves its future on the way;
+                // a pointer moves for free, the request's whole state machine would not.
+                let fut = Box::pin(handler(req));
                 async move { Ok::<_, Infallible>(fut.await.map(|b| tracked(b, guard))) }
             });
             let conn = http2::Builder::new(TokioExecutor::new())

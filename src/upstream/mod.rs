@@ -19,8 +19,6 @@ pub mod router;
 
 use std::sync::Arc;
 
-use http::header::{HeaderMap, CONTENT_TYPE};
-
 pub use client::{Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
@@ -46,18 +44,12 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// What `headers` (a request's, after routing) need: gRPC by its content type.
-    pub fn of(headers: &HeaderMap, upgrade: bool) -> Wire {
-        if upgrade {
-            return Wire::Http1;
-        }
-        let grpc = headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if grpc {
-            Wire::Http2
-        } else {
-            Wire::Default
+    /// What a call needs: a WebSocket handshake HTTP/1.1, gRPC HTTP/2.
+    pub fn of(grpc: bool, websocket: bool) -> Wire {
+        match (websocket, grpc) {
+            (true, _) => Wire::Http1,
+            (false, true) => Wire::Http2,
+            (false, false) => Wire::Default,
         }
     }
 }

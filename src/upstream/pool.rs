@@ -183,16 +183,18 @@ impl OriginPool {
         req: Request<Body>,
         wire: Wire,
     ) -> Result<Response<Body>, PoolError> {
+        // Everything but the HTTP/1.1 path is boxed: inline, its state would make every
+        // request's future larger, and the HTTP/1.1 path is the one to keep lean.
         match (wire, self.protocol) {
             (Wire::Http1, _) => Box::pin(self.upgrade(req)).await,
             (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => {
-                self.send_h2(req, &self.connectors.http2).await
+                Box::pin(self.send_h2(req, &self.connectors.http2)).await
             }
             (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None).await,
             (Wire::Default, UpstreamProtocol::Auto) if !self.tls => self.send_h1(req, None).await,
             (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
                 ALPN_HTTP1 => self.send_h1(req, None).await,
-                ALPN_H2 => self.send_h2(req, &self.connectors.http2).await,
+                ALPN_H2 => Box::pin(self.send_h2(req, &self.connectors.http2)).await,
                 _ => Box::pin(self.probe(req)).await,
             },
         }
