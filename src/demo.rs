@@ -88,6 +88,9 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     println!("$ curl -x http://{fwd} http://{API_HOST}/orders?id=42\n{via_forward}\n");
     let via_reverse = raw_get(rev, "/inventory", &rev.to_string()).await?;
     println!("$ curl http://{rev}/inventory\n{via_reverse}\n");
+    let via_h2 = h2c_get(rev, "/inventory?via=h2").await?;
+    println!("$ curl --http2-prior-knowledge http://{rev}/inventory?via=h2\n{via_h2}");
+    println!("  (HTTP/2 from the app, with prior knowledge; HTTP/1.1 to this upstream)\n");
     let ca = proxy
         .app
         .interceptor
@@ -97,7 +100,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     let via_tls = https_get(fwd, ca, "/orders?id=42").await?;
     println!("$ curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/orders?id=42\n{via_tls}");
     println!("  (HTTPS intercepted: tokenproxy answered the CONNECT with a certificate for {API_HOST} from its generated CA)\n");
-    if ![&via_forward, &via_reverse, &via_tls]
+    if ![&via_forward, &via_reverse, &via_h2, &via_tls]
         .iter()
         .all(|r| r.contains("Bearer demo-"))
     {
@@ -116,6 +119,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     println!("\nTry it yourself:");
     println!("  curl -x http://{fwd} http://{API_HOST}/hello");
     println!("  curl http://{rev}/hello");
+    println!("  curl --http2-prior-knowledge http://{rev}/hello");
     println!("  curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/hello");
     println!("  curl http://{admin}/status");
     println!("  curl -s http://{admin}/metrics | grep ^tokenproxy_");
@@ -190,6 +194,30 @@ async fn raw_get(
     host: &str,
 ) -> Result<String, DemoError> {
     exchange(TcpStream::connect(addr).await?, target, host).await
+}
+
+/// What `curl --http2-prior-knowledge` does: HTTP/2 on a plain connection, one GET.
+async fn h2c_get(addr: std::net::SocketAddr, path: &str) -> Result<String, DemoError> {
+    let failed = |e: hyper::Error| DemoError::Check(format!("HTTP/2: {e}"));
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(failed)?;
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(crate::body::empty())
+        .map_err(|e| DemoError::Check(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(failed)?;
+    if resp.status() != StatusCode::OK || resp.version() != http::Version::HTTP_2 {
+        let (status, version) = (resp.status(), resp.version());
+        return Err(DemoError::Check(format!("got {status} over {version:?}")));
+    }
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(failed)?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
 /// What `curl --proxy ... https://` does: CONNECT, then TLS trusting only `ca`, then a GET.
