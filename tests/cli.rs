@@ -93,10 +93,11 @@ fn demo_shows_an_injected_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("DEMONSTRATION ONLY"));
-    // Through the forward listener, the reverse listener, and an intercepted https:// call.
+    // Through the forward listener, the reverse listener (HTTP/1.1 and HTTP/2), and an
+    // intercepted https:// call.
     assert_eq!(
         stdout.matches(r#""authorization":"Bearer demo-"#).count(),
-        3,
+        4,
         "{stdout}"
     );
     assert!(stdout.contains("curl -x http://127.0.0.1:"));
