@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokenproxy::config::{
-    AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource, Unmatched,
+    AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource, Unmatched, UpstreamProtocol,
 };
 
 fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
@@ -82,6 +82,16 @@ fn everything_fixture_has_the_values_written() {
     assert_eq!(c.proxy.listen, Some("127.0.0.1:3128".parse().unwrap()));
     assert_eq!(c.proxy.unmatched, Unmatched::Deny);
     assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));
+    let l = c.proxy.limits;
+    assert_eq!(
+        (
+            l.http2_max_concurrent_streams,
+            l.http2_max_header_list_size,
+            l.http2_max_pending_reset_streams,
+            l.http2_max_error_reset_streams
+        ),
+        (50, 16384, 10, 100)
+    );
     assert_eq!(c.admin.listen, Some("[::1]:9901".parse().unwrap()));
     assert_eq!(c.tokens.backoff_min, Duration::from_millis(500));
     assert_eq!(c.tokens.replay_body_limit, 1024);
@@ -104,8 +114,10 @@ fn everything_fixture_has_the_values_written() {
     assert_eq!(inv.match_hosts.len(), 2);
     assert_eq!(inv.request.params["tenant"], "acme");
     assert_eq!(inv.existing_authorization, ExistingAuthorization::Keep);
+    assert_eq!(inv.protocol, UpstreamProtocol::Http2);
     let legacy = c.upstream("legacy").unwrap();
     assert!(legacy.allow_plaintext);
+    assert_eq!(legacy.protocol, UpstreamProtocol::Auto, "the default");
     assert_eq!(
         legacy.match_hosts[0].to_string(),
         "legacy.internal",
