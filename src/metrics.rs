@@ -284,6 +284,7 @@ impl Metrics {
                 .with_label_values(&[upstream, outcome.as_str()]);
         }
         self.upstream_auth_retries.with_label_values(&[upstream]);
+        self.upgrades.with_label_values(&[upstream]);
         self.token_expiry.with_label_values(&[upstream]);
         self.token_fetch_duration.with_label_values(&[upstream]);
     }
