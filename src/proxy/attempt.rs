@@ -39,7 +39,12 @@ pub async fn with_token(
     if wire == Wire::Http1 {
         upgrade::restore(&mut head.headers);
     }
-    let mut payload = Payload::new(body, config.tokens.replay_body_limit).await?;
+    // A gRPC call is never replayed (see `grpc`), so its body streams from the first byte.
+    let keep = match wire {
+        Wire::Http2 => 0,
+        _ => config.tokens.replay_body_limit,
+    };
+    let mut payload = Payload::new(body, keep).await?;
     let transport = Transport::of(up);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
