@@ -312,8 +312,39 @@ impl Metrics {
 pub struct RequestMetrics {
     upstream: String,
     requests: IntCounterVec,
+    /// The counters of the common status codes, resolved once each (a label lookup hashes);
+    /// a slot per code from 100 to 599 would be 8 KiB per upstream.
     by_code: Box<[OnceLock<IntCounter>]>,
-    pub duration: Histogram,
+    durations: HistogramVec,
+    /// Made at the first request: an upstream that has seen none has no histogram on the
+    /// metrics page (a histogram is 14 series).
+    duration: OnceLock<Histogram>,
+}
+
+const COMMON_CODES: usize = 16;
+
+/// The slot of a common status code in [`RequestMetrics`]'s table.
+fn common_code_slot(code: u16) -> Option<usize> {
+    let slot = match code {
+        101 => 0,
+        200 => 1,
+        201 => 2,
+        204 => 3,
+        206 => 4,
+        301 => 5,
+        302 => 6,
+        304 => 7,
+        400 => 8,
+        401 => 9,
+        403 => 10,
+        404 => 11,
+        429 => 12,
+        500 => 13,
+        502 => 14,
+        503 => 15,
+        _ => return None,
+    };
+    Some(slot)
 }
 
 impl RequestMetrics {
@@ -321,19 +352,26 @@ impl RequestMetrics {
         RequestMetrics {
             upstream: upstream.to_string(),
             requests: metrics.requests.clone(),
-            by_code: (100..600).map(|_| OnceLock::new()).collect(),
-            duration: metrics.request_duration.with_label_values(&[upstream]),
+            by_code: (0..COMMON_CODES).map(|_| OnceLock::new()).collect(),
+            durations: metrics.request_duration.clone(),
+            duration: OnceLock::new(),
         }
+    }
+
+    /// Records how long a request took to answer.
+    pub fn observe(&self, seconds: f64) {
+        self.duration
+            .get_or_init(|| self.durations.with_label_values(&[&self.upstream]))
+            .observe(seconds);
     }
 
     /// Counts one answered request with `status`.
     pub fn count(&self, status: http::StatusCode) {
-        let code = status.as_u16();
         let make = || {
             self.requests
                 .with_label_values(&[&self.upstream, status.as_str()])
         };
-        match self.by_code.get(usize::from(code).wrapping_sub(100)) {
+        match common_code_slot(status.as_u16()).and_then(|i| self.by_code.get(i)) {
             Some(slot) => slot.get_or_init(make).inc(),
             None => make().inc(),
         }

@@ -119,6 +119,8 @@ impl Snapshot {
                 Ok(c)
             };
         let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto);
+        // One token endpoint client per client, shared by its upstreams' token sources.
+        let mut token_clients: HashMap<String, reqwest::Client> = HashMap::new();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             let reused = previous
@@ -128,8 +130,21 @@ impl Snapshot {
             let tokens = match reused {
                 Some(t) => t,
                 None => {
-                    let endpoint =
-                        Endpoint::new(u.client.clone(), &u.request, &config.tokens, metrics)?;
+                    let http = match token_clients.get(&u.client.name) {
+                        Some(http) => http.clone(),
+                        None => {
+                            let http = Endpoint::http_client(&u.client, &config.tokens)?;
+                            token_clients.insert(u.client.name.clone(), http.clone());
+                            http
+                        }
+                    };
+                    let endpoint = Endpoint::with_http(
+                        u.client.clone(),
+                        &u.request,
+                        &config.tokens,
+                        metrics,
+                        http,
+                    );
                     Arc::new(TokenSource::spawn(
                         &u.name,
                         Arc::new(endpoint),

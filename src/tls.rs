@@ -37,29 +37,45 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
     client_config_with(ca_file, None)
 }
 
+/// The system trust store as parsed trust anchors, parsed once and shared: parsing it is
+/// about 130 KiB per copy, and every client and upstream TLS configuration trusts it.
+fn system_roots() -> Arc<RootCertStore> {
+    static STORE: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(native_roots().iter().cloned());
+            Arc::new(roots)
+        })
+        .clone()
+}
+
 /// [`client_config`], presenting `client_cert` when a server asks for one.
 pub fn client_config_with(
     ca_file: Option<&Path>,
     client_cert: Option<Arc<ReloadingClientCert>>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(native_roots().iter().cloned());
-    if let Some(path) = ca_file {
-        let ca_err = |reason: String| TlsError::CaFile {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("no PEM certificates in it".into()));
+    let roots = match ca_file {
+        None => system_roots(),
+        Some(path) => {
+            let ca_err = |reason: String| TlsError::CaFile {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| ca_err(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("no PEM certificates in it".into()));
+            }
+            let mut roots = RootCertStore::clone(&system_roots());
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            }
+            Arc::new(roots)
         }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // No ALPN here: hyper-rustls and reqwest each set the protocols they speak.
     let builder = rustls::ClientConfig::builder_with_provider(provider)

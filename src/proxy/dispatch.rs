@@ -117,7 +117,7 @@ fn finish(
     });
     let took = started.elapsed().as_secs_f64();
     let m = up.map_or(unmatched, |u| &u.metrics);
-    m.duration.observe(took);
+    m.observe(took);
     m.count(resp.status());
     resp
 }

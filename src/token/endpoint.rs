@@ -47,9 +47,20 @@ impl Endpoint {
         settings: &TokenSettings,
         metrics: &Metrics,
     ) -> Result<Self, TlsError> {
+        let http = Self::http_client(&client, settings)?;
+        Ok(Self::with_http(client, request, settings, metrics, http))
+    }
+
+    /// The HTTP client for `client`'s token requests. Upstreams of one client share one: it
+    /// holds the client's TLS configuration (trust, certificate, session cache) and its
+    /// connections to the token endpoint.
+    pub fn http_client(
+        client: &ClientConfig,
+        settings: &TokenSettings,
+    ) -> Result<reqwest::Client, TlsError> {
         let client_cert = client.tls_client.as_ref().map(|t| t.resolver());
         let tls = client_config_with(client.ca_file.as_deref(), client_cert)?;
-        let http = reqwest::Client::builder()
+        reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -61,8 +72,18 @@ impl Endpoint {
             .map_err(|e| TlsError::CaFile {
                 path: client.ca_file.clone().unwrap_or_default(),
                 reason: e.to_string(),
-            })?;
-        Ok(Endpoint {
+            })
+    }
+
+    /// [`Endpoint::new`] on a client from [`Endpoint::http_client`].
+    pub fn with_http(
+        client: Arc<ClientConfig>,
+        request: &TokenRequest,
+        settings: &TokenSettings,
+        metrics: &Metrics,
+        http: reqwest::Client,
+    ) -> Self {
+        Endpoint {
             http,
             form_base: form_body(request),
             default_lifetime: settings.default_lifetime,
@@ -79,7 +100,7 @@ impl Endpoint {
                 .with_label_values(&[&client.name]),
             discovery: Discovery::for_client(&client).filter(|_| client.token_endpoint.is_none()),
             client,
-        })
+        }
     }
 
     /// One token request, counted by auth method.
