@@ -5,7 +5,7 @@ which also answers the token requests), and prints RSS once ready, the growth pe
 over the 1-upstream base, the /metrics page size and the token requests made at start.
 Not part of CI's pass/fail.
 
-Usage: bench_upstreams.py [--counts 1,50,200] [--binary PATH]
+Usage: bench_upstreams.py [--counts 1,50,200] [--binary PATH] [--no-listen]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -20,7 +20,7 @@ from bench import NGINX, PROCS, ROOT, origin_config, rss_kib, start, wait
 from procs import free_port, stop
 
 
-def config(ports, n, admin, token_port):
+def config(ports, n, admin, token_port, listen=True):
     lines = [f"admin:\n  listen: 127.0.0.1:{admin}",
              "clients:\n  bench:",
              f"    token_endpoint: http://127.0.0.1:{token_port}/token",
@@ -29,7 +29,7 @@ def config(ports, n, admin, token_port):
     for i in range(n):
         lines.append(f"  api{i}:\n    url: http://127.0.0.1:{token_port}/api{i}\n    match: [api{i}.bench]\n"
                      f"    listen: 127.0.0.1:{ports[i]}\n    client: bench\n    scopes: [api:read]")
-        if os.environ.get("NO_LISTEN"):
+        if not listen:
             lines[-1] = lines[-1].replace(f"    listen: 127.0.0.1:{ports[i]}\n", "")
     return "\n".join(lines) + "\n"
 
@@ -38,6 +38,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="1,50,200")
     ap.add_argument("--binary")
+    ap.add_argument("--no-listen", action="store_true", help="upstreams without reverse listeners")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     if not args.binary:
@@ -56,7 +57,7 @@ def main():
             ports = [free_port() for _ in range(n)]
             cfg = f"{tmp}/tokenproxy-{n}.yaml"
             with open(cfg, "w") as f:
-                f.write(config(ports, n, admin, origin_port))
+                f.write(config(ports, n, admin, origin_port, listen=not args.no_listen))
             tp = start([binary, "run", "-c", cfg, "--workers", "1"], env={"RUST_LOG": "warn"})
             wait(f"http://127.0.0.1:{admin}/readyz", timeout=60)
             time.sleep(1.0)
