@@ -12,7 +12,10 @@ fn an_upstream_without_requests_has_no_latency_histogram_and_every_code_counts()
     let quiet = RequestMetrics::new(&m, "quiet");
     let busy = RequestMetrics::new(&m, "busy");
     let page = String::from_utf8(m.render()).unwrap();
-    assert!(!page.contains("tokenproxy_request_duration_seconds_bucket"), "{page}");
+    assert!(
+        !page.contains("tokenproxy_request_duration_seconds_bucket"),
+        "{page}"
+    );
 
     for code in [200, 200, 418, 503, 599] {
         busy.count(http::StatusCode::from_u16(code).unwrap());
