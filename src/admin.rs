@@ -90,6 +90,7 @@ fn upstream_status(u: &Upstream) -> Value {
     let now = Instant::now();
     let s = u.tokens.status();
     let token = u.tokens.current();
+    let sharers = u.tokens.upstreams();
     let state = match (&token, s.consecutive_failures, s.fetches) {
         (Some(_), 0, _) => "valid",
         (Some(_), _, _) => "valid_refresh_failing",
@@ -109,6 +110,10 @@ fn upstream_status(u: &Upstream) -> Value {
         "failures": s.failures,
         "auth_method": u.config.client.auth_method.as_str(),
         "credential": credential(&u.config.client),
+        // The upstreams whose token requests are the same share one token (and its fetches
+        // and failures); the source is named after the first of them.
+        "token_source": sharers.first(),
+        "shares_token_with": sharers.iter().filter(|n| **n != *u.name).collect::<Vec<_>>(),
     })
 }
 

@@ -20,6 +20,7 @@ use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
+use crate::token::sharing::SourceKey;
 use crate::token::source::Jitter;
 use crate::token::{Endpoint, TokenSource};
 use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
@@ -119,41 +120,14 @@ impl Snapshot {
                 Ok(c)
             };
         let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto);
-        // One token endpoint client per client, shared by its upstreams' token sources.
-        let mut token_clients: HashMap<String, reqwest::Client> = HashMap::new();
+        let carried = match previous {
+            Some(p) if same_token_settings_globally => p.sources(),
+            _ => Vec::new(),
+        };
+        let mut sources = Sources::new(&config, metrics, jitter, carried);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let reused = previous
-                .and_then(|p| p.upstream(&u.name))
-                .filter(|old| same_token_settings_globally && same_token_settings(&old.config, u))
-                .map(|old| old.tokens.clone());
-            let tokens = match reused {
-                Some(t) => t,
-                None => {
-                    let http = match token_clients.get(&u.client.name) {
-                        Some(http) => http.clone(),
-                        None => {
-                            let http = Endpoint::http_client(&u.client, &config.tokens)?;
-                            token_clients.insert(u.client.name.clone(), http.clone());
-                            http
-                        }
-                    };
-                    let endpoint = Endpoint::with_http(
-                        u.client.clone(),
-                        &u.request,
-                        &config.tokens,
-                        metrics,
-                        http,
-                    );
-                    Arc::new(TokenSource::spawn(
-                        &u.name,
-                        Arc::new(endpoint),
-                        config.tokens.clone(),
-                        metrics.clone(),
-                        jitter,
-                    ))
-                }
-            };
+            let tokens = sources.for_upstream(u)?;
             let cert = u.client_certificate.then_some(&*u.client);
             let route = match &u.url {
                 Some(url) => Route::Url(
@@ -199,12 +173,91 @@ impl Snapshot {
             .and_then(|i| self.upstreams.get(i))
     }
 
+    /// Each distinct token source with its key, for the next snapshot to take over.
+    fn sources(&self) -> Vec<(SourceKey, Arc<TokenSource>)> {
+        let mut all: Vec<(SourceKey, Arc<TokenSource>)> = Vec::new();
+        for u in &self.upstreams {
+            if !all.iter().any(|(_, t)| Arc::ptr_eq(t, &u.tokens)) {
+                all.push((SourceKey::of(&u.config), u.tokens.clone()));
+            }
+        }
+        all
+    }
+
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.by_name.get(name).and_then(|&i| self.upstreams.get(i))
     }
 }
 
 /// Whether a token fetched for `a` is right for `b` too.
-fn same_token_settings(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
-    a.client == b.client && a.request == b.request
+
+/// The token sources of a snapshot being built: one per distinct token request
+/// ([`SourceKey`]), taken over from the previous snapshot by the same key.
+struct Sources<'a> {
+    config: &'a Config,
+    metrics: &'a Metrics,
+    jitter: Jitter,
+    carried: Vec<(SourceKey, Arc<TokenSource>)>,
+    built: Vec<(SourceKey, Arc<TokenSource>)>,
+    /// One token endpoint client per client, shared by its sources.
+    http: HashMap<String, reqwest::Client>,
+}
+
+impl<'a> Sources<'a> {
+    fn new(
+        config: &'a Config,
+        metrics: &'a Metrics,
+        jitter: Jitter,
+        carried: Vec<(SourceKey, Arc<TokenSource>)>,
+    ) -> Self {
+        Sources {
+            config,
+            metrics,
+            jitter,
+            carried,
+            built: Vec::new(),
+            http: HashMap::new(),
+        }
+    }
+
+    /// The source for `u`: one this snapshot already has for the same token request, or the
+    /// previous snapshot's, or a new one (which starts fetching at once).
+    fn for_upstream(&mut self, u: &UpstreamConfig) -> Result<Arc<TokenSource>, StartError> {
+        let key = SourceKey::of(u);
+        if let Some((_, shared)) = self.built.iter().find(|(k, _)| *k == key) {
+            shared.serve(&u.name, false);
+            return Ok(shared.clone());
+        }
+        let source = match self.carried.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                let (_, source) = self.carried.swap_remove(i);
+                source.serve(&u.name, true);
+                source
+            }
+            None => self.spawn(u)?,
+        };
+        self.built.push((key, source.clone()));
+        Ok(source)
+    }
+
+    fn spawn(&mut self, u: &UpstreamConfig) -> Result<Arc<TokenSource>, StartError> {
+        let tokens = &self.config.tokens;
+        let http = match self.http.get(&u.client.name) {
+            Some(http) => http.clone(),
+            None => {
+                let http = Endpoint::http_client(&u.client, tokens)?;
+                self.http.insert(u.client.name.clone(), http.clone());
+                http
+            }
+        };
+        let endpoint =
+            Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http);
+        Ok(Arc::new(TokenSource::spawn(
+            &u.name,
+            Arc::new(endpoint),
+            tokens.clone(),
+            self.metrics.clone(),
+            self.jitter,
+        )))
+    }
 }

@@ -42,7 +42,7 @@ pub async fn fetch(admin: SocketAddr, json: bool) -> Result<(String, bool), Stat
 /// One line per upstream: state, expiry, last refresh, counts, last error.
 pub fn table(doc: &Value, ready: bool) -> String {
     let none = Vec::new();
-    let rows: Vec<[String; 8]> = doc["upstreams"]
+    let rows: Vec<[String; 9]> = doc["upstreams"]
         .as_array()
         .unwrap_or(&none)
         .iter()
@@ -58,6 +58,7 @@ pub fn table(doc: &Value, ready: bool) -> String {
             };
             [
                 s("upstream"),
+                s("token_source"),
                 s("client"),
                 s("auth_method"),
                 s("state"),
@@ -70,6 +71,7 @@ pub fn table(doc: &Value, ready: bool) -> String {
         .collect();
     let header = [
         "UPSTREAM",
+        "TOKEN SOURCE",
         "CLIENT",
         "AUTH",
         "STATE",

@@ -160,3 +160,55 @@ proptest! {
         prop_assert_eq!(map.get_all(CONTENT_LENGTH).iter().count(), cl_before, "framing untouched");
     }
 }
+
+fn token_request() -> impl Strategy<Value = tokenproxy::config::TokenRequest> {
+    let word = || prop_oneof![Just("read"), Just("write"), Just("admin")].prop_map(String::from);
+    (
+        proptest::collection::vec(word(), 0..4),
+        proptest::option::of(
+            prop_oneof![Just("https://a"), Just("https://b")].prop_map(String::from),
+        ),
+        proptest::collection::vec(
+            prop_oneof![Just("https://r1"), Just("https://r2")].prop_map(String::from),
+            0..3,
+        ),
+        proptest::collection::btree_map(
+            prop_oneof![Just("tenant"), Just("region")].prop_map(String::from),
+            prop_oneof![Just("x"), Just("y")].prop_map(String::from),
+            0..2,
+        ),
+    )
+        .prop_map(
+            |(scopes, audience, resource, params)| tokenproxy::config::TokenRequest {
+                scopes,
+                audience,
+                resource,
+                params,
+            },
+        )
+}
+
+proptest! {
+    /// Two upstreams share a token only if everything sent to the token endpoint is the same:
+    /// the client, the scopes and resources as sets, the audience and the params.
+    #[test]
+    fn upstreams_share_a_token_exactly_when_their_token_requests_are_identical(
+        a in token_request(),
+        b in token_request(),
+        same_client in any::<bool>(),
+    ) {
+        use std::collections::BTreeSet;
+        use tokenproxy::token::sharing::SourceKey;
+        let yaml = "clients:\n  one:\n    token_endpoint: https://idp.example.com/token\n    client_id: x\n    client_secret: s\n  two:\n    token_endpoint: https://idp.example.com/token\n    client_id: y\n    client_secret: s\nupstreams:\n  u:\n    url: https://api.example.com\n    client: one\n";
+        let config = tokenproxy::Config::from_yaml(yaml).unwrap();
+        let one = config.clients["one"].clone();
+        let other = if same_client { one.clone() } else { config.clients["two"].clone() };
+        let set = |v: &Vec<String>| v.iter().cloned().collect::<BTreeSet<_>>();
+        let identical = same_client
+            && set(&a.scopes) == set(&b.scopes)
+            && a.audience == b.audience
+            && set(&a.resource) == set(&b.resource)
+            && a.params == b.params;
+        prop_assert_eq!(SourceKey::new(one, &a) == SourceKey::new(other, &b), identical);
+    }
+}

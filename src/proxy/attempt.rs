@@ -74,14 +74,14 @@ pub async fn with_token(
             (sent, spare) => (sent?, spare),
         };
         if wire == Wire::Http2 && injected {
-            return Ok(grpc::watch(resp, &up.tokens, token));
+            return Ok(grpc::watch(resp, up, token));
         }
         // A 401 for the app's own credentials (`keep`) says nothing about our token.
         if replaying || !injected || !token_refused(&resp) {
             return Ok(resp);
         }
         tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
-        let renewed = up.tokens.invalidate(&token);
+        let renewed = up.tokens.invalidate(&token, &up.name);
         match spare.filter(|_| renewed) {
             Some(spare) => (head, replaying) = (spare.into_head(), true),
             None => return Ok(resp),

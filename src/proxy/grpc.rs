@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 
 use super::answer::ProxyError;
 use crate::body::{empty, Body, BoxError};
+use crate::snapshot::Upstream;
 use crate::token::source::Token;
 use crate::token::TokenSource;
 
@@ -79,29 +80,32 @@ fn unauthenticated(headers: &HeaderMap) -> bool {
 }
 
 /// Watches a gRPC response for `UNAUTHENTICATED` and drops `token` when it comes.
-pub fn watch(resp: Response<Body>, tokens: &Arc<TokenSource>, token: Arc<Token>) -> Response<Body> {
+pub fn watch(resp: Response<Body>, up: &Upstream, token: Arc<Token>) -> Response<Body> {
     if unauthenticated(resp.headers()) {
-        refused(tokens, &token);
+        refused(&up.tokens, &token, &up.name);
         return resp;
     }
-    let tokens = tokens.clone();
+    let (tokens, name) = (up.tokens.clone(), up.name.clone());
     resp.map(|body| {
         Watched {
             body,
-            token: Some((tokens, token)),
+            token: Some((tokens, token, name)),
         }
         .boxed_unsync()
     })
 }
 
-fn refused(tokens: &TokenSource, token: &Arc<Token>) {
-    tracing::info!("upstream answered gRPC UNAUTHENTICATED; fetching a new token");
-    tokens.invalidate(token);
+fn refused(tokens: &TokenSource, token: &Arc<Token>, upstream: &str) {
+    tracing::info!(
+        upstream,
+        "upstream answered gRPC UNAUTHENTICATED; fetching a new token"
+    );
+    tokens.invalidate(token, upstream);
 }
 
 struct Watched {
     body: Body,
-    token: Option<(Arc<TokenSource>, Arc<Token>)>,
+    token: Option<(Arc<TokenSource>, Arc<Token>, Arc<str>)>,
 }
 
 impl HttpBody for Watched {
@@ -116,8 +120,8 @@ impl HttpBody for Watched {
         if let Poll::Ready(Some(Ok(f))) = &frame {
             if let Some(trailers) = f.trailers_ref() {
                 if unauthenticated(trailers) {
-                    if let Some((tokens, token)) = self.token.take() {
-                        refused(&tokens, &token);
+                    if let Some((tokens, token, upstream)) = self.token.take() {
+                        refused(&tokens, &token, &upstream);
                     }
                 }
             }

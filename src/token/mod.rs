@@ -1,11 +1,13 @@
 //! Tokens: the endpoint client (`endpoint`) and its errors (`error`), issuer metadata
-//! (`discovery`), answer parsing (`response`), the per-upstream cache with background refresh
-//! (`source`) and its timing rules (`timing`).
+//! (`discovery`), answer parsing (`response`), the cache with background refresh (`source`),
+//! shared by the upstreams whose token requests are the same (`sharing`), and its timing rules
+//! (`timing`).
 
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod response;
+pub mod sharing;
 pub mod source;
 pub mod timing;
 

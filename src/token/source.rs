@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{Endpoint, FetchError};
 use super::response::Issued;
+use super::sharing::Upstreams;
 pub use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
 use crate::metrics::{FetchOutcome, Metrics};
@@ -74,7 +75,7 @@ pub struct Status {
 }
 
 struct Shared {
-    upstream: String,
+    upstreams: Upstreams,
     settings: TokenSettings,
     current: ArcSwapOption<Token>,
     /// Bumped after every fetch, good or bad, to wake waiting requests.
@@ -112,7 +113,7 @@ impl TokenSource {
     ) -> Self {
         metrics.init_upstream(upstream);
         let shared = Arc::new(Shared {
-            upstream: upstream.to_string(),
+            upstreams: Upstreams::new(upstream),
             settings,
             current: ArcSwapOption::empty(),
             changed: watch::channel(0).0,
@@ -213,7 +214,7 @@ impl TokenSource {
     /// Called after the upstream refused `token` with 401: drops it and asks for a new one,
     /// unless a fetch happened less than [`FORCED_REFRESH_INTERVAL`] ago (so an upstream that
     /// always says 401 cannot cause a fetch storm). Returns whether a new token is coming.
-    pub fn invalidate(&self, token: &Arc<Token>) -> bool {
+    pub fn invalidate(&self, token: &Arc<Token>, by: &str) -> bool {
         let current = self.shared.current.load();
         if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
             // Already replaced (or dropped by a concurrent 401): the next `get` has the new one.
@@ -232,10 +233,25 @@ impl TokenSource {
         self.shared
             .metrics
             .upstream_auth_retries
-            .with_label_values(&[&self.shared.upstream])
+            .with_label_values(&[by])
             .inc();
         self.shared.refresh_now.notify_one();
         true
+    }
+
+    /// The upstreams this source serves, in config order.
+    pub fn upstreams(&self) -> Vec<String> {
+        self.shared.upstreams.names()
+    }
+
+    /// Serves `upstream` too (a snapshot whose upstreams share this source). With `first`, it
+    /// becomes the only one (a reload reusing this source starts its list again).
+    pub fn serve(&self, upstream: &str, first: bool) {
+        self.shared.metrics.init_upstream(upstream);
+        match first {
+            true => self.shared.upstreams.reset(upstream),
+            false => self.shared.upstreams.add(upstream),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -307,10 +323,10 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let remaining = (started + lifetime).saturating_duration_since(Instant::now());
-    shared
-        .metrics
-        .expiry_gauge(&shared.upstream)
-        .set((now_unix + remaining).as_secs_f64());
+    for name in shared.upstreams.names() {
+        let gauge = shared.metrics.expiry_gauge(&name);
+        gauge.set((now_unix + remaining).as_secs_f64());
+    }
     {
         let mut status = lock(&shared.status);
         status.last_refresh = Some(SystemTime::now());
@@ -318,7 +334,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         status.fetches += 1;
         status.consecutive_failures = 0;
     }
-    tracing::info!(upstream = %shared.upstream, expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
+    tracing::info!(upstream = %shared.upstreams.label(), expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
     // 75-80% of the lifetime, and in any case well before the token stops being usable.
     lifetime
         .mul_f64(0.75 + 0.05 * jitter())
@@ -327,10 +343,10 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
 
 fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
     if e.is_config_error() {
-        tracing::error!(upstream = %shared.upstream, error = %e, consecutive_failures = failures,
+        tracing::error!(upstream = %shared.upstreams.label(), error = %e, consecutive_failures = failures,
             "token request refused; check the client's credentials and the upstream's scopes");
     } else {
-        tracing::warn!(upstream = %shared.upstream, error = %e, consecutive_failures = failures, "token fetch failed");
+        tracing::warn!(upstream = %shared.upstreams.label(), error = %e, consecutive_failures = failures, "token fetch failed");
     }
     let mut status = lock(&shared.status);
     status.last_error = Some(e.to_string());
@@ -345,12 +361,14 @@ fn record_metrics(shared: &Shared, result: &Result<Issued, FetchError>, took: Du
         Err(e) => e.outcome(),
     };
     let m = &shared.metrics;
-    m.token_fetches
-        .with_label_values(&[&shared.upstream, outcome.as_str()])
-        .inc();
-    m.token_fetch_duration
-        .with_label_values(&[&shared.upstream])
-        .observe(took.as_secs_f64());
+    for name in shared.upstreams.names() {
+        m.token_fetches
+            .with_label_values(&[&name, outcome.as_str()])
+            .inc();
+        m.token_fetch_duration
+            .with_label_values(&[&name])
+            .observe(took.as_secs_f64());
+    }
 }
 
 /// Locks a mutex, taking the data even if a panicking thread poisoned it (the state is plain

@@ -1,0 +1,163 @@
+//! Upstreams whose token requests are the same share one token: one fetch at start and per
+//! lifetime for the group, one refresh after a 401 from any of them, carried over a reload;
+//! metrics and /status stay per upstream.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+/// `a` and `b` ask for the same scopes in another order; `c` for another scope; `d` adds an
+/// audience; `e` is `a` again. Each has its own host.
+fn upstreams(echo: &Echo, with_e: bool) -> String {
+    let up = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    url: {}\n    match: [{name}.example.com]\n    client: idp\n{extra}",
+            echo.url()
+        )
+    };
+    let mut all = up("a", "    scopes: [read, write]\n")
+        + &up("b", "    scopes: [write, read]\n")
+        + &up("c", "    scopes: [read]\n")
+        + &up(
+            "d",
+            "    scopes: [read, write]\n    audience: https://d.example.com\n",
+        );
+    if with_e {
+        all += &up("e", "    scopes: [read, write]\n");
+    }
+    all
+}
+
+async fn metrics(p: &tokenproxy::Running) -> String {
+    get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body
+}
+
+#[tokio::test]
+async fn identical_token_requests_share_one_token_and_its_refreshes() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = tokenproxy::start(config(
+        &idp,
+        "  listen: 127.0.0.1:0",
+        &upstreams(&echo, false),
+    ))
+    .await
+    .unwrap();
+    let fwd = p.forward_addr().unwrap();
+    eventually(|| idp.calls() == 3).await;
+    let token = |host: &'static str| async move {
+        let r = get(fwd, &format!("http://{host}/x"), host, "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["authorization"][0].as_str().unwrap().to_string()
+    };
+    let (a, b, c, d) = (
+        token("a.example.com").await,
+        token("b.example.com").await,
+        token("c.example.com").await,
+        token("d.example.com").await,
+    );
+    assert_eq!(a, b, "same token request, same token");
+    assert_ne!(a, c);
+    assert_ne!(a, d);
+    assert_ne!(c, d);
+    assert_eq!(idp.calls(), 3, "one token request per distinct request");
+    let bodies: Vec<String> = idp
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.clone())
+        .collect();
+    assert!(bodies.iter().any(|b| b.contains("audience=")), "{bodies:?}");
+
+    // /status: per upstream, naming the shared source.
+    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
+        .await
+        .json();
+    let row = |name: &str| {
+        status["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["upstream"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("b")["token_source"], "a");
+    assert_eq!(row("a")["shares_token_with"], serde_json::json!(["b"]));
+    assert_eq!(row("c")["shares_token_with"], serde_json::json!([]));
+    let m = metrics(&p).await;
+    for name in ["a", "b"] {
+        let want =
+            format!(r#"tokenproxy_token_fetches_total{{outcome="success",upstream="{name}"}} 1"#);
+        assert!(m.contains(&want), "{want}\n{m}");
+    }
+
+    // A 401 from b refreshes the group's token once; a gets the new one too.
+    let before = idp.calls();
+    let r = get(fwd, "http://b.example.com/401", "b.example.com", "").await;
+    assert_eq!(r.status, 401);
+    eventually(|| idp.calls() == before + 1).await;
+    let fresh = token("a.example.com").await;
+    assert_ne!(fresh, a);
+    assert_eq!(token("b.example.com").await, fresh);
+    assert_eq!(
+        token("c.example.com").await,
+        c,
+        "another group is untouched"
+    );
+    assert_eq!(idp.calls(), before + 1);
+    let m = metrics(&p).await;
+    assert!(
+        m.contains(r#"tokenproxy_upstream_auth_retries_total{upstream="b"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tokenproxy_upstream_auth_retries_total{upstream="a"} 0"#),
+        "{m}"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_carries_sources_over_by_their_token_request() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let p = tokenproxy::start(config(
+        &idp,
+        "  listen: 127.0.0.1:0",
+        &upstreams(&echo, false),
+    ))
+    .await
+    .unwrap();
+    let fwd = p.forward_addr().unwrap();
+    eventually(|| idp.calls() == 3).await;
+    let a = get(fwd, "http://a.example.com/x", "a.example.com", "")
+        .await
+        .json();
+    // e is new, and asks for what a asks for: it joins a's source, no new fetch.
+    p.apply(config(
+        &idp,
+        "  listen: 127.0.0.1:0",
+        &upstreams(&echo, true),
+    ))
+    .await
+    .unwrap();
+    let e = get(fwd, "http://e.example.com/x", "e.example.com", "")
+        .await
+        .json();
+    assert_eq!(e["authorization"], a["authorization"]);
+    assert_eq!(idp.calls(), 3);
+    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
+        .await
+        .json();
+    let e_row = status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upstream"] == "e")
+        .unwrap()
+        .clone();
+    assert_eq!(e_row["token_source"], "a");
+    assert_eq!(e_row["shares_token_with"], serde_json::json!(["a", "b"]));
+    p.shutdown().await;
+}
