@@ -189,8 +189,6 @@ impl Snapshot {
     }
 }
 
-/// Whether a token fetched for `a` is right for `b` too.
-
 /// The token sources of a snapshot being built: one per distinct token request
 /// ([`SourceKey`]), taken over from the previous snapshot by the same key.
 struct Sources<'a> {
