@@ -289,21 +289,21 @@ async fn a_401_forces_one_refresh_per_interval() {
     let src = spawn(&script, || 0.0);
     sleep(secs(5)).await;
     let t1 = src.current().unwrap();
-    assert!(src.invalidate(&t1), "first 401: refresh");
+    assert!(src.invalidate(&t1, "inv"), "first 401: refresh");
     assert!(src.current().is_none(), "the refused token is dropped");
     let t2 = src.get().await.unwrap();
     assert_eq!(t2.header(), "Bearer tok-2");
     assert!(
-        src.invalidate(&t1),
+        src.invalidate(&t1, "inv"),
         "a stale token was already replaced: use the new one"
     );
     assert!(
-        !src.invalidate(&t2),
+        !src.invalidate(&t2, "inv"),
         "a second forced refresh within 10s is refused"
     );
     assert_eq!(header(&src), "Bearer tok-2");
     sleep(secs(10)).await;
-    assert!(src.invalidate(&t2));
+    assert!(src.invalidate(&t2, "inv"));
     src.get().await.unwrap();
     assert_eq!(script.times(), [0.0, 5.0, 15.0]);
 }
