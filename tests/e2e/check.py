@@ -31,6 +31,7 @@ import exec_checks
 import h2_checks
 import intercept_checks
 import mtls_checks
+import sharing_checks
 
 from procs import free_port, stop
 
@@ -165,6 +166,7 @@ class Env:
                      "H2TLS_PORT": self.h2tls_port, "H2C_PORT": self.h2c_port,
                      **self.key_paths, **self.pki}.items():
             text = text.replace("@" + k + "@", str(v))
+        text += sharing_checks.upstreams_yaml(self.http_port)
         cfg = self.config = os.path.join(self.tmp, "tokenproxy.yaml")
         with open(cfg, "w") as f:
             f.write(text)
@@ -255,6 +257,7 @@ def run_checks(env):
 
     intercept_checks.checks(env, check)
     h2_checks.checks(env, check)
+    sharing_checks.checks(env, check)
 
     def replay_401():
         before = env.stats().get("basic-client https://authfail.e2e.test", 0)

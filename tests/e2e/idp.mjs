@@ -21,6 +21,8 @@ const resources = {
   'https://short.e2e.test': { scope: 'short:read', ttl: shortTtl },
   'https://grpc.e2e.test': { scope: 'grpc:call', ttl: 3600 },
   'https://ws.e2e.test': { scope: 'ws:chat', ttl: shortTtl },
+  // Four APIs, each called through five upstreams that share one token (sharing_checks.py).
+  ...Object.fromEntries([1, 2, 3, 4].map((g) => [`https://g${g}.e2e.test`, { scope: `g${g}:read`, ttl: 3600 }])),
 };
 const allScopes = Object.values(resources).flatMap((r) => r.scope.split(' '));
 
