@@ -1,5 +1,5 @@
-//! One upstream's token: fetched at start, cached, refreshed before expiry, shared by all
-//! requests.
+//! One token: fetched at start, cached, refreshed before expiry, shared by all requests of
+//! the upstreams it serves (those whose token requests are the same, see `sharing`).
 //!
 //! A single background task owns fetching, so a thousand requests on a cold start cause one
 //! token request (single-flight by construction). Requests read the current token lock-free
