@@ -29,6 +29,15 @@ fn upstreams(echo: &Echo, with_e: bool) -> String {
     all
 }
 
+/// The `/status` entry of one upstream.
+async fn status_row(p: &tokenproxy::Running, name: &str) -> serde_json::Value {
+    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
+        .await
+        .json();
+    let rows = status["upstreams"].as_array().unwrap().clone();
+    rows.into_iter().find(|u| u["upstream"] == name).unwrap()
+}
+
 async fn metrics(p: &tokenproxy::Running) -> String {
     get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body
 }
@@ -71,21 +80,13 @@ async fn identical_token_requests_share_one_token_and_its_refreshes() {
     assert!(bodies.iter().any(|b| b.contains("audience=")), "{bodies:?}");
 
     // /status: per upstream, naming the shared source.
-    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
-        .await
-        .json();
-    let row = |name: &str| {
-        status["upstreams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["upstream"] == name)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(row("b")["token_source"], "a");
-    assert_eq!(row("a")["shares_token_with"], serde_json::json!(["b"]));
-    assert_eq!(row("c")["shares_token_with"], serde_json::json!([]));
+    let row = |name: &'static str| status_row(&p, name);
+    assert_eq!(row("b").await["token_source"], "a");
+    assert_eq!(
+        row("a").await["shares_token_with"],
+        serde_json::json!(["b"])
+    );
+    assert_eq!(row("c").await["shares_token_with"], serde_json::json!([]));
     let m = metrics(&p).await;
     for name in ["a", "b"] {
         let want =
@@ -147,16 +148,7 @@ async fn a_reload_carries_sources_over_by_their_token_request() {
         .json();
     assert_eq!(e["authorization"], a["authorization"]);
     assert_eq!(idp.calls(), 3);
-    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
-        .await
-        .json();
-    let e_row = status["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["upstream"] == "e")
-        .unwrap()
-        .clone();
+    let e_row = status_row(&p, "e").await;
     assert_eq!(e_row["token_source"], "a");
     assert_eq!(e_row["shares_token_with"], serde_json::json!(["a", "b"]));
     p.shutdown().await;
