@@ -8,7 +8,7 @@
 //!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files),
 //!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
-//! - [`token`] (endpoint client, per-upstream cache and refresh), [`upstream`] (connection
+//! - [`token`] (endpoint client, cache and refresh per distinct token request), [`upstream`] (connection
 //!   pools, the shared client, the router), [`intercept`] (the interception CA, host
 //!   certificates, trust files), [`serve`] (HTTP/1 and HTTP/2 serving and drain);
 //! - [`error`]: why a start or a reload failed ([`StartError`]);
