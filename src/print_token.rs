@@ -55,7 +55,7 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
     let endpoint = Endpoint::new(up.client.clone(), &up.request, &config.tokens, &metrics)
         .map_err(StartError::from)?;
     let source = TokenSource::spawn(
-        &up.name,
+        &[up.name.as_str()],
         Arc::new(endpoint),
         config.tokens.clone(),
         metrics,

@@ -195,6 +195,8 @@ struct Sources<'a> {
     config: &'a Config,
     metrics: &'a Metrics,
     jitter: Jitter,
+    /// Each upstream's key, in config order.
+    keys: Vec<SourceKey>,
     carried: Vec<(SourceKey, Arc<TokenSource>)>,
     built: Vec<(SourceKey, Arc<TokenSource>)>,
     /// One token endpoint client per client, shared by its sources.
@@ -212,6 +214,7 @@ impl<'a> Sources<'a> {
             config,
             metrics,
             jitter,
+            keys: config.upstreams.iter().map(|u| SourceKey::of(u)).collect(),
             carried,
             built: Vec::new(),
             http: HashMap::new(),
@@ -219,26 +222,34 @@ impl<'a> Sources<'a> {
     }
 
     /// The source for `u`: one this snapshot already has for the same token request, or the
-    /// previous snapshot's, or a new one (which starts fetching at once).
+    /// previous snapshot's, or a new one (which starts fetching at once). A source learns all
+    /// the upstreams it serves before it is used, so its first fetch counts for each of them.
     fn for_upstream(&mut self, u: &UpstreamConfig) -> Result<Arc<TokenSource>, StartError> {
         let key = SourceKey::of(u);
         if let Some((_, shared)) = self.built.iter().find(|(k, _)| *k == key) {
-            shared.serve(&u.name, false);
             return Ok(shared.clone());
         }
+        let group: Vec<&str> = (self.config.upstreams.iter().zip(&self.keys))
+            .filter(|(_, k)| **k == key)
+            .map(|(o, _)| o.name.as_str())
+            .collect();
         let source = match self.carried.iter().position(|(k, _)| *k == key) {
             Some(i) => {
                 let (_, source) = self.carried.swap_remove(i);
-                source.serve(&u.name, true);
+                source.serve(&group);
                 source
             }
-            None => self.spawn(u)?,
+            None => self.spawn(u, &group)?,
         };
         self.built.push((key, source.clone()));
         Ok(source)
     }
 
-    fn spawn(&mut self, u: &UpstreamConfig) -> Result<Arc<TokenSource>, StartError> {
+    fn spawn(
+        &mut self,
+        u: &UpstreamConfig,
+        group: &[&str],
+    ) -> Result<Arc<TokenSource>, StartError> {
         let tokens = &self.config.tokens;
         let http = match self.http.get(&u.client.name) {
             Some(http) => http.clone(),
@@ -251,7 +262,7 @@ impl<'a> Sources<'a> {
         let endpoint =
             Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http);
         Ok(Arc::new(TokenSource::spawn(
-            &u.name,
+            group,
             Arc::new(endpoint),
             tokens.clone(),
             self.metrics.clone(),

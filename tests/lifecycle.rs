@@ -102,7 +102,7 @@ fn spawn(script: &Arc<Script>, jitter: fn() -> f64) -> TokenSource {
 
 fn spawn_with(script: &Arc<Script>, settings: TokenSettings, jitter: fn() -> f64) -> TokenSource {
     TokenSource::spawn(
-        "inv",
+        &["inv"],
         script.clone(),
         settings,
         Metrics::new().unwrap(),

@@ -65,6 +65,10 @@ impl Endpoint {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .http1_only()
+            // Token requests are rare (one per lifetime per source), but at start every source
+            // fetches at once: without a cap, each of those connections would stay pooled
+            // (about 25 KiB each) until the idle timeout.
+            .pool_max_idle_per_host(2)
             .timeout(settings.fetch_timeout)
             .connect_timeout(settings.fetch_timeout)
             .user_agent(concat!("tokenproxy/", env!("CARGO_PKG_VERSION")))

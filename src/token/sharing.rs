@@ -38,8 +38,8 @@ impl SourceKey {
 pub struct Upstreams(RwLock<Vec<String>>);
 
 impl Upstreams {
-    pub fn new(first: &str) -> Upstreams {
-        Upstreams(RwLock::new(vec![first.to_string()]))
+    pub fn new(names: &[&str]) -> Upstreams {
+        Upstreams(RwLock::new(names.iter().map(|n| n.to_string()).collect()))
     }
 
     /// All of them, in config order.
@@ -47,16 +47,10 @@ impl Upstreams {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Starts a new list (a reload reusing this source) with `first`.
-    pub fn reset(&self, first: &str) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = vec![first.to_string()];
-    }
-
-    pub fn add(&self, name: &str) {
-        let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
+    /// Replaces the list (a reload taking the source over).
+    pub fn set(&self, names: &[&str]) {
+        let names = names.iter().map(|n| n.to_string()).collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
     /// For log lines: `a`, or `a,b,c`.

@@ -105,15 +105,17 @@ pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 impl TokenSource {
     /// Starts fetching at once in a background task.
     pub fn spawn(
-        upstream: &str,
+        upstreams: &[&str],
         fetcher: Arc<dyn Fetcher>,
         settings: TokenSettings,
         metrics: Metrics,
         jitter: Jitter,
     ) -> Self {
-        metrics.init_upstream(upstream);
+        for name in upstreams {
+            metrics.init_upstream(name);
+        }
         let shared = Arc::new(Shared {
-            upstreams: Upstreams::new(upstream),
+            upstreams: Upstreams::new(upstreams),
             settings,
             current: ArcSwapOption::empty(),
             changed: watch::channel(0).0,
@@ -244,14 +246,12 @@ impl TokenSource {
         self.shared.upstreams.names()
     }
 
-    /// Serves `upstream` too (a snapshot whose upstreams share this source). With `first`, it
-    /// becomes the only one (a reload reusing this source starts its list again).
-    pub fn serve(&self, upstream: &str, first: bool) {
-        self.shared.metrics.init_upstream(upstream);
-        match first {
-            true => self.shared.upstreams.reset(upstream),
-            false => self.shared.upstreams.add(upstream),
+    /// Serves these upstreams from now on (a reload taking this source over).
+    pub fn serve(&self, upstreams: &[&str]) {
+        for name in upstreams {
+            self.shared.metrics.init_upstream(name);
         }
+        self.shared.upstreams.set(upstreams);
     }
 
     pub fn status(&self) -> Status {

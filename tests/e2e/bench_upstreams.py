@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Memory per upstream: starts the release binary with 1, 50 and 200 upstreams (one client,
-the same scopes, each with its own url and reverse listener) against the bench origin (nginx,
+each with its own scope, so its own token source, url and reverse listener) against the bench origin (nginx,
 which also answers the token requests), and prints RSS once ready, the growth per upstream
 over the 1-upstream base, the /metrics page size and the token requests made at start.
 Not part of CI's pass/fail.
 
-Usage: bench_upstreams.py [--counts 1,50,200] [--binary PATH] [--no-listen]
+Usage: bench_upstreams.py [--counts 1,50,200] [--binary PATH] [--no-listen] [--same-request]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -20,7 +20,7 @@ from bench import NGINX, PROCS, ROOT, origin_config, rss_kib, start, wait
 from procs import free_port, stop
 
 
-def config(ports, n, admin, token_port, listen=True):
+def config(ports, n, admin, token_port, listen=True, same=False):
     lines = [f"admin:\n  listen: 127.0.0.1:{admin}",
              "clients:\n  bench:",
              f"    token_endpoint: http://127.0.0.1:{token_port}/token",
@@ -28,7 +28,7 @@ def config(ports, n, admin, token_port, listen=True):
              "upstreams:"]
     for i in range(n):
         lines.append(f"  api{i}:\n    url: http://127.0.0.1:{token_port}/api{i}\n    match: [api{i}.bench]\n"
-                     f"    listen: 127.0.0.1:{ports[i]}\n    client: bench\n    scopes: [api:read]")
+                     f"    listen: 127.0.0.1:{ports[i]}\n    client: bench\n    scopes: [{'api' if same else f'api{i}'}:read]")
         if not listen:
             lines[-1] = lines[-1].replace(f"    listen: 127.0.0.1:{ports[i]}\n", "")
     return "\n".join(lines) + "\n"
@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--counts", default="1,50,200")
     ap.add_argument("--binary")
     ap.add_argument("--no-listen", action="store_true", help="upstreams without reverse listeners")
+    ap.add_argument("--same-request", action="store_true",
+                    help="every upstream asks for the same scopes, so all share one token source")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     if not args.binary:
@@ -57,7 +59,7 @@ def main():
             ports = [free_port() for _ in range(n)]
             cfg = f"{tmp}/tokenproxy-{n}.yaml"
             with open(cfg, "w") as f:
-                f.write(config(ports, n, admin, origin_port, listen=not args.no_listen))
+                f.write(config(ports, n, admin, origin_port, listen=not args.no_listen, same=args.same_request))
             tp = start([binary, "run", "-c", cfg, "--workers", "1"], env={"RUST_LOG": "warn"})
             wait(f"http://127.0.0.1:{admin}/readyz", timeout=60)
             time.sleep(1.0)
