@@ -153,3 +153,28 @@ async fn a_reload_carries_sources_over_by_their_token_request() {
     assert_eq!(e_row["shares_token_with"], serde_json::json!(["a", "b"]));
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_shared_source_refreshes_once_per_lifetime_for_its_group() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    // 4 s tokens, usable for 3 s (the last second is never used): refreshed at 2.7 s, so
+    // between 2.7 s and 5.4 s each source has fetched twice.
+    *idp.default_expires_in.lock().unwrap() = 4;
+    let started = std::time::Instant::now();
+    let p = tokenproxy::start(config(
+        &idp,
+        "  listen: 127.0.0.1:0",
+        &upstreams(&echo, false),
+    ))
+    .await
+    .unwrap();
+    eventually(|| idp.calls() >= 6).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4200).saturating_sub(started.elapsed()))
+        .await;
+    assert_eq!(
+        idp.calls(),
+        6,
+        "3 sources (not 4 upstreams) x (start + one refresh)"
+    );
+    p.shutdown().await;
+}
