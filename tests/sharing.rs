@@ -38,22 +38,23 @@ async fn status_row(p: &tokenproxy::Running, name: &str) -> serde_json::Value {
     rows.into_iter().find(|u| u["upstream"] == name).unwrap()
 }
 
+/// The proxy with upstreams a to d, once their three tokens are in.
+async fn start() -> (FakeIdp, Echo, tokenproxy::Running) {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let yaml = config(&idp, "  listen: 127.0.0.1:0", &upstreams(&echo, false));
+    let p = tokenproxy::start(yaml).await.unwrap();
+    eventually(|| idp.calls() == 3).await;
+    (idp, echo, p)
+}
+
 async fn metrics(p: &tokenproxy::Running) -> String {
     get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body
 }
 
 #[tokio::test]
 async fn identical_token_requests_share_one_token_and_its_refreshes() {
-    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
-    let p = tokenproxy::start(config(
-        &idp,
-        "  listen: 127.0.0.1:0",
-        &upstreams(&echo, false),
-    ))
-    .await
-    .unwrap();
+    let (idp, _echo, p) = start().await;
     let fwd = p.forward_addr().unwrap();
-    eventually(|| idp.calls() == 3).await;
     let token = |host: &'static str| async move {
         let r = get(fwd, &format!("http://{host}/x"), host, "").await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -122,16 +123,8 @@ async fn identical_token_requests_share_one_token_and_its_refreshes() {
 
 #[tokio::test]
 async fn a_reload_carries_sources_over_by_their_token_request() {
-    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
-    let p = tokenproxy::start(config(
-        &idp,
-        "  listen: 127.0.0.1:0",
-        &upstreams(&echo, false),
-    ))
-    .await
-    .unwrap();
+    let (idp, echo, p) = start().await;
     let fwd = p.forward_addr().unwrap();
-    eventually(|| idp.calls() == 3).await;
     let a = get(fwd, "http://a.example.com/x", "a.example.com", "")
         .await
         .json();

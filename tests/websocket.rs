@@ -200,3 +200,35 @@ async fn a_websocket_keeps_working_while_draining_and_closes_at_the_deadline() {
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn without_a_token_a_handshake_gets_503_and_never_reaches_the_upstream() {
+    let idp = FakeIdp::start().await;
+    for _ in 0..50 {
+        idp.push(Answer::json(500, r#"{"error":"server_error"}"#));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = listener.local_addr().unwrap();
+    let upstreams =
+        format!("  chat:\n    url: http://{ws}\n    listen: 127.0.0.1:0\n    client: idp\n");
+    let p = tokenproxy::start(config(&idp, "", &upstreams))
+        .await
+        .unwrap();
+    eventually(|| idp.calls() >= 1).await;
+    let mut c = TcpStream::connect(p.reverse_addr("chat").unwrap())
+        .await
+        .unwrap();
+    let head = open(&mut c, "/chat", "chat").await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the upstream was contacted without a token"
+    );
+    let m = get(p.admin_addr().unwrap(), "/metrics", "x", "").await.body;
+    assert!(
+        m.contains(r#"tokenproxy_upgrades_total{upstream="chat"} 0"#),
+        "{m}"
+    );
+    p.shutdown().await;
+}

@@ -34,7 +34,7 @@ impl SourceKey {
 }
 
 /// The names of the upstreams a token source serves (in config order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upstreams(RwLock<Vec<String>>);
 
 impl Upstreams {
