@@ -324,7 +324,7 @@ fn config_error(path: &Path, e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// Logs go to stdout (stderr for `exec` and `token`). Colour codes only when it is a terminal and `NO_COLOR` is unset or
+/// Logs, the access log among them, go to stdout (stderr for `exec` and `token`). Colour codes only when it is a terminal and `NO_COLOR` is unset or
 /// empty (no-color.org): `kubectl logs`, journald and log shippers read plain text.
 fn init_logging(format: LogFormat, default_level: &str, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -341,6 +341,9 @@ fn init_logging(format: LogFormat, default_level: &str, to_stderr: bool) {
     } else {
         BoxMakeWriter::new(std::io::stdout)
     };
+    if to_stderr {
+        tokenproxy::proxy::access::to_stderr();
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal && !no_color)

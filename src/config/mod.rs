@@ -23,7 +23,9 @@ use std::time::Duration;
 
 pub use crate::jose::SigningAlg;
 pub use listeners::Role;
-pub use raw::{AuthMethod, ExistingAuthorization, Unmatched, UpstreamProtocol};
+pub use raw::{
+    AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, Unmatched, UpstreamProtocol,
+};
 pub use secret::{Secret, SecretError, SecretSource};
 
 use crate::host::HostPattern;
@@ -36,6 +38,7 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub clients: BTreeMap<String, Arc<ClientConfig>>,
     pub upstreams: Vec<Arc<UpstreamConfig>>,
+    pub access_log: AccessLog,
 }
 
 #[derive(Debug, Clone, PartialEq)]

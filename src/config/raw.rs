@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub clients: BTreeMap<String, RawClient>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub access_log: AccessLog,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +161,31 @@ pub struct RawUpstream {
     /// How to speak to the upstream: `auto`, `http1`, `http2`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+}
+
+/// `access_log`: one line per request through a proxy listener, off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// The query string can carry secrets (API keys, signatures), so it is left out unless
+    /// asked for.
+    #[serde(default)]
+    pub include_query: bool,
+}
+
+/// How an access-log line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs, for reading in a terminal.
+    Text,
 }
 
 /// What happens to requests that no upstream matches.

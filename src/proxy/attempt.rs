@@ -13,13 +13,15 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
+use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::grpc;
 use super::headers::inject;
 use super::send::{send, Head, Transport};
+use super::trail::Trail;
 use super::upgrade;
-use crate::body::{empty, full, incoming, Body};
+use crate::body::{empty, full, Body};
 use crate::config::Config;
 use crate::snapshot::Upstream;
 use crate::upstream::Wire;
@@ -33,6 +35,7 @@ pub async fn with_token(
     uri: Uri,
     config: &Config,
     wire: Wire,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let mut head = Head::new(parts.method, uri, parts.headers);
@@ -44,17 +47,16 @@ pub async fn with_token(
         Wire::Http2 => 0,
         _ => config.tokens.replay_body_limit,
     };
-    let mut payload = Payload::new(body, keep).await?;
+    let mut payload = Payload::new(body, keep, trail).await?;
     let transport = Transport::of(up);
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
     let mut resent = false;
     loop {
-        let token = up
-            .tokens
-            .get()
-            .await
-            .map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
+        let waiting = Instant::now();
+        let token = up.tokens.get().await;
+        trail.waited(waiting.elapsed());
+        let token = token.map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
         // What a replay needs, kept only while one is still possible.
         let spare = (!replaying && payload.replayable()).then(|| Spare::of(&head));
         let injected = inject(
@@ -62,7 +64,14 @@ pub async fn with_token(
             up.config.existing_authorization,
             token.header(),
         )?;
-        let sent = send(transport, head.with_body(payload.take()), wire, timeout).await;
+        let sent = send(
+            transport,
+            head.with_body(payload.take()),
+            wire,
+            timeout,
+            trail,
+        )
+        .await;
         let (resp, spare) = match (sent, spare) {
             // Refused unprocessed: once more, on another stream, if the body was kept.
             (Err(ProxyError::UpstreamRefusedStream(why)), Some(spare)) if !resent => {
@@ -83,7 +92,10 @@ pub async fn with_token(
         tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
         let renewed = up.tokens.invalidate(&token, &up.name);
         match spare.filter(|_| renewed) {
-            Some(spare) => (head, replaying) = (spare.into_head(), true),
+            Some(spare) => {
+                (head, replaying) = (spare.into_head(), true);
+                trail.replayed = true;
+            }
             None => return Ok(resp),
         }
     }
@@ -128,12 +140,12 @@ impl Spare {
 enum Payload {
     Empty,
     Buffered(Bytes),
-    Streamed(Incoming),
+    Streamed(Body),
 }
 
 impl Payload {
     /// Buffers bodies up to `limit` bytes (known from Content-Length) so they can be replayed.
-    async fn new(body: Incoming, limit: usize) -> Result<Payload, ProxyError> {
+    async fn new(body: Incoming, limit: usize, trail: &Trail) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
@@ -144,9 +156,10 @@ impl Payload {
                     .await
                     .map_err(|e| ProxyError::BodyUnreadable(e.to_string()))?
                     .to_bytes();
+                trail.buffered(bytes.len());
                 Ok(Payload::Buffered(bytes))
             }
-            _ => Ok(Payload::Streamed(body)),
+            _ => Ok(Payload::Streamed(trail.request_body(body))),
         }
     }
 
@@ -158,7 +171,7 @@ impl Payload {
                 *self = Payload::Buffered(b.clone());
                 full(b)
             }
-            Payload::Streamed(s) => incoming(s),
+            Payload::Streamed(s) => s,
         }
     }
 

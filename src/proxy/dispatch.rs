@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::answer::ProxyError;
 use super::plan::{self, Entry, Plan};
-use super::{attempt, connect, grpc, intercept, send, upgrade};
+use super::trail::Trail;
+use super::{access, attempt, connect, grpc, intercept, send, upgrade};
 use crate::body::Body;
 use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
@@ -22,13 +23,21 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
     let started = Instant::now();
     let snap = app.snapshot.load_full();
     let config = &snap.config;
+    let log = config.access_log;
+    let arrival = log
+        .enabled
+        .then(|| access::Start::of(&entry, &req, log.include_query));
+    let mut trail = match log.enabled {
+        true => Trail::recording(),
+        false => Trail::default(),
+    };
     let is_connect = req.method() == Method::CONNECT;
     let caller = Caller::of(&req);
     let websocket = upgrade::take(&mut req);
     let wire = Wire::of(caller.grpc, websocket.is_some());
     let (up, result) = match plan::resolve(&app, &snap, &entry, &req) {
         Plan::Matched { up, uri } => {
-            let result = attempt::with_token(&up, req, uri, config, wire).await;
+            let result = attempt::with_token(&up, req, uri, config, wire, &mut trail).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, &up.name, client, r)),
                 None => result,
@@ -37,7 +46,7 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         }
         Plan::Passthrough => {
             let timeout = config.proxy.request_timeout;
-            let result = send::passthrough(&snap.passthrough, req, timeout, wire).await;
+            let result = send::passthrough(&snap.passthrough, req, timeout, wire, &mut trail).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, UNMATCHED, client, r)),
                 None => result,
@@ -64,7 +73,14 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
             (up, Err(why))
         }
     };
-    finish(&app.unmatched, up.as_deref(), started, result, caller)
+    let (resp, error) = finish(&app.unmatched, up.as_deref(), started, result, caller);
+    match arrival {
+        None => resp,
+        Some(arrival) => {
+            let label = up.map_or_else(|| Arc::from(UNMATCHED), |u| u.name.clone());
+            access::attach(resp, log, arrival, label, error, trail)
+        }
+    }
 }
 
 /// What the answer to an error must suit: a gRPC client reads only gRPC status, and HTTP/2
@@ -93,16 +109,19 @@ fn handle_boxed(
     Box::pin(handle(app, entry, req))
 }
 
-/// Records the request in the metrics and turns an error into its answer.
+/// Records the request in the metrics and turns an error into its answer, returned with the
+/// error's code.
 fn finish(
     unmatched: &RequestMetrics,
     up: Option<&Upstream>,
     started: Instant,
     result: Result<Response<Body>, ProxyError>,
     caller: Caller,
-) -> Response<Body> {
+) -> (Response<Body>, Option<&'static str>) {
     let label = up.map_or(UNMATCHED, |u| &u.name);
+    let mut code = None;
     let resp = result.unwrap_or_else(|e| {
+        code = Some(e.status_and_code().1);
         let (status, _) = e.status_and_code();
         if status.is_server_error() {
             tracing::warn!(upstream = label, error = %e, "request failed");
@@ -119,5 +138,5 @@ fn finish(
     let m = up.map_or(unmatched, |u| &u.metrics);
     m.observe(took);
     m.count(resp.status());
-    resp
+    (resp, code)
 }

@@ -17,10 +17,13 @@
 //!   the edge (as gRPC status for a gRPC call, as JSON otherwise).
 //! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
 //!   error-to-status table.
+//! - `trail`, `access`: what happened to a request on its way, and the access-log line
+//!   written from it when the response ends.
 //!
 //! A new step (interception, HTTP/2, proofs) is a new [`plan::Plan`] variant or a step in
 //! `attempt`, and leaves the others alone.
 
+pub mod access;
 pub mod answer;
 pub mod attempt;
 pub mod connect;
@@ -31,6 +34,7 @@ pub mod intercept;
 pub mod plan;
 pub mod send;
 pub mod target;
+pub mod trail;
 pub mod upgrade;
 
 pub use answer::ProxyError;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::answer::ProxyError;
 use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
+use super::trail::Trail;
 use crate::body::{incoming, Body};
 use crate::snapshot::Upstream;
 use crate::upstream::{Clients, OriginPool, PoolError, Route, Wire};
@@ -70,6 +71,7 @@ pub async fn passthrough(
     req: Request<Incoming>,
     timeout: Duration,
     wire: Wire,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let mut head = Head::new(parts.method, parts.uri, parts.headers);
@@ -78,9 +80,10 @@ pub async fn passthrough(
     }
     send(
         Transport::Client(clients),
-        head.with_body(incoming(body)),
+        head.with_body(trail.request_body(body)),
         wire,
         timeout,
+        trail,
     )
     .await
 }
@@ -91,6 +94,7 @@ pub async fn send(
     req: Request<Body>,
     wire: Wire,
     timeout: Duration,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let request = async {
         match transport {
@@ -109,6 +113,7 @@ pub async fn send(
     let resp = tokio::time::timeout(timeout, request)
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
+    trail.arrived(&resp);
     let (mut parts, body) = resp.into_parts();
     if parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.contains_key(header::CONTENT_LENGTH)

@@ -14,12 +14,13 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::reuse::Marked;
 use super::Wire;
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
 use crate::tls::{client_config_with, ReloadingClientCert, TlsError};
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type HttpClient = Client<Marked<Connector>, Body>;
 pub type Connector = HttpsConnector<HttpConnector>;
 
 /// TCP (no Nagle, bounded connect) plus TLS by rustls where the scheme is https, presenting
@@ -101,5 +102,5 @@ fn build(https: Connector, http2_only: bool) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .http2_only(http2_only)
-        .build(https)
+        .build(Marked(https))
 }

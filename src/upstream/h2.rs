@@ -22,6 +22,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::PoolError;
+use super::reuse::Reuse;
 use crate::body::Body;
 
 /// Streams of ours open on one connection before another is made.
@@ -71,21 +72,25 @@ impl H2Conns {
         Fut: Future<Output = Result<Io, PoolError>>,
         Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (mut sender, open) = match self.pick() {
-            Some(found) => found,
+        let ((mut sender, open), reuse) = match self.pick() {
+            Some(found) => (found, Reuse::Reused),
             None => {
                 let _one_at_a_time = self.connecting.lock().await;
                 match self.pick() {
-                    Some(found) => found,
+                    Some(found) => (found, Reuse::Reused),
                     // Boxed: connecting is rare, and its state (the handshake) inline would
                     // make every request's future kilobytes larger.
-                    None => Box::pin(async { self.connect(connect().await?).await }).await?,
+                    None => {
+                        let made = Box::pin(async { self.connect(connect().await?).await });
+                        (made.await?, Reuse::New)
+                    }
                 }
             }
         };
         open.fetch_add(1, Ordering::Relaxed);
         let stream = Stream(open);
-        let resp = sender.send_request(req).await?;
+        let mut resp = sender.send_request(req).await?;
+        resp.extensions_mut().insert(reuse);
         Ok(resp.map(|body| H2Body {
             body,
             _stream: stream,

@@ -6,6 +6,7 @@
 //! - `client`: the TLS connectors (rustls), and hyper-util's pooled clients for requests whose
 //!   destination is not fixed (passthrough and url-less upstreams).
 //! - `error`: why a send failed;
+//! - `reuse`: whether a response came over a new connection or a reused one;
 //! - `router`: which upstream a forward-mode target host belongs to.
 //!
 //! Nothing here knows about tokens or the config snapshot; `snapshot` assembles these parts
@@ -15,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod h2;
 pub mod pool;
+pub mod reuse;
 pub mod router;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 pub use client::{Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
+pub use reuse::Reuse;
 pub use router::Router;
 
 /// Where an upstream's requests go.

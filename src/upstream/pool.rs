@@ -37,6 +37,7 @@ use tower_service::Service;
 use super::client::{Connector, Connectors};
 use super::error::PoolError;
 use super::h2::H2Conns;
+use super::reuse::Reuse;
 use super::Wire;
 use crate::body::{Body, BoxError};
 use crate::config::{Scheme, UpstreamProtocol, UpstreamUrl};
@@ -250,7 +251,8 @@ impl OriginPool {
                 tracing::debug!(error = %e, "upstream WebSocket connection ended with an error");
             }
         });
-        let resp = sender.send_request(req).await?;
+        let mut resp = sender.send_request(req).await?;
+        resp.extensions_mut().insert(Reuse::New);
         Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
     }
 
@@ -292,7 +294,9 @@ impl OriginPool {
             })
             .await;
             match result {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    let reuse = if reused { Reuse::Reused } else { Reuse::New };
+                    resp.extensions_mut().insert(reuse);
                     let pool = self.clone();
                     return Ok(resp.map(|body| {
                         PooledBody {

@@ -92,6 +92,7 @@ impl Validator<'_> {
             tokens,
             clients,
             upstreams,
+            access_log: raw.access_log,
         };
         self.check_listeners(&config);
         self.check_loops(&config);
