@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: wrk against (a) nginx direct, (b) nginx as a reverse proxy adding a static
 Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forward listener
-(absolute-form requests from a wrk Lua script). Same wrk settings for all, several runs each,
+(absolute-form requests from a wrk Lua script), (e) a second tokenproxy reverse listener with the
+access log on (JSON lines to a file, as a container runtime keeps stdout). Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -67,8 +68,9 @@ def origin_config(tmp, port):
     }}""")
 
 
-def tokenproxy_config(ports):
-    return f"""
+def tokenproxy_config(ports, access_log=False):
+    log = "access_log:\n  enabled: true\n" if access_log else ""
+    return f"""{log}
 proxy:
   listen: 127.0.0.1:{ports['fwd']}
 admin:
@@ -99,10 +101,10 @@ def wait(url, timeout=15):
     raise SystemExit(f"{url} not ready")
 
 
-def start(argv, cpu=None, env=None):
+def start(argv, cpu=None, env=None, stdout=subprocess.DEVNULL):
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL,
                          env={**os.environ, **(env or {})})
     PROCS.append(p)
     return p
@@ -181,6 +183,7 @@ def main():
     binary = os.path.join(ROOT, "target", "release", "tokenproxy")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
+    logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     nginx = NGINX
     nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
     origin = origin_config(tmp, ports["origin"])
@@ -203,6 +206,8 @@ def main():
     cfg = tokenproxy_config(ports)
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(cfg)
+    with open(f"{tmp}/logged.yaml", "w") as f:
+        f.write(tokenproxy_config(logged, access_log=True))
     think = f"function delay() return {args.think} end\n" if args.think else ""
     plain = f"{tmp}/plain.lua" if think else None
     if plain:
@@ -222,6 +227,10 @@ def main():
         tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", str(args.workers)], cpu=server_cpu,
                    env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{ports['admin']}/readyz")
+        access_log = open(f"{tmp}/access.log", "w")
+        tp_logged = start([binary, "run", "-c", f"{tmp}/logged.yaml", "--workers", str(args.workers)],
+                          cpu=server_cpu, env={"RUST_LOG": "warn"}, stdout=access_log)
+        wait(f"http://127.0.0.1:{logged['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
 
@@ -230,6 +239,7 @@ def main():
             ("b nginx proxy+header", f"http://127.0.0.1:{ports['nginx_proxy']}/", plain, proxy_workers),
             ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", plain, [tp.pid]),
             ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua, [tp.pid]),
+            ("e tokenproxy reverse +access log", f"http://127.0.0.1:{logged['rev']}/", plain, [tp_logged.pid]),
         ]
         results = {name: [] for name, _, _, _ in targets}
         for _ in range(args.runs):
@@ -246,6 +256,8 @@ def main():
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics") as r:
             metrics = r.read().decode()
         fetches = re.search(r'tokenproxy_token_fetches_total\{outcome="success",upstream="origin"\} (\d+)', metrics)
+        with open(f"{tmp}/access.log") as f:
+            lines = sum(1 for line in f if line.startswith('{"time"'))
     finally:
         for p in reversed(PROCS):
             stop(p)
@@ -270,6 +282,7 @@ def main():
         print(f"| {name} | {user:.1f} | {system:.1f} | {user + system:.1f} | {(user + system) / (b[3] + b[4]):.2f}x |")
     print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
+    print(f"access-log lines written by (e): {lines:,}")
 
 
 if __name__ == "__main__":
