@@ -153,6 +153,7 @@ impl Running {
         let tunnels = tokio::time::timeout(proxy.drain_timeout, self.app.tunnels.wait());
         let (drained, tunnels) = tokio::join!(listeners.shutdown(proxy.drain_timeout), tunnels);
         let drained = drained && tunnels.is_ok();
+        crate::proxy::access::flush();
         if drained {
             tracing::info!("stopped: all connections drained");
         } else {

@@ -59,3 +59,8 @@ impl Default for TokenSettings {
         }
     }
 }
+
+/// `cache.redis.key_prefix`.
+pub const CACHE_KEY_PREFIX: &str = "tokenproxy";
+/// `cache.redis.timeout`: a Redis on the same network answers in about a millisecond.
+pub const CACHE_TIMEOUT: Duration = Duration::from_millis(100);

@@ -14,6 +14,8 @@ pub mod raw;
 pub mod secret;
 mod validate;
 
+pub use validate::encryption_key_bytes;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -39,6 +41,29 @@ pub struct Config {
     pub clients: BTreeMap<String, Arc<ClientConfig>>,
     pub upstreams: Vec<Arc<UpstreamConfig>>,
     pub access_log: AccessLog,
+    /// The token cache shared by replicas (`cache`); `None`: each process on its own.
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache`: a second-level token cache on Redis, shared by every replica that names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub redis: RedisConfig,
+    /// 32 bytes, base64: the AES-256-GCM key values are sealed with.
+    pub encryption_key: SecretSource,
+}
+
+/// `cache.redis`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS), host, port, and optionally `/db`. No credentials in it.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub ca_file: Option<PathBuf>,
+    pub key_prefix: String,
+    /// For any one Redis command; past it the cache is bypassed.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,26 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub access_log: AccessLog,
+    pub cache: Option<RawCache>,
+}
+
+/// `cache`: the token cache shared by replicas.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub redis: Option<RawRedis>,
+    pub encryption_key: Option<RawSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

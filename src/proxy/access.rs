@@ -1,5 +1,6 @@
 //! The access log (`access_log`): one line per request through a proxy listener, written when
-//! the response has ended (or was abandoned), to the same stream as the other logs.
+//! the response has ended (or was abandoned), to the same stream as the other logs, in
+//! batches at most 100 ms apart.
 //!
 //! A line holds what an SRE asks first in an incident, and nothing a secret could hide in: no
 //! header value (the host aside) and no token; the query string only with `include_query`.
@@ -12,12 +13,12 @@
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -36,32 +37,84 @@ pub fn to_stderr() {
     TO_STDERR.store(true, Ordering::Relaxed);
 }
 
-/// What is known of a request when it arrives.
+/// Lines not yet written. A write per line would cost a system call per request (as much
+/// kernel time as the request itself), so lines are gathered and written together: when
+/// [`BATCH_BYTES`] have gathered, and otherwise every [`BATCH_INTERVAL`] by a thread of
+/// the log's own, and at shutdown ([`flush`]).
+static PENDING: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+const BATCH_BYTES: usize = 32 * 1024;
+const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+fn pending() -> &'static Mutex<Vec<u8>> {
+    PENDING.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(|| loop {
+                std::thread::sleep(BATCH_INTERVAL);
+                flush();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no access-log thread; lines are written in batches only");
+        }
+        Mutex::new(Vec::with_capacity(BATCH_BYTES))
+    })
+}
+
+fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn push(line: &str) {
+    let m = pending();
+    let mut buf = lock(m);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    if buf.len() >= BATCH_BYTES {
+        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES));
+        drop(buf);
+        write(&batch);
+    }
+}
+
+/// Writes the lines gathered so far.
+pub fn flush() {
+    if let Some(m) = PENDING.get() {
+        let batch = std::mem::take(&mut *lock(m));
+        if !batch.is_empty() {
+            write(&batch);
+        }
+    }
+}
+
+fn write(batch: &[u8]) {
+    // Errors writing a log line have nowhere to be reported.
+    let _ = if TO_STDERR.load(Ordering::Relaxed) {
+        std::io::stderr().lock().write_all(batch)
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(batch).and_then(|()| out.flush())
+    };
+}
+
+/// What is known of a request when it arrives. The URI, method and `Host` are kept as
+/// they are (clones that share their bytes) and read only when the line is written.
 pub struct Start {
     time: SystemTime,
     started: Instant,
     listener: &'static str,
-    method: String,
-    host: String,
-    path: String,
+    method: Method,
+    uri: Uri,
+    host_header: Option<HeaderValue>,
+    include_query: bool,
     protocol: &'static str,
 }
 
 impl Start {
     pub fn of<B>(entry: &Entry, req: &Request<B>, include_query: bool) -> Start {
-        let uri = req.uri();
-        let host = match uri.authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_owned(),
-        };
-        let path = match (include_query, uri.path_and_query()) {
-            (true, Some(pq)) => pq.as_str().to_owned(),
-            _ => uri.path().to_owned(),
+        let uri = req.uri().clone();
+        let host_header = match uri.authority() {
+            Some(_) => None,
+            None => req.headers().get(header::HOST).cloned(),
         };
         Start {
             time: SystemTime::now(),
@@ -71,14 +124,30 @@ impl Start {
                 Entry::Reverse(_) => "reverse",
                 Entry::Intercepted(_) => "intercepted",
             },
-            method: req.method().as_str().to_owned(),
-            host,
-            path,
+            method: req.method().clone(),
+            uri,
+            host_header,
+            include_query,
             protocol: match req.version() {
                 Version::HTTP_2 => "HTTP/2",
                 Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
+        }
+    }
+
+    fn host(&self) -> &str {
+        match (self.uri.authority(), &self.host_header) {
+            (Some(a), _) => a.as_str(),
+            (None, Some(h)) => h.to_str().unwrap_or(""),
+            (None, None) => "",
+        }
+    }
+
+    fn path(&self) -> &str {
+        match (self.include_query, self.uri.path_and_query()) {
+            (true, Some(pq)) => pq.as_str(),
+            _ => self.uri.path(),
         }
     }
 }
@@ -171,14 +240,7 @@ impl HttpBody for Logged {
 impl Logged {
     fn write(&mut self) {
         if let Some(line) = self.line.take() {
-            let mut text = line.render();
-            text.push('\n');
-            // Errors writing a log line have nowhere to be reported.
-            let _ = if TO_STDERR.load(Ordering::Relaxed) {
-                std::io::stderr().lock().write_all(text.as_bytes())
-            } else {
-                std::io::stdout().lock().write_all(text.as_bytes())
-            };
+            push(&line.render());
         }
     }
 }
@@ -191,9 +253,18 @@ impl Drop for Logged {
     }
 }
 
+/// The time as RFC 3339 with milliseconds, written straight into the line.
+struct Time(SystemTime);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
 #[derive(Serialize)]
 struct Fields<'a> {
-    time: String,
+    time: Time,
     listener: &'a str,
     upstream: &'a str,
     method: &'a str,
@@ -219,12 +290,12 @@ impl Pending {
     fn render(&self) -> String {
         let s = &self.start;
         let f = Fields {
-            time: humantime::format_rfc3339_millis(s.time).to_string(),
+            time: Time(s.time),
             listener: s.listener,
             upstream: &self.upstream,
-            method: &s.method,
-            host: &s.host,
-            path: &s.path,
+            method: s.method.as_str(),
+            host: s.host(),
+            path: s.path(),
             protocol: s.protocol,
             status: self.status,
             error: self.error,
@@ -251,7 +322,7 @@ impl Fields<'_> {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         format!(
             "{} access listener={} upstream={} method={} host={} path={} protocol={} status={} error={} grpc_status={} bytes_in={} bytes_out={} duration_ms={} token_wait_ms={} replayed={} connection={}",
-            self.time,
+            humantime::format_rfc3339_millis(self.time.0),
             self.listener,
             q(self.upstream),
             q(self.method),
@@ -317,8 +388,8 @@ mod tests {
     #[test]
     fn the_query_is_logged_only_when_asked_for() {
         let req = Request::builder().uri("/x?key=1").body(()).unwrap();
-        assert_eq!(Start::of(&Entry::Forward, &req, true).path, "/x?key=1");
-        assert_eq!(Start::of(&Entry::Forward, &req, false).path, "/x");
+        assert_eq!(Start::of(&Entry::Forward, &req, true).path(), "/x?key=1");
+        assert_eq!(Start::of(&Entry::Forward, &req, false).path(), "/x");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! live in `config::defaults`.
 
 mod assertion;
+mod cache;
 mod checks;
 mod client;
 mod proxy;
@@ -16,6 +17,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use cache::encryption_key_bytes;
 
 use super::env::expand_env;
 use super::locate::line_of;
@@ -93,6 +96,7 @@ impl Validator<'_> {
             clients,
             upstreams,
             access_log: raw.access_log,
+            cache: raw.cache.as_ref().and_then(|c| self.cache(c)),
         };
         self.check_listeners(&config);
         self.check_loops(&config);
