@@ -3,14 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokenproxy::config::TokenSettings;
 use tokenproxy::metrics::Metrics;
-use tokenproxy::token::{AccessToken, FetchError, Fetcher, InvalidResponse, Issued, TokenSource};
+use tokenproxy::token::{
+    AccessToken, Ask, FetchError, Fetcher, Fetching, InvalidResponse, Issued, TokenSource,
+};
 use tokio::time::{sleep, Instant};
 
 type Step = Result<Issued, FetchError>;
@@ -19,6 +19,8 @@ type Step = Result<Issued, FetchError>;
 struct Script {
     steps: Mutex<VecDeque<Step>>,
     calls: Mutex<Vec<Duration>>,
+    /// What each fetch was told: the token it replaces, and whether an upstream refused it.
+    asks: Mutex<Vec<(Option<String>, bool)>>,
     start: Instant,
     default_life: Duration,
     fetch_takes: Duration,
@@ -38,6 +40,7 @@ impl Script {
         Arc::new(Script {
             steps: Mutex::new(steps.into()),
             calls: Mutex::new(Vec::new()),
+            asks: Mutex::new(Vec::new()),
             start: Instant::now(),
             default_life,
             fetch_takes,
@@ -56,7 +59,9 @@ impl Script {
 }
 
 impl Fetcher for Script {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Step> + Send + '_>> {
+    fn fetch<'a>(&'a self, ask: Ask<'a>) -> Fetching<'a> {
+        let replacing = ask.replacing.map(|h| h.to_str().unwrap().to_string());
+        self.asks.lock().unwrap().push((replacing, ask.refused));
         Box::pin(async move {
             let n = {
                 let mut calls = self.calls.lock().unwrap();
@@ -306,6 +311,26 @@ async fn a_401_forces_one_refresh_per_interval() {
     assert!(src.invalidate(&t2, "inv"));
     src.get().await.unwrap();
     assert_eq!(script.times(), [0.0, 5.0, 15.0]);
+    // Each forced fetch is told which token was refused, so a shared cache cannot return it.
+    let asks = script.asks.lock().unwrap().clone();
+    let ask = |s: &str, refused| (Some(s.to_string()), refused);
+    assert_eq!(
+        asks,
+        [
+            (None, false),
+            ask("Bearer tok-1", true),
+            ask("Bearer tok-2", true)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_refresh_says_which_token_it_replaces() {
+    let script = Script::new(vec![]);
+    let _src = spawn(&script, || 0.0);
+    sleep(secs(80)).await;
+    let asks = script.asks.lock().unwrap().clone();
+    assert_eq!(asks, [(None, false), (Some("Bearer tok-1".into()), false)]);
 }
 
 #[tokio::test(start_paused = true)]

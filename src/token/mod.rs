@@ -1,4 +1,5 @@
-//! Tokens: the endpoint client (`endpoint`) and its errors (`error`), issuer metadata
+//! Tokens: the endpoint client (`endpoint`) and its errors (`error`), where a source's tokens
+//! come from (`fetcher`), issuer metadata
 //! (`discovery`), answer parsing (`response`), the cache with background refresh (`source`),
 //! shared by the upstreams whose token requests are the same (`sharing`), and its timing rules
 //! (`timing`).
@@ -6,11 +7,13 @@
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+pub mod fetcher;
 pub mod response;
 pub mod sharing;
 pub mod source;
 pub mod timing;
 
 pub use endpoint::{Endpoint, FetchError};
+pub use fetcher::{Ask, Fetcher, Fetching};
 pub use response::{AccessToken, InvalidResponse, Issued};
-pub use source::{Fetcher, Status, Token, TokenSource, Unavailable};
+pub use source::{Status, Token, TokenSource, Unavailable};

@@ -10,8 +10,6 @@
 //! full jitter on failure, honouring `Retry-After`. An old token stays in use until it expires,
 //! less a small skew. All times are on tokio's clock, so tests run on a paused one.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,23 +18,13 @@ use http::HeaderValue;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::endpoint::{Endpoint, FetchError};
+use super::endpoint::FetchError;
+use super::fetcher::{Ask, Fetcher};
 use super::response::Issued;
 use super::sharing::Upstreams;
 pub use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
 use crate::metrics::{FetchOutcome, Metrics};
-
-/// Where tokens come from: the real endpoint, or a script in tests.
-pub trait Fetcher: Send + Sync + 'static {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Issued, FetchError>> + Send + '_>>;
-}
-
-impl Fetcher for Endpoint {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Issued, FetchError>> + Send + '_>> {
-        Box::pin(Endpoint::fetch(self))
-    }
-}
 
 /// A token in use.
 #[derive(Debug)]
@@ -83,6 +71,8 @@ struct Shared {
     refresh_now: Notify,
     /// When a 401 last forced a refresh.
     last_forced: Mutex<Option<Instant>>,
+    /// The token that 401 refused, until the next fetch is asked not to bring it back.
+    refused: Mutex<Option<HeaderValue>>,
     status: Mutex<Status>,
     metrics: Metrics,
 }
@@ -121,6 +111,7 @@ impl TokenSource {
             changed: watch::channel(0).0,
             refresh_now: Notify::new(),
             last_forced: Mutex::new(None),
+            refused: Mutex::new(None),
             status: Mutex::new(Status::default()),
             metrics,
         });
@@ -231,6 +222,7 @@ impl TokenSource {
             // Claim the slot so concurrent 401s cause one refresh between them.
             *last = Some(now);
         }
+        *lock(&self.shared.refused) = Some(token.header.clone());
         self.shared.current.compare_and_swap(&*current, None);
         self.shared
             .metrics
@@ -269,7 +261,14 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
     let mut retried_invalid_client = false;
     loop {
         let started = Instant::now();
-        let result = fetcher.fetch().await;
+        let refused = lock(&shared.refused).take();
+        let held = shared.current.load_full();
+        let replacing = refused.as_ref().or(held.as_ref().map(|t| &t.header));
+        let ask = Ask {
+            replacing,
+            refused: refused.is_some(),
+        };
+        let result = fetcher.fetch(ask).await;
         record_metrics(&shared, &result, started.elapsed());
         let wait = match result {
             Ok(issued) => {

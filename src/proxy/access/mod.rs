@@ -10,10 +10,9 @@
 //! `bytes_out`, `duration_ms`, `token_wait_ms`, `replayed` (a 401 replay), `connection`
 //! (`new` or `reused` upstream connection).
 
-use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -26,75 +25,12 @@ use tokio::time::Instant;
 
 use super::plan::Entry;
 use super::trail::Trail;
+
+mod sink;
+
 use crate::body::{Body, BoxError};
 use crate::config::{AccessLog, AccessLogFormat};
-
-/// Where lines go: stdout, unless the process keeps stdout for something else.
-static TO_STDERR: AtomicBool = AtomicBool::new(false);
-
-/// Sends access-log lines to stderr, as `exec` and `token` do with all their logs.
-pub fn to_stderr() {
-    TO_STDERR.store(true, Ordering::Relaxed);
-}
-
-/// Lines not yet written. A write per line would cost a system call per request (as much
-/// kernel time as the request itself), so lines are gathered and written together: when
-/// [`BATCH_BYTES`] have gathered, and otherwise every [`BATCH_INTERVAL`] by a thread of
-/// the log's own, and at shutdown ([`flush`]).
-static PENDING: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-const BATCH_BYTES: usize = 32 * 1024;
-const BATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-fn pending() -> &'static Mutex<Vec<u8>> {
-    PENDING.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(|| loop {
-                std::thread::sleep(BATCH_INTERVAL);
-                flush();
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no access-log thread; lines are written in batches only");
-        }
-        Mutex::new(Vec::with_capacity(BATCH_BYTES))
-    })
-}
-
-fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn push(line: &str) {
-    let m = pending();
-    let mut buf = lock(m);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    if buf.len() >= BATCH_BYTES {
-        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES));
-        drop(buf);
-        write(&batch);
-    }
-}
-
-/// Writes the lines gathered so far.
-pub fn flush() {
-    if let Some(m) = PENDING.get() {
-        let batch = std::mem::take(&mut *lock(m));
-        if !batch.is_empty() {
-            write(&batch);
-        }
-    }
-}
-
-fn write(batch: &[u8]) {
-    // Errors writing a log line have nowhere to be reported.
-    let _ = if TO_STDERR.load(Ordering::Relaxed) {
-        std::io::stderr().lock().write_all(batch)
-    } else {
-        let mut out = std::io::stdout().lock();
-        out.write_all(batch).and_then(|()| out.flush())
-    };
-}
+pub use sink::{flush, to_stderr};
 
 /// What is known of a request when it arrives. The URI, method and `Host` are kept as
 /// they are (clones that share their bytes) and read only when the line is written.
@@ -240,7 +176,7 @@ impl HttpBody for Logged {
 impl Logged {
     fn write(&mut self) {
         if let Some(line) = self.line.take() {
-            push(&line.render());
+            sink::push(&line.render());
         }
     }
 }

@@ -4,7 +4,11 @@
 //! (status codes, fetch outcomes), never from a request: forwarding to ten thousand distinct
 //! hosts adds no series. Nothing here ever holds a token or a secret.
 
+mod cache;
+
 use std::sync::OnceLock;
+
+pub use cache::{CacheLock, CacheMetrics, CacheRead};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -34,6 +38,7 @@ pub struct Metrics {
     pub upgrades: IntCounterVec,
     /// Upgraded connections open now.
     pub upgraded_open: IntGauge,
+    pub cache: CacheMetrics,
 }
 
 /// TLS interception: CONNECTs by outcome, certificates minted, failed handshakes, expiries.
@@ -230,6 +235,7 @@ impl Metrics {
                 "1 if the last config reload succeeded, else 0.",
             )?,
             intercept: InterceptMetrics::register(&registry)?,
+            cache: CacheMetrics::register(&registry)?,
             upgrades: IntCounterVec::new(
                 Opts::new(
                     "tokenproxy_upgrades_total",
