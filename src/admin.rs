@@ -83,7 +83,8 @@ fn readyz(app: &App) -> Response<Body> {
 fn status(app: &App) -> Value {
     let snap = app.snapshot.load();
     let upstreams: Vec<Value> = snap.upstreams.iter().map(|u| upstream_status(u)).collect();
-    json!({ "version": env!("CARGO_PKG_VERSION"), "upstreams": upstreams })
+    let cache = snap.cache.as_ref().map(|c| c.status());
+    json!({ "version": env!("CARGO_PKG_VERSION"), "upstreams": upstreams, "cache": cache })
 }
 
 fn upstream_status(u: &Upstream) -> Value {

@@ -18,4 +18,6 @@ pub enum StartError {
     Intercept(#[from] crate::intercept::InterceptError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }

@@ -11,6 +11,7 @@
 //! - [`token`] (endpoint client, cache and refresh per distinct token request), [`upstream`] (connection
 //!   pools, the shared client, the router), [`intercept`] (the interception CA, host
 //!   certificates, trust files), [`serve`] (HTTP/1 and HTTP/2 serving and drain);
+//! - [`cache`]: the token cache shared by replicas, on Redis, in front of the token endpoint;
 //! - [`error`]: why a start or a reload failed ([`StartError`]);
 //! - [`snapshot`]: what requests read, behind one `ArcSwap`;
 //! - [`proxy`] (the request pipeline: plan, attempt, send, finish) and [`admin`];
@@ -41,6 +42,8 @@ pub mod intercept;
 pub mod serve;
 pub mod token;
 pub mod upstream;
+// layer: the token cache shared by replicas
+pub mod cache;
 // layer: start-up errors
 pub mod error;
 // layer: what a request reads

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::SharedCache;
 use crate::config::{ClientConfig, Config, Role, UpstreamConfig, UpstreamProtocol};
 use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
@@ -22,7 +23,7 @@ use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::token::sharing::SourceKey;
 use crate::token::source::Jitter;
-use crate::token::{Endpoint, TokenSource};
+use crate::token::{Endpoint, Fetcher, TokenSource};
 use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
 
 /// Everything shared by the listeners and the admin endpoints.
@@ -51,6 +52,8 @@ pub struct Snapshot {
     pub router: Router,
     /// For requests no upstream matches (`passthrough`); never carries a token.
     pub passthrough: Clients,
+    /// The token cache shared by replicas (`cache`), kept across reloads that leave it be.
+    pub cache: Option<Arc<SharedCache>>,
 }
 
 pub struct Upstream {
@@ -120,11 +123,17 @@ impl Snapshot {
                 Ok(c)
             };
         let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto);
+        let same_cache = previous.is_some_and(|p| p.config.cache == config.cache);
+        let cache = match (&config.cache, previous) {
+            (None, _) => None,
+            (Some(_), Some(p)) if same_cache => p.cache.clone(),
+            (Some(c), _) => Some(Arc::new(SharedCache::new(c, metrics.cache.clone())?)),
+        };
         let carried = match previous {
-            Some(p) if same_token_settings_globally => p.sources(),
+            Some(p) if same_token_settings_globally && same_cache => p.sources(),
             _ => Vec::new(),
         };
-        let mut sources = Sources::new(&config, metrics, jitter, carried);
+        let mut sources = Sources::new(&config, metrics, jitter, carried, cache.clone());
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             let tokens = sources.for_upstream(u)?;
@@ -163,6 +172,7 @@ impl Snapshot {
             by_name,
             router,
             passthrough,
+            cache,
         })
     }
 
@@ -201,6 +211,7 @@ struct Sources<'a> {
     built: Vec<(SourceKey, Arc<TokenSource>)>,
     /// One token endpoint client per client, shared by its sources.
     http: HashMap<String, reqwest::Client>,
+    cache: Option<Arc<SharedCache>>,
 }
 
 impl<'a> Sources<'a> {
@@ -209,6 +220,7 @@ impl<'a> Sources<'a> {
         metrics: &'a Metrics,
         jitter: Jitter,
         carried: Vec<(SourceKey, Arc<TokenSource>)>,
+        cache: Option<Arc<SharedCache>>,
     ) -> Self {
         Sources {
             config,
@@ -218,6 +230,7 @@ impl<'a> Sources<'a> {
             carried,
             built: Vec::new(),
             http: HashMap::new(),
+            cache,
         }
     }
 
@@ -261,9 +274,18 @@ impl<'a> Sources<'a> {
         };
         let endpoint =
             Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http);
+        let fetcher: Arc<dyn Fetcher> = match &self.cache {
+            None => Arc::new(endpoint),
+            Some(cache) => cache.fetcher(
+                Arc::new(endpoint),
+                &u.client,
+                &u.request,
+                tokens.fetch_timeout,
+            ),
+        };
         Ok(Arc::new(TokenSource::spawn(
             group,
-            Arc::new(endpoint),
+            fetcher,
             tokens.clone(),
             self.metrics.clone(),
             self.jitter,

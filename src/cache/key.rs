@@ -1,0 +1,137 @@
+//! The Redis keys of one token request: a hash of everything that makes two tokens
+//! different, and nothing secret.
+//!
+//! The hash covers the token endpoint (or the issuer, when the endpoint is discovered), the
+//! client id, the auth method with the thumbprint of the key or certificate it uses, the
+//! scopes as a sorted set, the audience, the resources as a sorted set, and the extra params.
+//! Replicas (and upstreams) whose requests agree on all of these share a token; the client's
+//! name in the config does not count, so replicas may name it differently. The value and its
+//! lock share a Redis Cluster slot through the hash tag `{prefix:hash}`.
+
+use serde_json::json;
+
+use crate::config::{ClientConfig, TokenRequest};
+use crate::jose::SigningKey;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Where the sealed token is.
+    pub token: String,
+    /// The refresh lock.
+    pub lock: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, client: &ClientConfig, request: &TokenRequest) -> Keys {
+        let id = identity(client, request);
+        let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+        let hash: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Keys {
+            token: format!("{{{prefix}:{hash}}}:token"),
+            lock: format!("{{{prefix}:{hash}}}:lock"),
+        }
+    }
+}
+
+/// The canonical text hashed into the key.
+fn identity(client: &ClientConfig, request: &TokenRequest) -> String {
+    let mut scopes = request.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    let mut resource = request.resource.clone();
+    resource.sort();
+    resource.dedup();
+    json!({
+        "v": 1,
+        "endpoint": client.token_endpoint.as_ref().map(|u| u.as_str()),
+        "issuer": client.issuer,
+        "client_id": client.client_id,
+        "auth_method": client.auth_method.as_str(),
+        "credential": credential(client),
+        "scopes": scopes,
+        "audience": request.audience,
+        "resource": resource,
+        "params": request.params,
+    })
+    .to_string()
+}
+
+/// The public identity of the client's key or certificate, if it has one: a JWK thumbprint
+/// (RFC 7638) or a certificate's SHA-256. Read from its source now; one that cannot be read
+/// gives `unreadable` (the token requests fail anyway).
+fn credential(client: &ClientConfig) -> Option<String> {
+    if let Some(tls) = &client.tls_client {
+        let pem = tls.certificate.read().ok()?;
+        return Some(cert_sha256(pem.expose()).unwrap_or_else(|| "unreadable".into()));
+    }
+    let a = client.assertion.as_ref()?;
+    let source = a.private_key.as_ref()?;
+    let key = source
+        .read()
+        .ok()
+        .and_then(|text| SigningKey::private(text.expose(), a.signing_alg).ok())
+        .and_then(|k| k.thumbprint());
+    Some(key.unwrap_or_else(|| "unreadable".into()))
+}
+
+fn cert_sha256(pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &pem.contents);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthMethod, Secret, SecretSource};
+
+    fn client(id: &str) -> ClientConfig {
+        ClientConfig {
+            name: "local-name".into(),
+            token_endpoint: Some("https://idp.example/token".parse().unwrap()),
+            issuer: None,
+            client_id: id.into(),
+            client_secret: Some(SecretSource::Literal(Secret::new(String::from(
+                "CANARY-SECRET",
+            )))),
+            auth_method: AuthMethod::ClientSecretBasic,
+            ca_file: None,
+            assertion: None,
+            tls_client: None,
+        }
+    }
+
+    fn request(scopes: &[&str]) -> TokenRequest {
+        TokenRequest {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            audience: None,
+            resource: vec![],
+            params: Default::default(),
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_request_not_the_names_and_hold_no_secret() {
+        let k = Keys::new("tp", &client("orders"), &request(&["b", "a"]));
+        assert!(k.token.starts_with("{tp:") && k.token.ends_with("}:token"));
+        assert_eq!(k.lock, k.token.replace(":token", ":lock"));
+        let mut renamed = client("orders");
+        renamed.name = "other-name".into();
+        assert_eq!(k, Keys::new("tp", &renamed, &request(&["a", "b", "a"])));
+        assert_ne!(
+            k,
+            Keys::new("tp", &client("billing"), &request(&["a", "b"]))
+        );
+        assert_ne!(k, Keys::new("tp", &client("orders"), &request(&["a"])));
+        let mut post = client("orders");
+        post.auth_method = AuthMethod::ClientSecretPost;
+        assert_ne!(k, Keys::new("tp", &post, &request(&["a", "b"])));
+        let mut aud = request(&["a", "b"]);
+        aud.audience = Some("https://api".into());
+        assert_ne!(k, Keys::new("tp", &client("orders"), &aud));
+        assert!(!identity(&client("orders"), &aud).contains("CANARY"));
+    }
+}
