@@ -27,6 +27,7 @@ import jwt
 import requests
 
 import assertion_checks
+import cache_checks
 import exec_checks
 import h2_checks
 import intercept_checks
@@ -111,7 +112,8 @@ class Env:
     def start_idp(self):
         self.idp = start("oidc-provider", ["node", os.path.join(HERE, "idp.mjs")], env={
             "IDP_PORT": str(self.idp_port), "BASIC_SECRET": self.basic_secret,
-            "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL), **self.idp_env},
+            "POST_SECRET": self.post_secret, "SHORT_TTL": str(SHORT_TTL),
+            "FLEET_TTL": str(cache_checks.FLEET_TTL), **self.idp_env},
             log=os.path.join(self.tmp, "idp.log"))
         wait_http(f"http://127.0.0.1:{self.idp_port}/.well-known/openid-configuration")
 
@@ -258,6 +260,7 @@ def run_checks(env):
     intercept_checks.checks(env, check)
     h2_checks.checks(env, check)
     sharing_checks.checks(env, check)
+    cache_checks.checks(env, check, start, wait_http)
 
     def replay_401():
         before = env.stats().get("basic-client https://authfail.e2e.test", 0)

@@ -1,7 +1,8 @@
 // Authorization server for the end-to-end tests: oidc-provider with the client-credentials
 // grant and resource indicators (which make it issue JWT access tokens), on 127.0.0.1.
 //
-// Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource);
+// Env: IDP_PORT, BASIC_SECRET, POST_SECRET, SHORT_TTL (seconds, for the short-lived resource),
+// FLEET_TTL (seconds, for the resource that replicas share through Redis);
 // RSA_JWK and EC_JWK (public keys of the private_key_jwt clients), HMAC_SECRET; MTLS_CA (the
 // CA of tls_client_auth certificates) and SELF_SIGNED_JWK (self_signed_tls_client_auth).
 // GET /__stats answers {"<client_id> <resource>": count} of successful token requests, so the
@@ -13,6 +14,7 @@ const port = Number(process.env.IDP_PORT);
 const caCert = new X509Certificate(process.env.MTLS_CA);
 const issuer = `http://127.0.0.1:${port}`;
 const shortTtl = Number(process.env.SHORT_TTL || 4);
+const fleetTtl = Number(process.env.FLEET_TTL || 6);
 
 const resources = {
   'https://inventory.e2e.test': { scope: 'inventory:read inventory:write', ttl: 3600 },
@@ -23,6 +25,10 @@ const resources = {
   'https://ws.e2e.test': { scope: 'ws:chat', ttl: shortTtl },
   // Four APIs, each called through five upstreams that share one token (sharing_checks.py).
   ...Object.fromEntries([1, 2, 3, 4].map((g) => [`https://g${g}.e2e.test`, { scope: `g${g}:read`, ttl: 3600 }])),
+  // Replicas sharing tokens through Redis (cache_checks.py).
+  'https://fleet.e2e.test': { scope: 'fleet:read', ttl: fleetTtl },
+  'https://fleet2.e2e.test': { scope: 'fleet:read', ttl: 3600 },
+  'https://fleettls.e2e.test': { scope: 'fleet:read', ttl: 3600 },
 };
 const allScopes = Object.values(resources).flatMap((r) => r.scope.split(' '));
 

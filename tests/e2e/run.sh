@@ -17,12 +17,14 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null 2>&1 || [ -x /usr/lib/go/bin/go ] || need_apt+=(golang-go)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "e2e: installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# nginx-light's package starts a system nginx on port 80; we run our own on loopback ports.
+# nginx-light's package starts a system nginx on port 80, redis-server's a system Redis on
+# 6379; we run our own on free loopback ports.
 
 echo "e2e: npm ci (oidc-provider, undici, axios)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
