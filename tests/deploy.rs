@@ -46,6 +46,8 @@ fn every_metric_used_by_alerts_and_dashboard_is_exported() {
     m.client_certificate_expiry
         .with_label_values(&["c"])
         .set(0.0);
+    // The shared cache's series exist once a cache is configured.
+    m.cache.init();
     let exported: BTreeSet<String> = String::from_utf8(m.render())
         .unwrap()
         .lines()
@@ -75,4 +77,38 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     let text = cm["data"]["config.yaml"].as_str().unwrap();
     let config = tokenproxy::Config::from_yaml(text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.upstreams.len(), 1);
+}
+
+#[test]
+fn the_redis_cache_example_holds_a_valid_config_with_a_cache() {
+    let text = read("deploy/kubernetes/redis-cache.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    let config = tokenproxy::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cache = config.cache.expect("a cache section");
+    assert_eq!(cache.redis.url, "redis://tokenproxy-redis:6379");
+    assert_eq!(cache.redis.username.as_deref(), Some("tokenproxy"));
+    // The ACL lets the user reach the cache's keys, with the commands it sends.
+    let redis = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args = format!(
+        "{:?}",
+        redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    );
+    for needed in [
+        "~{tokenproxy:*",
+        "+get",
+        "+set",
+        "+eval",
+        "+evalsha",
+        "+del",
+        "+ping",
+    ] {
+        assert!(args.contains(needed), "{needed} not in {args}");
+    }
 }

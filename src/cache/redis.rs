@@ -171,7 +171,8 @@ impl Redis {
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         let cfg = &self.config;
         let info = cfg.url.as_str().into_connection_info()?;
-        let mut settings = info.redis_settings().clone();
+        // No CLIENT SETINFO: one round trip less, and nothing for a tight ACL to refuse.
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(user) = &cfg.username {
             settings = settings.set_username(user);
         }

@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from procs import free_port, stop
 
 REPLICAS = 20
+# What the cache's Redis user may run: the same list as deploy/kubernetes/redis-cache.yaml.
+ACL_COMMANDS = "+get +set +del +eval +evalsha +script|load +ping +hello"
 FLEET_TTL = 6
 RESOURCE = "https://fleet.e2e.test"
 
@@ -342,7 +344,7 @@ def tls_and_acl(env, check, fleet):
     with open(conf, "w") as f:
         f.write(f"port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n"
                 f"tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\ntls-auth-clients no\n"
-                f"user default off\nuser tokenproxy on >{password} ~e2etls:* ~{{e2etls:* +@all\n")
+                f"user default off\nuser tokenproxy on >{password} ~{{e2etls:* {ACL_COMMANDS}\n")
     tls_redis = fleet.start("redis-tls", ["redis-server", conf], log=os.path.join(tmp, "redis-tls.log"))
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -352,6 +354,8 @@ def tls_and_acl(env, check, fleet):
             break
         except redislib.RedisError:
             time.sleep(0.05)
+    else:
+        raise AssertionError("the TLS Redis did not start; see redis-tls.log")
 
     def cache(pw):
         extra = f"    ca_file: {ca}\n    username: tokenproxy\n    password: {{ file: {pw} }}\n"
