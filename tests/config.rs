@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokenproxy::config::{
-    AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource, Unmatched, UpstreamProtocol,
+    AccessLog, AccessLogFormat, AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource,
+    Unmatched, UpstreamProtocol,
 };
 
 fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
@@ -124,6 +125,53 @@ fn everything_fixture_has_the_values_written() {
         "default match is the url's host"
     );
     assert!(c.upstream("local").unwrap().url.is_none());
+    let cache = c.cache.as_ref().unwrap();
+    assert_eq!(cache.redis.url, "rediss://redis.example.com:6380/2");
+    assert_eq!(cache.redis.username.as_deref(), Some("tokenproxy"));
+    assert_eq!(cache.redis.password, Some(SecretSource::Env("HOME".into())));
+    assert_eq!(cache.redis.key_prefix, "tp-e2e");
+    assert_eq!(cache.redis.timeout, Duration::from_millis(50));
+    assert_eq!(
+        tokenproxy::config::encryption_key_bytes(&cache.encryption_key).unwrap()[31],
+        31
+    );
+    assert_eq!(
+        c.access_log,
+        AccessLog {
+            enabled: true,
+            format: AccessLogFormat::Text,
+            include_query: true
+        }
+    );
+}
+
+#[test]
+fn cache_problems_are_reported_with_their_lines() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config/invalid/cache-bad-values.yaml");
+    let shown = Config::load(&path).err().unwrap().to_string();
+    for want in [
+        "line 13: cache.redis.url: credentials in the URL",
+        "line 14: cache.redis.key_prefix: \"a {b}\": 1 to 64 printable characters",
+        "line 15: cache.redis.timeout: between 5ms and 5s",
+        "line 16: cache.encryption_key: the encryption key is 5 bytes; it must be 32",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
+    }
+    assert!(
+        !shown.contains("pw@"),
+        "the URL's password is not repeated: {shown}"
+    );
+}
+
+#[test]
+fn the_access_log_and_the_cache_are_off_by_default() {
+    let c = Config::from_yaml(
+        "clients:\n  idp:\n    token_endpoint: https://idp/t\n    client_id: a\n    client_secret: s\nupstreams: {}\n",
+    )
+    .unwrap();
+    assert!(!c.access_log.enabled);
+    assert!(c.cache.is_none());
 }
 
 #[test]

@@ -2,7 +2,9 @@
 """Benchmark: wrk against (a) nginx direct, (b) nginx as a reverse proxy adding a static
 Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forward listener
 (absolute-form requests from a wrk Lua script), (e) a second tokenproxy reverse listener with the
-access log on (JSON lines to a file, as a container runtime keeps stdout). Same wrk settings for all, several runs each,
+access log on (JSON lines to a file, as a container runtime keeps stdout), (f) a third with the
+shared token cache on (a redis-server on loopback): the cache is on the token path only, so (f)
+should match (c). Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -19,6 +21,7 @@ Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
+import base64
 import os
 import platform
 import re
@@ -68,8 +71,11 @@ def origin_config(tmp, port):
     }}""")
 
 
-def tokenproxy_config(ports, access_log=False):
+def tokenproxy_config(ports, access_log=False, cache=None):
     log = "access_log:\n  enabled: true\n" if access_log else ""
+    if cache:
+        log += (f"cache:\n  redis:\n    url: redis://127.0.0.1:{ports['redis']}\n"
+                f"  encryption_key: {{ file: {cache} }}\n")
     return f"""{log}
 proxy:
   listen: 127.0.0.1:{ports['fwd']}
@@ -184,6 +190,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
     logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
+    cached = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin", "redis"]}}
     nginx = NGINX
     nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
     origin = origin_config(tmp, ports["origin"])
@@ -208,6 +215,10 @@ def main():
         f.write(cfg)
     with open(f"{tmp}/logged.yaml", "w") as f:
         f.write(tokenproxy_config(logged, access_log=True))
+    with open(f"{tmp}/cache.key", "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode())
+    with open(f"{tmp}/cached.yaml", "w") as f:
+        f.write(tokenproxy_config(cached, cache=f"{tmp}/cache.key"))
     think = f"function delay() return {args.think} end\n" if args.think else ""
     plain = f"{tmp}/plain.lua" if think else None
     if plain:
@@ -231,6 +242,11 @@ def main():
         tp_logged = start([binary, "run", "-c", f"{tmp}/logged.yaml", "--workers", str(args.workers)],
                           cpu=server_cpu, env={"RUST_LOG": "warn"}, stdout=access_log)
         wait(f"http://127.0.0.1:{logged['admin']}/readyz")
+        start(["redis-server", "--port", str(cached["redis"]), "--bind", "127.0.0.1", "--save", ""])
+        time.sleep(0.3)
+        tp_cached = start([binary, "run", "-c", f"{tmp}/cached.yaml", "--workers", str(args.workers)],
+                          cpu=server_cpu, env={"RUST_LOG": "warn"})
+        wait(f"http://127.0.0.1:{cached['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
 
@@ -240,6 +256,7 @@ def main():
             ("c tokenproxy reverse", f"http://127.0.0.1:{ports['rev']}/", plain, [tp.pid]),
             ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua, [tp.pid]),
             ("e tokenproxy reverse +access log", f"http://127.0.0.1:{logged['rev']}/", plain, [tp_logged.pid]),
+            ("f tokenproxy reverse +shared cache", f"http://127.0.0.1:{cached['rev']}/", plain, [tp_cached.pid]),
         ]
         results = {name: [] for name, _, _, _ in targets}
         for _ in range(args.runs):

@@ -48,9 +48,10 @@ impl Validator<'_> {
             return None;
         };
         let url = self.expand(&key("url"), url);
-        let tls = self.redis_url(&url)?;
+        // Checked on even after a bad URL, so that one run reports every problem.
+        let tls = self.redis_url(&url);
         let ca_file = self.file(&key("ca_file"), r.ca_file.as_deref());
-        if ca_file.is_some() && !tls {
+        if ca_file.is_some() && tls == Some(false) {
             self.problem(
                 &key("ca_file"),
                 "ca_file is for TLS: use a rediss:// url with it",
@@ -78,6 +79,7 @@ impl Validator<'_> {
                 "between 5ms and 5s: Redis is bypassed after it, so keep it tight",
             );
         }
+        tls?;
         Some(RedisConfig {
             url,
             username: r
