@@ -22,6 +22,7 @@ use crate::body::{full, Body};
 use crate::config::ClientConfig;
 use crate::jose::SigningKey;
 use crate::snapshot::{App, Upstream};
+use crate::token::ClientDpop;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -82,7 +83,15 @@ fn readyz(app: &App) -> Response<Body> {
 
 fn status(app: &App) -> Value {
     let snap = app.snapshot.load();
-    let upstreams: Vec<Value> = snap.upstreams.iter().map(|u| upstream_status(u)).collect();
+    let upstreams: Vec<Value> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            let mut v = upstream_status(u);
+            v["dpop"] = dpop_status(u, snap.dpop_keys.get(&u.config.client.name));
+            v
+        })
+        .collect();
     let cache = snap.cache.as_ref().map(|c| c.status());
     json!({ "version": env!("CARGO_PKG_VERSION"), "upstreams": upstreams, "cache": cache })
 }
@@ -116,6 +125,20 @@ fn upstream_status(u: &Upstream) -> Value {
         "token_source": sharers.first(),
         "shares_token_with": sharers.iter().filter(|n| **n != *u.name).collect::<Vec<_>>(),
     })
+}
+
+/// A DPoP upstream's key thumbprint (`cnf.jkt` of its tokens) and whether the token
+/// endpoint and the upstream have sent nonces; `null` for bearer tokens.
+fn dpop_status(u: &Upstream, client: Option<&Arc<ClientDpop>>) -> Value {
+    match (client, &u.dpop) {
+        (Some(c), Some(d)) => json!({
+            "jkt": c.key.thumbprint(),
+            "alg": c.key.alg().as_str(),
+            "token_endpoint_nonce": c.nonces.any(),
+            "upstream_nonce": d.nonces.any(),
+        }),
+        _ => Value::Null,
+    }
 }
 
 /// What identifies the client's key and certificate, never the key: the key's JWK thumbprint

@@ -20,4 +20,6 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    #[error("clients.{client}.dpop_key: {reason}")]
+    DpopKey { client: String, reason: String },
 }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::running::random_jitter;
-use crate::token::{Endpoint, TokenSource};
+use crate::token::{client_dpop, Endpoint, TokenSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -52,14 +52,20 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
         });
     };
     let metrics = Metrics::new().map_err(StartError::from)?;
+    let dpop = client_dpop(&up.client).map_err(|e| TokenError::Unavailable {
+        upstream: up.name.clone(),
+        reason: format!("clients.{}.dpop_key: {e}", up.client.name),
+    })?;
     let endpoint = Endpoint::new(up.client.clone(), &up.request, &config.tokens, &metrics)
-        .map_err(StartError::from)?;
+        .map_err(StartError::from)?
+        .with_dpop(dpop.clone());
     let source = TokenSource::spawn(
         &[up.name.as_str()],
         Arc::new(endpoint),
         config.tokens.clone(),
         metrics,
         random_jitter,
+        dpop.map(|d| d.key.clone()),
     );
     let deadline = Instant::now() + config.tokens.wait_timeout;
     let token = source

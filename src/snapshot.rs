@@ -16,14 +16,15 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::SharedCache;
-use crate::config::{ClientConfig, Config, Role, UpstreamConfig, UpstreamProtocol};
+use crate::config::{ClientConfig, Config, Role, TokenType, UpstreamConfig, UpstreamProtocol};
 use crate::error::StartError;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
-use crate::metrics::{Metrics, RequestMetrics};
+use crate::jose::Nonces;
+use crate::metrics::{DpopServer, Metrics, RequestMetrics};
 use crate::token::sharing::SourceKey;
 use crate::token::source::Jitter;
-use crate::token::{Endpoint, Fetcher, TokenSource};
+use crate::token::{client_dpop, ClientDpop, Endpoint, Fetcher, TokenSource};
 use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
 
 /// Everything shared by the listeners and the admin endpoints.
@@ -54,6 +55,9 @@ pub struct Snapshot {
     pub passthrough: Clients,
     /// The token cache shared by replicas (`cache`), kept across reloads that leave it be.
     pub cache: Option<Arc<SharedCache>>,
+    /// The DPoP key of each `token_type: dpop` client, by name, kept across reloads that
+    /// leave the client be (its tokens are bound to it).
+    pub dpop_keys: HashMap<String, Arc<ClientDpop>>,
 }
 
 pub struct Upstream {
@@ -62,6 +66,16 @@ pub struct Upstream {
     pub tokens: Arc<TokenSource>,
     pub route: Route,
     pub metrics: RequestMetrics,
+    /// `token_type: dpop`: the upstream's nonces and proof counters.
+    pub dpop: Option<UpstreamDpop>,
+}
+
+/// What the request path keeps for an upstream whose tokens are DPoP-bound.
+pub struct UpstreamDpop {
+    pub nonces: Nonces,
+    /// `tokenproxy_dpop_proofs_total{server="upstream"}` of this upstream.
+    pub proofs: prometheus::IntCounter,
+    pub nonce_retries: prometheus::IntCounter,
 }
 
 impl App {
@@ -133,7 +147,9 @@ impl Snapshot {
             Some(p) if same_token_settings_globally && same_cache => p.sources(),
             _ => Vec::new(),
         };
+        let dpop_keys = dpop_keys(&config, previous)?;
         let mut sources = Sources::new(&config, metrics, jitter, carried, cache.clone());
+        sources.dpop = dpop_keys.clone();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             let tokens = sources.for_upstream(u)?;
@@ -158,6 +174,15 @@ impl Snapshot {
                 metrics: RequestMetrics::new(metrics, &u.name),
                 config: u.clone(),
                 tokens,
+                dpop: (u.client.token_type == TokenType::Dpop).then(|| {
+                    let (proofs, nonce_retries) =
+                        metrics.dpop.counters(DpopServer::Upstream, &u.name);
+                    UpstreamDpop {
+                        nonces: Nonces::default(),
+                        proofs,
+                        nonce_retries,
+                    }
+                }),
             }));
         }
         let router = Router::new(config.upstreams.iter().map(|u| u.match_hosts.as_slice()));
@@ -173,6 +198,7 @@ impl Snapshot {
             router,
             passthrough,
             cache,
+            dpop_keys,
         })
     }
 
@@ -212,6 +238,33 @@ struct Sources<'a> {
     /// One token endpoint client per client, shared by its sources.
     http: HashMap<String, reqwest::Client>,
     cache: Option<Arc<SharedCache>>,
+    dpop: HashMap<String, Arc<ClientDpop>>,
+}
+
+/// Each DPoP client's key: the previous snapshot's if the client is unchanged, else read
+/// from `dpop_key` or generated.
+fn dpop_keys(
+    config: &Config,
+    previous: Option<&Snapshot>,
+) -> Result<HashMap<String, Arc<ClientDpop>>, StartError> {
+    let mut keys = HashMap::new();
+    for (name, client) in &config.clients {
+        let kept = previous.and_then(|p| {
+            let same = p.config.clients.get(name) == Some(client);
+            p.dpop_keys.get(name).filter(|_| same).cloned()
+        });
+        let key = match kept {
+            Some(k) => Some(k),
+            None => client_dpop(client).map_err(|e| StartError::DpopKey {
+                client: name.clone(),
+                reason: e.to_string(),
+            })?,
+        };
+        if let Some(k) = key {
+            keys.insert(name.clone(), k);
+        }
+    }
+    Ok(keys)
 }
 
 impl<'a> Sources<'a> {
@@ -231,6 +284,7 @@ impl<'a> Sources<'a> {
             built: Vec::new(),
             http: HashMap::new(),
             cache,
+            dpop: HashMap::new(),
         }
     }
 
@@ -272,8 +326,10 @@ impl<'a> Sources<'a> {
                 http
             }
         };
+        let dpop = self.dpop.get(&u.client.name).cloned();
         let endpoint =
-            Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http);
+            Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http)
+                .with_dpop(dpop.clone());
         let fetcher: Arc<dyn Fetcher> = match &self.cache {
             None => Arc::new(endpoint),
             Some(cache) => cache.fetcher(
@@ -281,6 +337,7 @@ impl<'a> Sources<'a> {
                 &u.client,
                 &u.request,
                 tokens.fetch_timeout,
+                dpop.as_ref().map(|d| &*d.key),
             ),
         };
         Ok(Arc::new(TokenSource::spawn(
@@ -289,6 +346,7 @@ impl<'a> Sources<'a> {
             tokens.clone(),
             self.metrics.clone(),
             self.jitter,
+            dpop.map(|d| d.key.clone()),
         )))
     }
 }

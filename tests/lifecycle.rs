@@ -112,6 +112,7 @@ fn spawn_with(script: &Arc<Script>, settings: TokenSettings, jitter: fn() -> f64
         settings,
         Metrics::new().unwrap(),
         jitter,
+        None,
     )
 }
 

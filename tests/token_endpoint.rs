@@ -82,7 +82,7 @@ bad_answer! {
     json_null: "null" => InvalidResponse::NotJson;
     missing_access_token: r#"{"token_type":"Bearer","expires_in":60}"# => InvalidResponse::MissingToken;
     missing_token_type: r#"{"access_token":"t","expires_in":60}"# => InvalidResponse::MissingTokenType;
-    unknown_token_type: r#"{"access_token":"t","token_type":"DPoP","expires_in":60}"# => InvalidResponse::WrongTokenType("DPoP".into());
+    unknown_token_type: r#"{"access_token":"t","token_type":"DPoP","expires_in":60}"# => InvalidResponse::WrongTokenType("DPoP".into(), "Bearer");
     expires_in_zero: r#"{"access_token":"t","token_type":"Bearer","expires_in":0}"# => InvalidResponse::BadExpiresIn;
     expires_in_negative: r#"{"access_token":"t","token_type":"Bearer","expires_in":-60}"# => InvalidResponse::BadExpiresIn;
     expires_in_fractional: r#"{"access_token":"t","token_type":"Bearer","expires_in":59.5}"# => InvalidResponse::BadExpiresIn;

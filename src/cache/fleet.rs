@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::key::Keys;
 use super::redis::{Redis, RedisError};
 use super::seal::{Entry, Sealer};
+use crate::config::TokenType;
 use crate::metrics::{CacheLock, CacheMetrics, CacheRead};
 use crate::token::{AccessToken, Ask, FetchError, Fetcher, Fetching, Issued};
 
@@ -34,6 +35,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// What one token source shares with the fleet.
 pub struct FleetFetcher {
     pub(super) inner: Arc<dyn Fetcher>,
+    /// Bearer or DPoP: a value of the other kind is rejected.
+    pub(super) kind: TokenType,
     pub(super) redis: Arc<Redis>,
     pub(super) sealer: Arc<Sealer>,
     pub(super) keys: Keys,
@@ -183,7 +186,12 @@ impl FleetFetcher {
             Ok(e) => e,
             Err(e) => return Judged::Rejected(e.to_string()),
         };
-        judge(entry, now_ms(), ask.replacing.filter(|_| ask.refused))
+        judge(
+            entry,
+            now_ms(),
+            ask.replacing.filter(|_| ask.refused),
+            self.kind,
+        )
     }
 }
 
@@ -198,15 +206,20 @@ enum Judged {
     Rejected(String),
 }
 
-/// Judges an opened entry at `now_ms`. `refused` is the token an upstream has just refused.
-fn judge(entry: Entry, now_ms: u64, refused: Option<&HeaderValue>) -> Judged {
+/// Judges an opened entry at `now_ms`. `refused` is the token an upstream has just refused;
+/// `kind` the kind of token the source asks for.
+fn judge(entry: Entry, now_ms: u64, refused: Option<&HeaderValue>, kind: TokenType) -> Judged {
     if entry.exp <= now_ms {
         return Judged::Rejected("the token in the value has expired".into());
     }
-    if entry.token_type != "Bearer" {
-        return Judged::Rejected(format!("token_type {:?} is not Bearer", entry.token_type));
+    let wanted = match kind {
+        TokenType::Bearer => "Bearer",
+        TokenType::Dpop => "DPoP",
+    };
+    if entry.token_type != wanted {
+        return Judged::Rejected(format!("token_type {:?} is not {wanted}", entry.token_type));
     }
-    let token = match AccessToken::parse(&entry.token) {
+    let token = match AccessToken::parse_as(&entry.token, kind) {
         Ok(t) => t,
         Err(e) => return Judged::Rejected(e.to_string()),
     };
@@ -255,27 +268,41 @@ mod tests {
     #[test]
     fn fresh_stale_refused_and_expired() {
         let e = || entry("tok-a", 1_000_000, 1_100_000);
-        match judge(e(), 1_050_000, None) {
+        match judge(e(), 1_050_000, None, TokenType::Bearer) {
             Judged::Fresh(i) => assert_eq!(i.lifetime, Duration::from_secs(50)),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(judge(e(), 1_075_000, None), Judged::Stale));
+        assert!(matches!(
+            judge(e(), 1_075_000, None, TokenType::Bearer),
+            Judged::Stale
+        ));
         let refused = HeaderValue::from_static("Bearer tok-a");
         assert!(matches!(
-            judge(e(), 1_010_000, Some(&refused)),
+            judge(e(), 1_010_000, Some(&refused), TokenType::Bearer),
             Judged::Refused
         ));
         let other = HeaderValue::from_static("Bearer tok-b");
         assert!(matches!(
-            judge(e(), 1_010_000, Some(&other)),
+            judge(e(), 1_010_000, Some(&other), TokenType::Bearer),
             Judged::Fresh(_)
         ));
-        assert!(matches!(judge(e(), 1_100_000, None), Judged::Rejected(_)));
+        assert!(matches!(
+            judge(e(), 1_100_000, None, TokenType::Bearer),
+            Judged::Rejected(_)
+        ));
         let mut dpop = e();
         dpop.token_type = "DPoP".into();
-        assert!(matches!(judge(dpop, 1_010_000, None), Judged::Rejected(_)));
         assert!(matches!(
-            judge(entry("bad token", 1_000_000, 1_100_000), 1_010_000, None),
+            judge(dpop, 1_010_000, None, TokenType::Bearer),
+            Judged::Rejected(_)
+        ));
+        assert!(matches!(
+            judge(
+                entry("bad token", 1_000_000, 1_100_000),
+                1_010_000,
+                None,
+                TokenType::Bearer
+            ),
             Judged::Rejected(_)
         ));
     }

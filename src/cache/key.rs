@@ -3,7 +3,8 @@
 //!
 //! The hash covers the token endpoint (or the issuer, when the endpoint is discovered), the
 //! client id, the auth method with the thumbprint of the key or certificate it uses, the
-//! scopes as a sorted set, the audience, the resources as a sorted set, and the extra params.
+//! scopes as a sorted set, the audience, the resources as a sorted set, the extra params,
+//! and the thumbprint of the DPoP key the tokens are bound to.
 //! Replicas (and upstreams) whose requests agree on all of these share a token; the client's
 //! name in the config does not count, so replicas may name it differently. The value and its
 //! lock share a Redis Cluster slot through the hash tag `{prefix:hash}`.
@@ -22,8 +23,14 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn new(prefix: &str, client: &ClientConfig, request: &TokenRequest) -> Keys {
-        let id = identity(client, request);
+    /// `dpop_jkt`: the thumbprint of the key the tokens are bound to, for a DPoP client.
+    pub fn new(
+        prefix: &str,
+        client: &ClientConfig,
+        request: &TokenRequest,
+        dpop_jkt: Option<&str>,
+    ) -> Keys {
+        let id = identity(client, request, dpop_jkt);
         let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
         let hash: String = digest.as_ref()[..16]
             .iter()
@@ -37,7 +44,7 @@ impl Keys {
 }
 
 /// The canonical text hashed into the key.
-fn identity(client: &ClientConfig, request: &TokenRequest) -> String {
+fn identity(client: &ClientConfig, request: &TokenRequest, dpop_jkt: Option<&str>) -> String {
     let mut scopes = request.scopes.clone();
     scopes.sort();
     scopes.dedup();
@@ -55,6 +62,7 @@ fn identity(client: &ClientConfig, request: &TokenRequest) -> String {
         "audience": request.audience,
         "resource": resource,
         "params": request.params,
+        "dpop_jkt": dpop_jkt,
     })
     .to_string()
 }
@@ -86,7 +94,7 @@ fn cert_sha256(pem: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthMethod, Secret, SecretSource};
+    use crate::config::{AuthMethod, Secret, SecretSource, TokenType};
 
     fn client(id: &str) -> ClientConfig {
         ClientConfig {
@@ -101,6 +109,8 @@ mod tests {
             ca_file: None,
             assertion: None,
             tls_client: None,
+            token_type: TokenType::Bearer,
+            dpop_key: None,
         }
     }
 
@@ -115,23 +125,43 @@ mod tests {
 
     #[test]
     fn keys_follow_the_request_not_the_names_and_hold_no_secret() {
-        let k = Keys::new("tp", &client("orders"), &request(&["b", "a"]));
+        let k = Keys::new("tp", &client("orders"), &request(&["b", "a"]), None);
         assert!(k.token.starts_with("{tp:") && k.token.ends_with("}:token"));
         assert_eq!(k.lock, k.token.replace(":token", ":lock"));
         let mut renamed = client("orders");
         renamed.name = "other-name".into();
-        assert_eq!(k, Keys::new("tp", &renamed, &request(&["a", "b", "a"])));
+        assert_eq!(
+            k,
+            Keys::new("tp", &renamed, &request(&["a", "b", "a"]), None)
+        );
         assert_ne!(
             k,
-            Keys::new("tp", &client("billing"), &request(&["a", "b"]))
+            Keys::new("tp", &client("billing"), &request(&["a", "b"]), None)
         );
-        assert_ne!(k, Keys::new("tp", &client("orders"), &request(&["a"])));
+        assert_ne!(
+            k,
+            Keys::new("tp", &client("orders"), &request(&["a"]), None)
+        );
         let mut post = client("orders");
         post.auth_method = AuthMethod::ClientSecretPost;
-        assert_ne!(k, Keys::new("tp", &post, &request(&["a", "b"])));
+        assert_ne!(k, Keys::new("tp", &post, &request(&["a", "b"]), None));
         let mut aud = request(&["a", "b"]);
         aud.audience = Some("https://api".into());
-        assert_ne!(k, Keys::new("tp", &client("orders"), &aud));
-        assert!(!identity(&client("orders"), &aud).contains("CANARY"));
+        assert_ne!(k, Keys::new("tp", &client("orders"), &aud, None));
+        assert!(!identity(&client("orders"), &aud, None).contains("CANARY"));
+        let bound = Keys::new(
+            "tp",
+            &client("orders"),
+            &request(&["a", "b"]),
+            Some("jkt-1"),
+        );
+        assert_ne!(k, bound, "a DPoP-bound token is another token");
+        let other = Keys::new(
+            "tp",
+            &client("orders"),
+            &request(&["a", "b"]),
+            Some("jkt-2"),
+        );
+        assert_ne!(bound, other, "bound to another key");
     }
 }

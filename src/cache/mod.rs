@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{encryption_key_bytes, CacheConfig, ClientConfig, TokenRequest};
+use crate::jose::DpopKey;
 use crate::metrics::CacheMetrics;
 use crate::token::Fetcher;
 
@@ -61,12 +62,15 @@ impl SharedCache {
         client: &ClientConfig,
         request: &TokenRequest,
         fetch_timeout: Duration,
+        dpop: Option<&DpopKey>,
     ) -> Arc<dyn Fetcher> {
+        let jkt = dpop.map(DpopKey::thumbprint);
         Arc::new(FleetFetcher {
             inner,
+            kind: client.token_type,
             redis: self.redis.clone(),
             sealer: self.sealer.clone(),
-            keys: Keys::new(&self.config.redis.key_prefix, client, request),
+            keys: Keys::new(&self.config.redis.key_prefix, client, request, jkt),
             metrics: self.metrics.clone(),
             lease: fetch_timeout + Duration::from_secs(1),
         })

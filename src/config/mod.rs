@@ -26,7 +26,8 @@ use std::time::Duration;
 pub use crate::jose::SigningAlg;
 pub use listeners::Role;
 pub use raw::{
-    AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, Unmatched, UpstreamProtocol,
+    AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, TokenType, Unmatched,
+    UpstreamProtocol,
 };
 pub use secret::{Secret, SecretError, SecretSource};
 
@@ -172,6 +173,9 @@ pub struct ClientConfig {
     pub assertion: Option<AssertionConfig>,
     /// The client certificate of the mutual-TLS methods.
     pub tls_client: Option<TlsClientConfig>,
+    pub token_type: TokenType,
+    /// `token_type: dpop`: the key's source; `None`: generated in memory at start.
+    pub dpop_key: Option<SecretSource>,
 }
 
 /// A client certificate and its key (`tls_client_auth`, `self_signed_tls_client_auth`).

@@ -131,6 +131,21 @@ pub struct RawClient {
     /// `token_endpoint` (default), `issuer`, or a literal URL.
     pub assertion_audience: Option<String>,
     pub assertion_lifetime: Option<String>,
+    /// `bearer` (default) or `dpop` (RFC 9449).
+    #[serde(default)]
+    pub token_type: TokenType,
+    /// The DPoP key (PEM or JWK); absent: one generated in memory at start (ES256).
+    pub dpop_key: Option<RawSecret>,
+}
+
+/// What kind of access token a client asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenType {
+    #[default]
+    Bearer,
+    /// Bound to a key of tokenproxy's: each request carries a proof signed with it.
+    Dpop,
 }
 
 #[derive(Debug, Deserialize)]

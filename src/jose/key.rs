@@ -119,6 +119,12 @@ impl SigningKey {
             B64.encode(header.to_string()),
             B64.encode(claims.to_string())
         );
+        let sig = self.signature(input.as_bytes())?;
+        Ok(format!("{input}.{}", B64.encode(sig)))
+    }
+
+    /// The JWS signature over `input` (the encoded header and claims, joined by a dot).
+    pub fn signature(&self, input: &[u8]) -> Result<Vec<u8>, KeyError> {
         let rng = SystemRandom::new();
         let sig = match &self.kind {
             Kind::Rsa(k) => {
@@ -131,19 +137,28 @@ impl SigningKey {
                     _ => &signature::RSA_PSS_SHA512,
                 };
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(padding, &rng, input.as_bytes(), &mut sig)
+                k.sign(padding, &rng, input, &mut sig)
                     .map_err(|_| KeyError::Sign)?;
                 sig
             }
             Kind::Ecdsa(k) => k
-                .sign(&rng, input.as_bytes())
+                .sign(&rng, input)
                 .map_err(|_| KeyError::Sign)?
                 .as_ref()
                 .to_vec(),
-            Kind::Ed25519(k) => k.sign(input.as_bytes()).as_ref().to_vec(),
-            Kind::Hmac(k) => ring::hmac::sign(k, input.as_bytes()).as_ref().to_vec(),
+            Kind::Ed25519(k) => k.sign(input).as_ref().to_vec(),
+            Kind::Hmac(k) => ring::hmac::sign(k, input).as_ref().to_vec(),
         };
-        Ok(format!("{input}.{}", B64.encode(sig)))
+        Ok(sig)
+    }
+
+    /// A new P-256 key, in memory only (a DPoP key nobody configured).
+    pub fn generate_es256() -> Result<SigningKey, KeyError> {
+        let rng = SystemRandom::new();
+        let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|_| KeyError::Sign)?;
+        let k = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).map_err(|_| KeyError::Sign)?;
+        finish(Kind::Ecdsa(k), Some(SigningAlg::ES256), None)
     }
 }
 

@@ -9,14 +9,17 @@
 //! error message or `Debug` output; only its JWK thumbprint (RFC 7638) is shown.
 //!
 //! - `key`: private keys (PEM, JWK) and HMAC keys, signing, public JWKs and thumbprints;
+//! - `dpop`: DPoP keys, proofs (RFC 9449) and the nonces servers send;
 //! - `assertion`: the client assertion's claims and header, and `x5t`.
 
 mod assertion;
+pub mod dpop;
 mod key;
 
 use std::fmt;
 
 pub use assertion::{x5t, Assertion};
+pub use dpop::{DpopKey, Nonces};
 pub use key::{thumbprint_of, SigningKey};
 
 /// JWS algorithms for client assertions (and, later, DPoP proofs).

@@ -5,10 +5,12 @@
 //! hosts adds no series. Nothing here ever holds a token or a secret.
 
 mod cache;
+mod dpop;
 
 use std::sync::OnceLock;
 
 pub use cache::{CacheLock, CacheMetrics, CacheRead};
+pub use dpop::{DpopMetrics, DpopServer};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -39,6 +41,7 @@ pub struct Metrics {
     /// Upgraded connections open now.
     pub upgraded_open: IntGauge,
     pub cache: CacheMetrics,
+    pub dpop: DpopMetrics,
 }
 
 /// TLS interception: CONNECTs by outcome, certificates minted, failed handshakes, expiries.
@@ -236,6 +239,7 @@ impl Metrics {
             )?,
             intercept: InterceptMetrics::register(&registry)?,
             cache: CacheMetrics::register(&registry)?,
+            dpop: DpopMetrics::register(&registry)?,
             upgrades: IntCounterVec::new(
                 Opts::new(
                     "tokenproxy_upgrades_total",

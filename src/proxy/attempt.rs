@@ -16,6 +16,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use super::answer::ProxyError;
+use super::dpop;
 use super::grpc;
 use super::headers::inject;
 use super::send::{send, Head, Transport};
@@ -52,6 +53,7 @@ pub async fn with_token(
     let timeout = config.proxy.request_timeout;
     let mut replaying = false;
     let mut resent = false;
+    let mut nonce_sent = false;
     loop {
         let waiting = Instant::now();
         let token = up.tokens.get().await;
@@ -64,6 +66,10 @@ pub async fn with_token(
             up.config.existing_authorization,
             token.header(),
         )?;
+        let proved = match injected {
+            true => dpop::prove(up, &token, &mut head, transport)?,
+            false => None,
+        };
         let sent = send(
             transport,
             head.with_body(payload.take()),
@@ -82,11 +88,25 @@ pub async fn with_token(
             }
             (sent, spare) => (sent?, spare),
         };
+        // The upstream wants a DPoP nonce it has just sent: once more, with it.
+        if let Some(origin) = &proved {
+            if dpop::nonce_asked(up, origin, &resp) && !nonce_sent {
+                if let Some(spare) = spare {
+                    (head, nonce_sent) = (spare.into_head(), true);
+                    continue;
+                }
+            }
+        }
         if wire == Wire::Http2 && injected {
             return Ok(grpc::watch(resp, up, token));
         }
         // A 401 for the app's own credentials (`keep`) says nothing about our token.
-        if replaying || !injected || !token_refused(&resp) {
+        let scheme = if token.dpop.is_some() {
+            "dpop"
+        } else {
+            "bearer"
+        };
+        if replaying || !injected || !token_refused(&resp, scheme) {
             return Ok(resp);
         }
         tracing::info!(upstream = %up.name, "upstream refused the token (401); fetching a new one");
@@ -180,21 +200,21 @@ impl Payload {
     }
 }
 
-/// A 401 whose challenge blames our token.
-fn token_refused(resp: &Response<Body>) -> bool {
-    resp.status() == StatusCode::UNAUTHORIZED && bearer_invalid_token(resp.headers())
+/// A 401 whose challenge (of the token's `scheme`, `bearer` or `dpop`) blames our token.
+fn token_refused(resp: &Response<Body>, scheme: &str) -> bool {
+    resp.status() == StatusCode::UNAUTHORIZED && invalid_token(resp.headers(), scheme)
 }
 
-/// A `Bearer` challenge that says the token is bad (or gives no reason). `insufficient_scope`
-/// is a permissions problem a new token will not fix.
-fn bearer_invalid_token(headers: &HeaderMap) -> bool {
+/// A challenge of `scheme` that says the token is bad (or gives no reason).
+/// `insufficient_scope` is a permissions problem a new token will not fix, and
+/// `use_dpop_nonce` asks for a nonce, not a token.
+fn invalid_token(headers: &HeaderMap, scheme: &str) -> bool {
     headers
         .get_all(WWW_AUTHENTICATE)
         .iter()
         .any(|v: &HeaderValue| {
-            let v = v.to_str().unwrap_or("").trim_start();
-            let is_bearer = v.len() >= 6 && v[..6].eq_ignore_ascii_case("bearer");
-            is_bearer && (!v.contains("error=") || v.contains("invalid_token"))
+            let v = v.to_str().unwrap_or("");
+            dpop::has_scheme(v, scheme) && (!v.contains("error=") || v.contains("invalid_token"))
         })
 }
 
@@ -209,15 +229,22 @@ mod tests {
             m.insert(WWW_AUTHENTICATE, HeaderValue::from_static(v));
             m
         };
-        assert!(bearer_invalid_token(&h("Bearer")));
-        assert!(bearer_invalid_token(&h(
-            r#"Bearer realm="x", error="invalid_token""#
-        )));
-        assert!(bearer_invalid_token(&h("bearer realm=\"x\"")));
-        assert!(!bearer_invalid_token(&h(
-            r#"Bearer error="insufficient_scope""#
-        )));
-        assert!(!bearer_invalid_token(&h("Basic realm=\"x\"")));
-        assert!(!bearer_invalid_token(&HeaderMap::new()));
+        let bearer = |m: &HeaderMap| invalid_token(m, "bearer");
+        assert!(bearer(&h("Bearer")));
+        assert!(bearer(&h(r#"Bearer realm="x", error="invalid_token""#)));
+        assert!(bearer(&h("bearer realm=\"x\"")));
+        assert!(!bearer(&h(r#"Bearer error="insufficient_scope""#)));
+        assert!(!bearer(&h("Basic realm=\"x\"")));
+        assert!(!bearer(&HeaderMap::new()));
+        let dpop = |m: &HeaderMap| invalid_token(m, "dpop");
+        assert!(dpop(&h(r#"DPoP error="invalid_token", algs="ES256""#)));
+        assert!(
+            !dpop(&h(r#"DPoP error="use_dpop_nonce""#)),
+            "a nonce, not a token"
+        );
+        assert!(
+            !dpop(&h(r#"Bearer error="invalid_token""#)),
+            "another scheme"
+        );
     }
 }

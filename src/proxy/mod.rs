@@ -13,6 +13,7 @@
 //!   plaintext tunnel), each request inside served through this same pipeline.
 //! - `upgrade`: WebSocket handshakes, and the splice once the upstream has said 101.
 //! - `grpc`: tokenproxy's own errors as gRPC status; upstream `UNAUTHENTICATED` as a 401.
+//! - `dpop`: a DPoP proof with each request carrying a DPoP-bound token, and upstream nonces.
 //! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
 //!   the edge (as gRPC status for a gRPC call, as JSON otherwise).
 //! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
@@ -28,6 +29,7 @@ pub mod answer;
 pub mod attempt;
 pub mod connect;
 pub mod dispatch;
+pub mod dpop;
 pub mod grpc;
 pub mod headers;
 pub mod intercept;

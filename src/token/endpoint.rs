@@ -8,20 +8,23 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 
 use super::discovery::Discovery;
 pub use super::error::FetchError;
 use super::error::{read_capped, transport};
-use super::response::{parse_error_code, parse_success, InvalidResponse, Issued};
+use super::response::{parse_error_code, parse_success_as, InvalidResponse, Issued};
+pub use super::wire::{basic_auth, form_body, retry_after, ASSERTION_TYPE, DPOP, DPOP_NONCE};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::config::{AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings};
+use super::dpop::ClientDpop;
+use crate::config::{
+    AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings, TokenType,
+};
 use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
-use crate::metrics::{FetchOutcome, Metrics};
+use crate::metrics::{DpopServer, FetchOutcome, Metrics};
 use crate::tls::{client_config_with, TlsError};
 
 pub use super::error::MAX_BODY;
@@ -38,6 +41,10 @@ pub struct Endpoint {
     cert_expiry: prometheus::Gauge,
     /// The token endpoint from the issuer's metadata, when the config gives no `token_endpoint`.
     discovery: Option<Discovery>,
+    /// `token_type: dpop`: the key proofs are signed with, and the server's nonce.
+    dpop: Option<Arc<ClientDpop>>,
+    /// `tokenproxy_dpop_proofs_total` and `…_nonce_retries_total` of a DPoP client.
+    dpop_counts: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl Endpoint {
@@ -87,6 +94,11 @@ impl Endpoint {
         metrics: &Metrics,
         http: reqwest::Client,
     ) -> Self {
+        let dpop_counts = (client.token_type == TokenType::Dpop).then(|| {
+            metrics
+                .dpop
+                .counters(DpopServer::TokenEndpoint, &client.name)
+        });
         Endpoint {
             http,
             form_base: form_body(request),
@@ -104,7 +116,16 @@ impl Endpoint {
                 .with_label_values(&[&client.name]),
             discovery: Discovery::for_client(&client).filter(|_| client.token_endpoint.is_none()),
             client,
+            dpop: None,
+            dpop_counts,
         }
+    }
+
+    /// Token requests carry DPoP proofs signed with the client's key (and ask for DPoP-bound
+    /// tokens), with the server's nonce once it has sent one.
+    pub fn with_dpop(mut self, dpop: Option<Arc<ClientDpop>>) -> Self {
+        self.dpop = dpop;
+        self
     }
 
     /// One token request, counted by auth method.
@@ -154,7 +175,61 @@ impl Endpoint {
         result
     }
 
+    /// One token request, and once more if a DPoP server asks for a nonce it has just sent
+    /// (`400 use_dpop_nonce` with `DPoP-Nonce`, RFC 9449 §8).
     async fn request_to(&self, url: &reqwest::Url) -> Result<Issued, FetchError> {
+        let origin = url.origin().ascii_serialization();
+        let mut retried = false;
+        loop {
+            let (status, headers, body) = self.send(url, &origin).await?;
+            let nonce = headers.get(DPOP_NONCE).and_then(|v| v.to_str().ok());
+            if let (Some(dpop), Some(nonce)) = (&self.dpop, nonce) {
+                dpop.nonces.set(&origin, nonce);
+            }
+            if status.is_redirection() {
+                return Err(InvalidResponse::Redirect(status.as_u16()).into());
+            }
+            let code = (status != StatusCode::OK)
+                .then(|| parse_error_code(&body))
+                .flatten();
+            if self.dpop.is_some()
+                && !retried
+                && status == StatusCode::BAD_REQUEST
+                && code.as_deref() == Some("use_dpop_nonce")
+                && headers.contains_key(DPOP_NONCE)
+            {
+                retried = true;
+                if let Some((_, retries)) = &self.dpop_counts {
+                    retries.inc();
+                }
+                continue;
+            }
+            if status != StatusCode::OK {
+                return Err(FetchError::Http {
+                    status: status.as_u16(),
+                    code,
+                    retry_after: retry_after(&headers),
+                });
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let kind = self.client.token_type;
+            return Ok(parse_success_as(
+                &body,
+                self.default_lifetime,
+                now.as_secs(),
+                kind,
+            )?);
+        }
+    }
+
+    /// Sends one token request (with a new assertion and proof) and reads the answer.
+    async fn send(
+        &self,
+        url: &reqwest::Url,
+        origin: &str,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), FetchError> {
         let mut form = self.form_base.clone();
         let mut req = self
             .http
@@ -199,24 +274,21 @@ impl Endpoint {
                 }
             }
         }
+        if let Some(dpop) = &self.dpop {
+            let nonce = dpop.nonces.get(origin);
+            let proof = dpop
+                .key
+                .proof("POST", url.as_str(), None, nonce.as_deref())?;
+            if let Some((proofs, _)) = &self.dpop_counts {
+                proofs.inc();
+            }
+            req = req.header(DPOP, proof);
+        }
         let resp = req.body(form).send().await.map_err(transport)?;
         let status = resp.status();
-        let retry_after = retry_after(resp.headers());
+        let headers = resp.headers().clone();
         let body = read_capped(resp).await?;
-        if status.is_redirection() {
-            return Err(InvalidResponse::Redirect(status.as_u16()).into());
-        }
-        if status != StatusCode::OK {
-            return Err(FetchError::Http {
-                status: status.as_u16(),
-                code: parse_error_code(&body),
-                retry_after,
-            });
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Ok(parse_success(&body, self.default_lifetime, now.as_secs())?)
+        Ok((status, headers, body))
     }
 }
 
@@ -269,95 +341,5 @@ impl Endpoint {
             x5t,
         };
         Ok(assertion.sign(&key, SystemTime::now())?)
-    }
-}
-
-/// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
-pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// `grant_type`, `scope`, `audience`, `resource` and extra params, form-encoded.
-pub fn form_body(request: &TokenRequest) -> String {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", "client_credentials");
-    if !request.scopes.is_empty() {
-        form.append_pair("scope", &request.scopes.join(" "));
-    }
-    if let Some(aud) = &request.audience {
-        form.append_pair("audience", aud);
-    }
-    for r in &request.resource {
-        form.append_pair("resource", r);
-    }
-    for (k, v) in &request.params {
-        form.append_pair(k, v);
-    }
-    form.finish()
-}
-
-/// RFC 6749 §2.3.1: id and secret are form-urlencoded before being joined and base64'd.
-pub fn basic_auth(id: &str, secret: &str) -> String {
-    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let joined = format!("{}:{}", enc(id), enc(secret));
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(joined)
-    )
-}
-
-/// `Retry-After` as delay-seconds or an HTTP-date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_auth_form_encodes_before_base64() {
-        let got = basic_auth("a b:c", "p@ss:w+rd/=%&é");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(got.strip_prefix("Basic ").unwrap())
-            .unwrap();
-        assert_eq!(
-            String::from_utf8(decoded).unwrap(),
-            "a+b%3Ac:p%40ss%3Aw%2Brd%2F%3D%25%26%C3%A9"
-        );
-        assert_eq!(basic_auth("id", "s"), "Basic aWQ6cw==");
-    }
-
-    #[test]
-    fn form_has_scope_audience_and_repeated_resource() {
-        let req = TokenRequest {
-            scopes: vec!["api:read".into(), "api:write".into()],
-            audience: Some("https://api".into()),
-            resource: vec!["https://a".into(), "https://b".into()],
-            params: [("tenant".to_string(), "acme".to_string())].into(),
-        };
-        assert_eq!(
-            form_body(&req),
-            "grant_type=client_credentials&scope=api%3Aread+api%3Awrite&audience=https%3A%2F%2Fapi&resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&tenant=acme"
-        );
-    }
-
-    #[test]
-    fn retry_after_both_forms() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = SystemTime::now() + Duration::from_secs(120);
-        h.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -5,15 +5,19 @@
 //! (`timing`).
 
 pub mod discovery;
+pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod fetcher;
+pub mod held;
 pub mod response;
 pub mod sharing;
 pub mod source;
 pub mod timing;
+pub mod wire;
 
+pub use dpop::{client_dpop, dpop_key, ClientDpop};
 pub use endpoint::{Endpoint, FetchError};
 pub use fetcher::{Ask, Fetcher, Fetching};
 pub use response::{AccessToken, InvalidResponse, Issued};
-pub use source::{Status, Token, TokenSource, Unavailable};
+pub use source::{Bound, Status, Token, TokenSource, Unavailable};

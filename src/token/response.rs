@@ -13,6 +13,8 @@ use base64::Engine;
 use http::HeaderValue;
 use serde_json::Value;
 
+use crate::config::TokenType;
+
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// An `expires_in` above this (ten years) is taken as garbage rather than clamped.
@@ -22,11 +24,18 @@ const ABSURD_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessToken {
     header: HeaderValue,
+    /// A DPoP token's `ath` (base64url(SHA-256(token))), computed once for all its proofs.
+    ath: Option<String>,
 }
 
 impl AccessToken {
     /// Checks the RFC 6750 `b64token` syntax and the size cap, then builds `Bearer <token>`.
     pub fn parse(token: &str) -> Result<Self, InvalidResponse> {
+        Self::parse_as(token, TokenType::Bearer)
+    }
+
+    /// [`AccessToken::parse`] for a token of `kind`: `DPoP <token>` for a DPoP-bound one.
+    pub fn parse_as(token: &str, kind: TokenType) -> Result<Self, InvalidResponse> {
         if token.is_empty() {
             return Err(InvalidResponse::EmptyToken);
         }
@@ -38,10 +47,19 @@ impl AccessToken {
         if body.is_empty() || !body.bytes().all(ok) {
             return Err(InvalidResponse::TokenSyntax);
         }
-        let mut header = HeaderValue::try_from(format!("Bearer {token}"))
+        let (scheme, ath) = match kind {
+            TokenType::Bearer => ("Bearer", None),
+            TokenType::Dpop => ("DPoP", Some(crate::jose::dpop::ath(token))),
+        };
+        let mut header = HeaderValue::try_from(format!("{scheme} {token}"))
             .map_err(|_| InvalidResponse::TokenSyntax)?;
         header.set_sensitive(true);
-        Ok(AccessToken { header })
+        Ok(AccessToken { header, ath })
+    }
+
+    /// `ath` for the proofs of a DPoP token; `None` for a bearer token.
+    pub fn ath(&self) -> Option<&str> {
+        self.ath.as_deref()
     }
 
     /// The `Authorization` header value, marked sensitive.
@@ -71,8 +89,8 @@ pub enum InvalidResponse {
     TokenSyntax,
     #[error("token_type is missing")]
     MissingTokenType,
-    #[error("token_type {0:?} is not Bearer")]
-    WrongTokenType(String),
+    #[error("token_type {0:?} is not {1}")]
+    WrongTokenType(String, &'static str),
     #[error("expires_in is not a positive whole number of seconds")]
     BadExpiresIn,
     #[error("the JWT exp claim is in the past")]
@@ -105,17 +123,32 @@ pub fn parse_success(
     default_lifetime: Duration,
     now_unix: u64,
 ) -> Result<Issued, InvalidResponse> {
+    parse_success_as(body, default_lifetime, now_unix, TokenType::Bearer)
+}
+
+/// [`parse_success`] for a client that asked for tokens of `kind`: a DPoP client must get
+/// `token_type: DPoP`, never a silent downgrade to a bearer token (RFC 9449 §5).
+pub fn parse_success_as(
+    body: &[u8],
+    default_lifetime: Duration,
+    now_unix: u64,
+    kind: TokenType,
+) -> Result<Issued, InvalidResponse> {
     let json: Value = serde_json::from_slice(body).map_err(|_| InvalidResponse::NotJson)?;
     let obj = json.as_object().ok_or(InvalidResponse::NotJson)?;
     let raw_token = obj
         .get("access_token")
         .and_then(Value::as_str)
         .ok_or(InvalidResponse::MissingToken)?;
-    let token = AccessToken::parse(raw_token)?;
+    let token = AccessToken::parse_as(raw_token, kind)?;
+    let wanted = match kind {
+        TokenType::Bearer => "Bearer",
+        TokenType::Dpop => "DPoP",
+    };
     match obj.get("token_type").and_then(Value::as_str) {
         None => return Err(InvalidResponse::MissingTokenType),
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(t) => return Err(InvalidResponse::WrongTokenType(printable(t, 32))),
+        Some(t) if t.eq_ignore_ascii_case(wanted) => {}
+        Some(t) => return Err(InvalidResponse::WrongTokenType(printable(t, 32), wanted)),
     }
     let lifetime = match obj.get("expires_in") {
         Some(v) => expires_in(v)?,
@@ -183,6 +216,34 @@ mod tests {
     }
 
     #[test]
+    fn a_dpop_client_takes_only_dpop_tokens() {
+        let dpop =
+            |body: &str| parse_success_as(body.as_bytes(), DEFAULT, 1_000_000, TokenType::Dpop);
+        let ok = dpop(r#"{"access_token":"Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU","token_type":"DPoP","expires_in":60}"#).unwrap();
+        assert_eq!(
+            ok.token.header().to_str().unwrap(),
+            "DPoP Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"
+        );
+        assert_eq!(
+            ok.token.ath(),
+            Some("fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo")
+        );
+        assert_eq!(
+            dpop(r#"{"access_token":"t","token_type":"Bearer","expires_in":60}"#).err(),
+            Some(InvalidResponse::WrongTokenType("Bearer".into(), "DPoP")),
+            "a bearer answer to a DPoP request is an error, not a downgrade"
+        );
+        assert!(dpop(r#"{"access_token":"t","token_type":"dpop"}"#).is_ok());
+        assert_eq!(
+            parse(r#"{"access_token":"t","token_type":"Bearer"}"#)
+                .unwrap()
+                .token
+                .ath(),
+            None
+        );
+    }
+
+    #[test]
     fn accepts_rfc_answers() {
         let ok = parse(r#"{"access_token":"abc.DEF-_~+/==","token_type":"Bearer","expires_in":3600,"scope":"a b"}"#).unwrap();
         assert_eq!(ok.lifetime, Duration::from_secs(3600));
@@ -232,7 +293,7 @@ mod tests {
             ),
             (
                 r#"{"access_token":"t","token_type":"mac"}"#.into(),
-                InvalidResponse::WrongTokenType("mac".into()),
+                InvalidResponse::WrongTokenType("mac".into(), "Bearer"),
             ),
             (
                 format!(r#"{{"access_token":"{long}","token_type":"Bearer"}}"#),

@@ -20,50 +20,18 @@ use tokio::time::Instant;
 
 use super::endpoint::FetchError;
 use super::fetcher::{Ask, Fetcher};
+pub use super::held::{Bound, Status, Token, Unavailable};
 use super::response::Issued;
 use super::sharing::Upstreams;
 pub use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
+use crate::jose::DpopKey;
 use crate::metrics::{FetchOutcome, Metrics};
-
-/// A token in use.
-#[derive(Debug)]
-pub struct Token {
-    header: HeaderValue,
-    /// After this the token is not sent (its lifetime less a small skew).
-    pub usable_until: Instant,
-    /// When the server said it expires (for `tokenproxy token --format json`).
-    pub expires_at: SystemTime,
-}
-
-impl Token {
-    /// The `Authorization` header value, marked sensitive.
-    pub fn header(&self) -> &HeaderValue {
-        &self.header
-    }
-}
-
-/// Why a request could not have a token.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{reason}")]
-pub struct Unavailable {
-    pub reason: String,
-}
-
-/// What `/status` shows about one token source. No token, no secret.
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    pub last_refresh: Option<SystemTime>,
-    pub last_error: Option<String>,
-    pub next_attempt: Option<Instant>,
-    pub fetches: u64,
-    pub failures: u64,
-    /// Failures since the last success; > 0 means requests without a token fail at once.
-    pub consecutive_failures: u32,
-}
 
 struct Shared {
     upstreams: Upstreams,
+    /// The DPoP key of the client, when its tokens are bound to one.
+    dpop: Option<Arc<DpopKey>>,
     settings: TokenSettings,
     current: ArcSwapOption<Token>,
     /// Bumped after every fetch, good or bad, to wake waiting requests.
@@ -100,12 +68,14 @@ impl TokenSource {
         settings: TokenSettings,
         metrics: Metrics,
         jitter: Jitter,
+        dpop: Option<Arc<DpopKey>>,
     ) -> Self {
         for name in upstreams {
             metrics.init_upstream(name);
         }
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(upstreams),
+            dpop,
             settings,
             current: ArcSwapOption::empty(),
             changed: watch::channel(0).0,
@@ -312,10 +282,18 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         .load()
         .as_ref()
         .is_some_and(|t| issued.same_token_header(&t.header));
+    let dpop = match (&shared.dpop, issued.token.ath()) {
+        (Some(key), Some(ath)) => Some(Bound {
+            key: key.clone(),
+            ath: ath.to_owned(),
+        }),
+        _ => None,
+    };
     shared.current.store(Some(Arc::new(Token {
         header: issued.token.header().clone(),
         usable_until: started + usable,
         expires_at: SystemTime::now() + lifetime.saturating_sub(started.elapsed()),
+        dpop,
     })));
     // The server's expiry (counted from the request), in Unix time for dashboards and alerts.
     let now_unix = SystemTime::now()

@@ -131,6 +131,12 @@ impl OriginPool {
         }
     }
 
+    /// `scheme://host:port` of the origin (what a DPoP proof's `htu` starts with).
+    pub fn origin_str(&self) -> String {
+        let scheme = self.origin.scheme_str().unwrap_or("http");
+        format!("{scheme}://{}", self.host.to_str().unwrap_or(""))
+    }
+
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {

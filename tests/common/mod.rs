@@ -55,6 +55,8 @@ pub struct Seen {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: String,
+    /// The `DPoP` proof header, if any.
+    pub dpop: Option<String>,
 }
 
 /// Authorization server: answers from a script, then with fresh tokens `tok-N`.
@@ -115,11 +117,13 @@ impl FakeIdp {
                 .map(String::from)
         };
         let (authorization, content_type) = (h(header::AUTHORIZATION), h(header::CONTENT_TYPE));
+        let dpop = h(http::HeaderName::from_static("dpop"));
         let body = req.into_body().collect().await.unwrap().to_bytes();
         self.seen.lock().unwrap().push(Seen {
             authorization,
             content_type,
             body: String::from_utf8_lossy(&body).into_owned(),
+            dpop,
         });
         let required = self.required_secret.lock().unwrap().clone();
         if let Some(secret) = required {
@@ -216,6 +220,27 @@ impl Echo {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let path = parts.uri.path().to_string();
+        if path.contains("/dpop-nonce") {
+            // A resource server that wants its nonce in the DPoP proof.
+            let nonce = parts
+                .headers
+                .get("dpop")
+                .and_then(|p| jws_claims(p.to_str().ok()?))
+                .and_then(|c| c.get("nonce")?.as_str().map(String::from));
+            if nonce.as_deref() != Some(UPSTREAM_NONCE) {
+                let mut resp = Response::new(full("nonce please"));
+                *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    r#"DPoP error="use_dpop_nonce", error_description="nonce required""#
+                        .parse()
+                        .unwrap(),
+                );
+                resp.headers_mut()
+                    .insert("dpop-nonce", UPSTREAM_NONCE.parse().unwrap());
+                return resp;
+            }
+        }
         if path.starts_with("/401") {
             let ok = auth.len() == 1
                 && self
@@ -253,6 +278,7 @@ impl Echo {
             "host": parts.headers.get(header::HOST).map(|v| v.to_str().unwrap().to_string()),
             "authority": parts.uri.authority().map(|a| a.to_string()),
             "authorization": auth,
+            "dpop": parts.headers.get("dpop").map(|v| v.to_str().unwrap().to_string()),
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
         });
@@ -261,6 +287,19 @@ impl Echo {
             .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
         resp
     }
+}
+
+/// The nonce the echo upstream asks for on `/dpop-nonce`.
+pub const UPSTREAM_NONCE: &str = "up-nonce-1";
+
+/// The claims of a compact JWS, unverified.
+pub fn jws_claims(jws: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = jws.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// A parsed HTTP/1.1 response from [`raw`].

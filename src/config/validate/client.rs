@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::super::raw::{RawClient, RawSecret};
-use super::super::{ClientConfig, Secret, SecretSource};
+use super::super::{ClientConfig, Secret, SecretSource, TokenType};
 use super::Validator;
 use crate::host::{is_loopback, normalize_host};
 
@@ -36,6 +36,7 @@ impl Validator<'_> {
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
         let assertion = self.credentials(name, c, client_secret.as_ref(), issuer.as_deref());
         let tls_client = self.tls_client(name, c);
+        let dpop_key = self.dpop_key(name, c);
         Some(ClientConfig {
             name: name.to_string(),
             token_endpoint,
@@ -46,7 +47,27 @@ impl Validator<'_> {
             ca_file,
             assertion,
             tls_client,
+            token_type: c.token_type,
+            dpop_key,
         })
+    }
+
+    /// `dpop_key`: only with `token_type: dpop`, and an asymmetric key when it is read.
+    fn dpop_key(&mut self, name: &str, c: &RawClient) -> Option<SecretSource> {
+        let path = ["clients", name, "dpop_key"];
+        let raw = c.dpop_key.as_ref()?;
+        if c.token_type != TokenType::Dpop {
+            self.problem(&path, "dpop_key needs token_type: dpop");
+        }
+        let source = self.secret(&path, raw);
+        if self.check_sources {
+            if let Ok(text) = source.read() {
+                if let Err(e) = crate::jose::DpopKey::from_text(text.expose(), None) {
+                    self.problem(&path, format!("not a DPoP key: {e}"));
+                }
+            }
+        }
+        Some(source)
     }
 
     /// An issuer identifier (RFC 8414 §2): an https URL (http on loopback) with no query or
