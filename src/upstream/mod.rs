@@ -2,6 +2,7 @@
 //!
 //! - `pool`: connections to an upstream's `url`: HTTP/1.1 driven in the request's own task,
 //!   and a one-off connection for each WebSocket handshake;
+//! - `conn`: one HTTP/1.1 connection of a pool, driven by the task using it;
 //! - `h2`: multiplexed HTTP/2 connections to an upstream's `url`;
 //! - `client`: the TLS connectors (rustls), and hyper-util's pooled clients for requests whose
 //!   destination is not fixed (passthrough and url-less upstreams).
@@ -13,6 +14,7 @@
 //! per upstream and `proxy` decides what to send where.
 
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod h2;
 pub mod pool;

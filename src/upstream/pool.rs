@@ -27,14 +27,13 @@ use http::{Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_rustls::MaybeHttpsStream;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::Connection as _;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::client::{Connector, Connectors};
+use super::conn::{Conn, Io};
 use super::error::PoolError;
 use super::h2::H2Conns;
 use super::reuse::Reuse;
@@ -42,35 +41,10 @@ use super::Wire;
 use crate::body::{Body, BoxError};
 use crate::config::{Scheme, UpstreamProtocol, UpstreamUrl};
 
-type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-
 /// Idle connections kept per origin.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One HTTP/1.1 connection: the handle to send on and the future that does its I/O.
-struct Conn {
-    sender: SendRequest<Body>,
-    /// `None` once the connection has ended (a finished future must not be polled again).
-    driver: Option<Pin<Box<Connection<Io, Body>>>>,
-    idle_since: Instant,
-}
-
-impl Conn {
-    /// Lets the connection do its I/O; notes when it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(driver) = &mut self.driver {
-            if driver.as_mut().poll(cx).is_ready() {
-                self.driver = None;
-            }
-        }
-    }
-
-    fn alive(&self) -> bool {
-        self.driver.is_some() && !self.sender.is_closed()
-    }
-}
 
 /// What `protocol: auto` over TLS has learnt of the origin from ALPN.
 const ALPN_UNKNOWN: u8 = 0;
