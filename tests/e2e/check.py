@@ -28,6 +28,7 @@ import requests
 
 import assertion_checks
 import cache_checks
+import dpop_checks
 import exec_checks
 import h2_checks
 import intercept_checks
@@ -261,6 +262,7 @@ def run_checks(env):
     h2_checks.checks(env, check)
     sharing_checks.checks(env, check)
     cache_checks.checks(env, check, start, wait_http)
+    dpop_checks.checks(env, check, start, wait_http)
 
     def replay_401():
         before = env.stats().get("basic-client https://authfail.e2e.test", 0)

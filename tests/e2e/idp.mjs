@@ -7,7 +7,7 @@
 // CA of tls_client_auth certificates) and SELF_SIGNED_JWK (self_signed_tls_client_auth).
 // GET /__stats answers {"<client_id> <resource>": count} of successful token requests, so the
 // test can check that tokenproxy fetched exactly one token per upstream.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT);
@@ -29,6 +29,8 @@ const resources = {
   'https://fleet.e2e.test': { scope: 'fleet:read', ttl: fleetTtl },
   'https://fleet2.e2e.test': { scope: 'fleet:read', ttl: 3600 },
   'https://fleettls.e2e.test': { scope: 'fleet:read', ttl: 3600 },
+  // DPoP-bound tokens (cnf.jkt), checked by dpop_server.py (dpop_checks.py).
+  'https://dpop.e2e.test': { scope: 'dpop:read', ttl: 3600 },
 };
 const allScopes = Object.values(resources).flatMap((r) => r.scope.split(' '));
 
@@ -63,6 +65,8 @@ const provider = new Provider(issuer, {
       tls_client_certificate_bound_access_tokens: true,
     },
     { ...client('self-signed-client', undefined, 'self_signed_tls_client_auth'), jwks: { keys: [JSON.parse(process.env.SELF_SIGNED_JWK)] } },
+    // Must send DPoP proofs, and must put the server's nonce in them.
+    { ...client('dpop-client', process.env.BASIC_SECRET, 'client_secret_basic'), dpop_bound_access_tokens: true },
   ],
   scopes: allScopes,
   clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
@@ -70,6 +74,8 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    // DPoP (RFC 9449), nonces required from any client that sends a proof.
+    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
     // Client certificates arrive from the nginx TLS front in a header (PEM, URL-escaped).
     mTLS: {
       enabled: true,
