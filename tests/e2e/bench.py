@@ -4,7 +4,8 @@ Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forw
 (absolute-form requests from a wrk Lua script), (e) a second tokenproxy reverse listener with the
 access log on (JSON lines to a file, as a container runtime keeps stdout), (f) a third with the
 shared token cache on (a redis-server on loopback): the cache is on the token path only, so (f)
-should match (c). Same wrk settings for all, several runs each,
+should match (c), and (g) a fourth whose client has `token_type: dpop` (an ES256 proof signed
+for every request). Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -68,10 +69,14 @@ def origin_config(tmp, port):
             default_type application/json;
             return 200 '{{"access_token":"bench-token-0123456789","token_type":"Bearer","expires_in":3600}}';
         }}
+        location = /dpop-token {{
+            default_type application/json;
+            return 200 '{{"access_token":"bench-token-0123456789","token_type":"DPoP","expires_in":3600}}';
+        }}
     }}""")
 
 
-def tokenproxy_config(ports, access_log=False, cache=None):
+def tokenproxy_config(ports, access_log=False, cache=None, dpop=False):
     log = "access_log:\n  enabled: true\n" if access_log else ""
     if cache:
         log += (f"cache:\n  redis:\n    url: redis://127.0.0.1:{ports['redis']}\n"
@@ -83,7 +88,8 @@ admin:
   listen: 127.0.0.1:{ports['admin']}
 clients:
   bench:
-    token_endpoint: http://127.0.0.1:{ports['origin']}/token
+    token_endpoint: http://127.0.0.1:{ports['origin']}/{"dpop-token" if dpop else "token"}
+    token_type: {"dpop" if dpop else "bearer"}
     client_id: bench
     client_secret: bench-secret
 upstreams:
@@ -191,6 +197,7 @@ def main():
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
     logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     cached = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin", "redis"]}}
+    dpop = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     nginx = NGINX
     nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
     origin = origin_config(tmp, ports["origin"])
@@ -219,6 +226,8 @@ def main():
         f.write(base64.b64encode(os.urandom(32)).decode())
     with open(f"{tmp}/cached.yaml", "w") as f:
         f.write(tokenproxy_config(cached, cache=f"{tmp}/cache.key"))
+    with open(f"{tmp}/dpop.yaml", "w") as f:
+        f.write(tokenproxy_config(dpop, dpop=True))
     think = f"function delay() return {args.think} end\n" if args.think else ""
     plain = f"{tmp}/plain.lua" if think else None
     if plain:
@@ -247,6 +256,9 @@ def main():
         tp_cached = start([binary, "run", "-c", f"{tmp}/cached.yaml", "--workers", str(args.workers)],
                           cpu=server_cpu, env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{cached['admin']}/readyz")
+        tp_dpop = start([binary, "run", "-c", f"{tmp}/dpop.yaml", "--workers", str(args.workers)],
+                        cpu=server_cpu, env={"RUST_LOG": "warn"})
+        wait(f"http://127.0.0.1:{dpop['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
 
@@ -257,6 +269,7 @@ def main():
             ("d tokenproxy forward", f"http://127.0.0.1:{ports['fwd']}/", lua, [tp.pid]),
             ("e tokenproxy reverse +access log", f"http://127.0.0.1:{logged['rev']}/", plain, [tp_logged.pid]),
             ("f tokenproxy reverse +shared cache", f"http://127.0.0.1:{cached['rev']}/", plain, [tp_cached.pid]),
+            ("g tokenproxy reverse, DPoP", f"http://127.0.0.1:{dpop['rev']}/", plain, [tp_dpop.pid]),
         ]
         results = {name: [] for name, _, _, _ in targets}
         for _ in range(args.runs):
