@@ -223,6 +223,23 @@ def checks(env, check, start, wait_http):
     check("a replica joining a warm fleet takes the shared token without a token request",
           joining_a_warm_fleet)
 
+    def a_401_renews_once_for_the_fleet():
+        # fleet2's token lives an hour: only the 401s can renew it.
+        before = stat(env, "https://fleet2.e2e.test")
+        tokens = set()
+        for _, fwd, _, _ in fleet.replicas:
+            r = requests.get("http://fleet2.e2e.test/401", proxies={"http": f"http://127.0.0.1:{fwd}"}, timeout=10)
+            assert r.status_code == 401, r.status_code
+        for _, fwd, _, _ in fleet.replicas:
+            r = requests.get("http://fleet2.e2e.test/echo", proxies={"http": f"http://127.0.0.1:{fwd}"}, timeout=10)
+            assert r.status_code == 200, r.status_code
+            tokens.add(r.text)
+        assert stat(env, "https://fleet2.e2e.test") - before == 1, "one token request for 20 replicas' 401s"
+        assert len(tokens) == 1, f"{len(tokens)} tokens across the fleet after the 401s"
+        env.verify(tokens.pop(), "https://fleet2.e2e.test", "basic-client", "fleet:read")
+    check("a 401 (a revoked token) on every replica makes one token request for the whole fleet",
+          a_401_renews_once_for_the_fleet)
+
     def tampered_foreign_garbage_expired():
         keys = fleet.key_of(r)
         assert len(keys) == 2, keys
