@@ -15,7 +15,8 @@ fn pkcs8_pem(der: &[u8]) -> String {
 fn main() {
     let rng = ring::rand::SystemRandom::new();
     let es256 = DpopKey::generate().unwrap_or_else(|e| panic!("{e}"));
-    let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap_or_else(|e| panic!("{e}"));
+    let ed =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap_or_else(|e| panic!("{e}"));
     let eddsa = DpopKey::from_text(&pkcs8_pem(ed.as_ref()), Some(SigningAlg::EdDSA))
         .unwrap_or_else(|e| panic!("{e}"));
     let p384 = ring::signature::EcdsaKeyPair::generate_pkcs8(

@@ -236,10 +236,17 @@ struct Sources<'a> {
     carried: Vec<(SourceKey, Arc<TokenSource>)>,
     built: Vec<(SourceKey, Arc<TokenSource>)>,
     /// One token endpoint client per client, shared by its sources.
-    http: HashMap<String, reqwest::Client>,
+    /// and one limit on its token requests in flight at once.
+    http: HashMap<String, (reqwest::Client, Arc<tokio::sync::Semaphore>)>,
     cache: Option<Arc<SharedCache>>,
     dpop: HashMap<String, Arc<ClientDpop>>,
 }
+
+/// Token requests of one client in flight at once. At start every source fetches; without a
+/// limit, 200 sources would open 200 connections to the token endpoint at the same moment
+/// (each costs about 25 KiB while open, memory the allocator then keeps) and count 200
+/// requests against the server's rate limit in one burst.
+const FETCHES_IN_FLIGHT: usize = 8;
 
 /// Each DPoP client's key: the previous snapshot's if the client is unchanged, else read
 /// from `dpop_key` or generated.
@@ -318,18 +325,21 @@ impl<'a> Sources<'a> {
         group: &[&str],
     ) -> Result<Arc<TokenSource>, StartError> {
         let tokens = &self.config.tokens;
-        let http = match self.http.get(&u.client.name) {
+        let (http, in_flight) = match self.http.get(&u.client.name) {
             Some(http) => http.clone(),
             None => {
                 let http = Endpoint::http_client(&u.client, tokens)?;
-                self.http.insert(u.client.name.clone(), http.clone());
-                http
+                let limit = Arc::new(tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT));
+                self.http
+                    .insert(u.client.name.clone(), (http.clone(), limit.clone()));
+                (http, limit)
             }
         };
         let dpop = self.dpop.get(&u.client.name).cloned();
         let endpoint =
             Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http)
-                .with_dpop(dpop.clone());
+                .with_dpop(dpop.clone())
+                .with_limit(in_flight);
         let fetcher: Arc<dyn Fetcher> = match &self.cache {
             None => Arc::new(endpoint),
             Some(cache) => cache.fetcher(

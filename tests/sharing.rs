@@ -171,3 +171,32 @@ async fn a_shared_source_refreshes_once_per_lifetime_for_its_group() {
     );
     p.shutdown().await;
 }
+
+/// 20 distinct token requests of one client at start: at most 8 in flight at once (not a
+/// burst of 20 connections and requests), and every one of them made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_token_requests_at_start_are_at_most_eight_at_once() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    *idp.default_delay.lock().unwrap() = std::time::Duration::from_millis(150);
+    let ups: String = (0..20)
+        .map(|i| {
+            format!(
+                "  api{i}:\n    url: {}\n    match: [api{i}.example.com]\n    client: idp\n    scopes: [s{i}]\n",
+                echo.url()
+            )
+        })
+        .collect();
+    let p = tokenproxy::start(config(&idp, "  listen: 127.0.0.1:0", &ups))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if idp.calls() == 20 && idp.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(idp.calls(), 20);
+    let most = idp.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, 8, "token requests in flight at once");
+    p.shutdown().await;
+}

@@ -43,6 +43,8 @@ pub struct Endpoint {
     discovery: Option<Discovery>,
     /// `token_type: dpop`: the key proofs are signed with, and the server's nonce.
     dpop: Option<Arc<ClientDpop>>,
+    /// Shared by the client's sources: how many of its token requests may be in flight.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// `tokenproxy_dpop_proofs_total` and `…_nonce_retries_total` of a DPoP client.
     dpop_counts: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
@@ -117,6 +119,7 @@ impl Endpoint {
             discovery: Discovery::for_client(&client).filter(|_| client.token_endpoint.is_none()),
             client,
             dpop: None,
+            in_flight: None,
             dpop_counts,
         }
     }
@@ -128,8 +131,19 @@ impl Endpoint {
         self
     }
 
+    /// At most as many token requests in flight as `limit` has permits (shared by the
+    /// client's sources).
+    pub fn with_limit(mut self, limit: Arc<tokio::sync::Semaphore>) -> Self {
+        self.in_flight = Some(limit);
+        self
+    }
+
     /// One token request, counted by auth method.
     pub async fn fetch(&self) -> Result<Issued, FetchError> {
+        let _permit = match &self.in_flight {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
         let result = self.request().await;
         let outcome = result
             .as_ref()

@@ -70,6 +70,9 @@ pub struct FakeIdp {
     pub default_delay: Arc<Mutex<Duration>>,
     /// When set, only `orders:<secret>` in HTTP Basic is accepted; else 401 invalid_client.
     pub required_secret: Arc<Mutex<Option<String>>>,
+    /// Token requests being answered now, and the most there have been at once.
+    pub in_flight: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
     _stop: Arc<watch::Sender<bool>>,
 }
 
@@ -85,6 +88,8 @@ impl FakeIdp {
             default_expires_in: Arc::new(Mutex::new(3600)),
             default_delay: Arc::new(Mutex::new(Duration::ZERO)),
             required_secret: Arc::new(Mutex::new(None)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: Arc::new(AtomicUsize::new(0)),
             _stop: Arc::new(stop),
         };
         let me = idp.clone();
@@ -151,7 +156,10 @@ impl FakeIdp {
             a
         });
         if !a.delay.is_zero() {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(a.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         let mut resp = Response::new(full(a.body));
         *resp.status_mut() = StatusCode::from_u16(a.status).unwrap();

@@ -2,7 +2,8 @@
 """Memory per upstream: starts the release binary with 1, 50 and 200 upstreams (one client,
 each with its own scope, so its own token source, url and reverse listener) against the bench origin (nginx,
 which also answers the token requests), and prints RSS once ready, the growth per upstream
-over the 1-upstream base, the /metrics page size and the token requests made at start.
+over the 1-upstream base, the /metrics page size and the token fetches at start as the metrics count them (a shared fetch under each of its
+upstreams).
 Not part of CI's pass/fail.
 
 Usage: bench_upstreams.py [--counts 1,50,200] [--binary PATH] [--no-listen] [--same-request]
@@ -77,7 +78,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0][1]
     print(f"# {time.strftime('%Y-%m-%d')} · {binary}")
-    print("| upstreams | RSS MiB | per upstream over the first, KiB | /metrics KB | token requests at start |")
+    print("| upstreams | RSS MiB | per upstream over the first, KiB | /metrics KB | fetches at start, counted under each upstream |")
     print("|---|---|---|---|---|")
     for n, rss, size, fetches in rows:
         per = (rss - base) / (n - rows[0][0]) if n != rows[0][0] else 0
