@@ -1,6 +1,7 @@
 //! What a DPoP proof costs to sign, per algorithm a `dpop_key` may have (ES256 is the
 //! generated default): `cargo run --release --example proof_cost`. Prints microseconds per
 //! proof, each the median of five rounds of 5,000 proofs. A measuring tool, not a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
 
@@ -14,18 +15,15 @@ fn pkcs8_pem(der: &[u8]) -> String {
 
 fn main() {
     let rng = ring::rand::SystemRandom::new();
-    let es256 = DpopKey::generate().unwrap_or_else(|e| panic!("{e}"));
-    let ed =
-        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap_or_else(|e| panic!("{e}"));
-    let eddsa = DpopKey::from_text(&pkcs8_pem(ed.as_ref()), Some(SigningAlg::EdDSA))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let es256 = DpopKey::generate().unwrap();
+    let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let eddsa = DpopKey::from_text(&pkcs8_pem(ed.as_ref()), Some(SigningAlg::EdDSA)).unwrap();
     let p384 = ring::signature::EcdsaKeyPair::generate_pkcs8(
         &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
         &rng,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let es384 = DpopKey::from_text(&pkcs8_pem(p384.as_ref()), Some(SigningAlg::ES384))
-        .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    let es384 = DpopKey::from_text(&pkcs8_pem(p384.as_ref()), Some(SigningAlg::ES384)).unwrap();
     let ath = tokenproxy::jose::dpop::ath("bench-token-0123456789");
     for (name, key) in [("ES256", &es256), ("EdDSA", &eddsa), ("ES384", &es384)] {
         let mut rounds: Vec<f64> = (0..5)
@@ -35,7 +33,7 @@ fn main() {
                 for _ in 0..n {
                     let p = key
                         .proof("GET", "http://127.0.0.1:8080/items", Some(&ath), None)
-                        .unwrap_or_else(|e| panic!("{e}"));
+                        .unwrap();
                     std::hint::black_box(p);
                 }
                 start.elapsed().as_secs_f64() * 1e6 / n as f64
