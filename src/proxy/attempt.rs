@@ -93,6 +93,7 @@ pub async fn with_token(
             if dpop::nonce_asked(up, origin, &resp) && !nonce_sent {
                 if let Some(spare) = spare {
                     (head, nonce_sent) = (spare.into_head(), true);
+                    dpop::count_retry(up);
                     continue;
                 }
             }

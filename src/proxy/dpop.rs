@@ -59,17 +59,20 @@ pub fn nonce_asked(up: &Upstream, origin: &str, resp: &Response<Body>) -> bool {
         return false;
     };
     dpop.nonces.set(origin, nonce);
-    let asked = resp.status() == StatusCode::UNAUTHORIZED
+    resp.status() == StatusCode::UNAUTHORIZED
         && resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| has_scheme(v, "dpop") && v.contains("use_dpop_nonce"));
-    if asked {
+            .any(|v| has_scheme(v, "dpop") && v.contains("use_dpop_nonce"))
+}
+
+/// Counts a request sent once more with the nonce its upstream asked for.
+pub fn count_retry(up: &Upstream) {
+    if let Some(dpop) = &up.dpop {
         dpop.nonce_retries.inc();
     }
-    asked
 }
 
 /// Whether a challenge is of `scheme` (case-insensitive, RFC 9110 §11.1).
