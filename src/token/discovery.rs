@@ -4,7 +4,8 @@
 //! `/.well-known/oauth-authorization-server` is tried first, with the issuer's path inserted
 //! after it (RFC 8414 §3.1), then `/.well-known/openid-configuration` appended to the issuer.
 //! The answer's `issuer` must be byte-identical to the configured one, and the client's auth
-//! method (and signing algorithm) must be among those advertised, when they are. Metadata is
+//! method (and signing algorithm, and a DPoP client's proof algorithm) must be among those
+//! advertised, when they are. Metadata is
 //! cached per `Cache-Control: max-age`, clamped to between 5 minutes and 24 hours, and fetched
 //! again on the token path (a background task) once stale; a failed refetch keeps the last
 //! good metadata, and a failed token request makes the next one refetch.
@@ -29,6 +30,8 @@ pub struct Discovery {
     issuer: String,
     method: AuthMethod,
     alg: Option<SigningAlg>,
+    /// The algorithm of the client's DPoP proofs, for a `token_type: dpop` client.
+    pub dpop_alg: Option<SigningAlg>,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -46,6 +49,7 @@ impl Discovery {
             issuer,
             method: client.auth_method,
             alg,
+            dpop_alg: None,
             cached: Mutex::new(None),
         })
     }
@@ -150,6 +154,11 @@ impl Discovery {
                 return Err(discovery(format!("the server does not list {alg} in token_endpoint_auth_signing_alg_values_supported")));
             }
         }
+        if let Some(alg) = self.dpop_alg {
+            if !listed("dpop_signing_alg_values_supported", alg.as_str()) {
+                return Err(discovery(format!("the server does not list {alg} in dpop_signing_alg_values_supported: give dpop_key a key it takes")));
+            }
+        }
         let endpoint = meta
             .get("token_endpoint")
             .and_then(Value::as_str)
@@ -196,6 +205,35 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dpop_proof_algorithm_the_server_does_not_list_is_refused() {
+        let mut d = Discovery {
+            issuer: "https://idp.example".into(),
+            method: AuthMethod::ClientSecretBasic,
+            alg: None,
+            dpop_alg: Some(SigningAlg::ES384),
+            cached: Mutex::new(None),
+        };
+        let meta = serde_json::json!({
+            "issuer": "https://idp.example",
+            "token_endpoint": "https://idp.example/token",
+            "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        });
+        let err = d.check(&meta).unwrap_err().to_string();
+        assert!(
+            err.contains("ES384") && err.contains("dpop_signing_alg_values_supported"),
+            "{err}"
+        );
+        d.dpop_alg = Some(SigningAlg::ES256);
+        assert!(d.check(&meta).is_ok());
+        let unlisted = serde_json::json!({"issuer": "https://idp.example", "token_endpoint": "https://idp.example/token"});
+        d.dpop_alg = Some(SigningAlg::ES384);
+        assert!(
+            d.check(&unlisted).is_ok(),
+            "a server that lists nothing is not second-guessed"
+        );
+    }
 
     #[test]
     fn well_known_urls_follow_rfc_8414_then_oidc() {

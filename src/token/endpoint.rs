@@ -127,6 +127,9 @@ impl Endpoint {
     /// Token requests carry DPoP proofs signed with the client's key (and ask for DPoP-bound
     /// tokens), with the server's nonce once it has sent one.
     pub fn with_dpop(mut self, dpop: Option<Arc<ClientDpop>>) -> Self {
+        if let (Some(d), Some(discovery)) = (&dpop, &mut self.discovery) {
+            discovery.dpop_alg = Some(d.key.alg());
+        }
         self.dpop = dpop;
         self
     }
