@@ -4,8 +4,8 @@
 //! echo upstream that answers with the `Authorization` header it received, and the proxy with
 //! a forward and a reverse listener, all on ephemeral 127.0.0.1 ports. It sends one request
 //! through each listener, and one `https://` request through the forward listener, which
-//! tokenproxy intercepts with a certificate from its generated CA; it prints what the upstream
-//! saw, and `curl` lines to try.
+//! tokenproxy intercepts with a certificate from its generated CA, and one to an upstream whose
+//! tokens are DPoP-bound; it prints what the upstream saw, and `curl` lines to try.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,8 @@ use crate::serve;
 const CLIENT_ID: &str = "demo-client";
 const CLIENT_SECRET: &str = "demo-secret-not-for-production";
 const API_HOST: &str = "api.demo.internal";
+/// An upstream whose client asks for DPoP-bound tokens.
+const BOUND_HOST: &str = "bound.demo.internal";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -63,7 +65,9 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     let yaml = format!(
         "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\n  intercept:\n    ca: generate\n    trust_dir: {trust}\nadmin:\n  listen: 127.0.0.1:0\n\
          clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
-         upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n"
+           \x20 demo-dpop:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    token_type: dpop\n\
+         upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n\
+           \x20 demo-bound:\n    url: http://{echo_addr}\n    match: [{BOUND_HOST}]\n    client: demo-dpop\n    scopes: [api:read]\n"
     );
     let proxy = crate::running::start(Config::from_yaml(&yaml)?).await?;
     let addrs = (
@@ -100,16 +104,25 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     let via_tls = https_get(fwd, ca, "/orders?id=42").await?;
     println!("$ curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/orders?id=42\n{via_tls}");
     println!("  (HTTPS intercepted: tokenproxy answered the CONNECT with a certificate for {API_HOST} from its generated CA)\n");
+    let bound = raw_get(
+        fwd,
+        &format!("http://{BOUND_HOST}/orders?id=42"),
+        BOUND_HOST,
+    )
+    .await?;
+    println!("$ curl -x http://{fwd} http://{BOUND_HOST}/orders?id=42\n{bound}");
+    println!("  (a DPoP-bound token: the upstream gets a new proof with each request, signed with a key only tokenproxy holds)\n");
     if ![&via_forward, &via_reverse, &via_h2, &via_tls]
         .iter()
         .all(|r| r.contains("Bearer demo-"))
+        || !(bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#))
     {
         return Err(DemoError::Check(
-            "the upstream did not receive a bearer token".into(),
+            "the upstream did not receive a bearer token and a DPoP-bound one".into(),
         ));
     }
     let metrics = String::from_utf8_lossy(&proxy.app.metrics.render()).to_string();
-    println!("Token requests made to the authorization server: {} (one per token lifetime, shared by all requests)", issued.load(Ordering::Relaxed));
+    println!("Token requests made to the authorization server: {} (one per client and token lifetime, shared by all requests)", issued.load(Ordering::Relaxed));
     for line in metrics.lines().filter(|l| {
         l.starts_with("tokenproxy_requests_total")
             || l.starts_with("tokenproxy_token_fetches_total{") && !l.ends_with(" 0")
@@ -154,10 +167,15 @@ async fn token_endpoint(issued: Arc<AtomicU64>, req: Request<Incoming>) -> Respo
     }
     let n = issued.fetch_add(1, Ordering::Relaxed) + 1;
     let token = format!("demo-{:016x}{n:04}", rand::random::<u64>());
+    // A request with a DPoP proof gets a token bound to its key (the demo trusts the proof).
+    let kind = match req.headers().contains_key("dpop") {
+        true => "DPoP",
+        false => "Bearer",
+    };
     reply(
         StatusCode::OK,
         format!(
-            r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":300,"scope":"api:read api:write"}}"#
+            r#"{{"access_token":"{token}","token_type":"{kind}","expires_in":300,"scope":"api:read api:write"}}"#
         ),
     )
 }
@@ -168,13 +186,25 @@ fn echo_handler(req: Request<Incoming>) -> Response<Body> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("(none)");
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "method": req.method().as_str(),
         "path": req.uri().to_string(),
         "host": req.headers().get(header::HOST).and_then(|v| v.to_str().ok()),
         "authorization": auth,
     });
+    if let Some(claims) = req.headers().get("dpop").and_then(proof_claims) {
+        body["dpop_proof_claims"] = claims;
+    }
     reply(StatusCode::OK, body.to_string())
+}
+
+/// The claims of a DPoP proof, unverified (the demo only shows them).
+fn proof_claims(proof: &http::HeaderValue) -> Option<serde_json::Value> {
+    let payload = proof.to_str().ok()?.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Body> {

@@ -102,7 +102,14 @@ fn demo_shows_an_injected_token() {
     );
     assert!(stdout.contains("curl -x http://127.0.0.1:"));
     assert!(stdout.contains("/ca.pem https://api.demo.internal/"));
-    assert!(stdout.contains("Token requests made to the authorization server: 1"));
+    // And a DPoP-bound token with a proof for that request.
+    assert_eq!(
+        stdout.matches(r#""authorization":"DPoP demo-"#).count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#""htu":"http://127.0.0.1:"#), "{stdout}");
+    assert!(stdout.contains("Token requests made to the authorization server: 2"));
 }
 
 /// Writes a config whose token endpoint and upstream are unreachable (port 9): enough for the
