@@ -112,11 +112,11 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
     .await?;
     println!("$ curl -x http://{fwd} http://{BOUND_HOST}/orders?id=42\n{bound}");
     println!("  (a DPoP-bound token: the upstream gets a new proof with each request, signed with a key only tokenproxy holds)\n");
-    if ![&via_forward, &via_reverse, &via_h2, &via_tls]
+    let bearer = [&via_forward, &via_reverse, &via_h2, &via_tls]
         .iter()
-        .all(|r| r.contains("Bearer demo-"))
-        || !(bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#))
-    {
+        .all(|r| r.contains("Bearer demo-"));
+    let dpop = bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#);
+    if !(bearer && dpop) {
         return Err(DemoError::Check(
             "the upstream did not receive a bearer token and a DPoP-bound one".into(),
         ));
