@@ -4,8 +4,11 @@ verifies every proof with PyJWT and the RFC 9449 §4.3 checks, through the forwa
 reverse listener, with and without the resource server's own nonce. The same server refuses a
 replayed proof, a proof for another URL, a bearer-only request and a tampered token, so that
 its acceptance means something. Called from check.py."""
+import base64
 import os
+import subprocess
 import sys
+import time
 
 import requests
 
@@ -101,6 +104,48 @@ upstreams:
         assert r.status_code == 401 and "token" in r.json()["why"], r.text
     check("the verifier refuses a replayed proof, another htu, a bearer-only request and a tampered token",
           the_verifier_is_strict)
+
+    def replicas_share_a_bound_token_through_redis():
+        key = os.path.join(env.tmp, "dpop-shared.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-out", key], check=True, capture_output=True)
+        enc = os.path.join(env.tmp, "dpop-cache.key")
+        with open(enc, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode())
+        redis_port = free_port()
+        start("redis (dpop)", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+              log=os.path.join(env.tmp, "redis-dpop.log"))
+        time.sleep(0.3)
+        before = env.stats().get(f"dpop-client {RESOURCE}", 0)
+        replicas = []
+        for i in range(2):
+            r_fwd, r_admin = free_port(), free_port()
+            with open(cfg) as f:
+                text = f.read()
+            text = (text.replace(f"127.0.0.1:{fwd}", f"127.0.0.1:{r_fwd}")
+                    .replace(f"127.0.0.1:{admin}", f"127.0.0.1:{r_admin}")
+                    .replace(f"    listen: 127.0.0.1:{rev}\n", "")
+                    .replace("    token_type: dpop\n", f"    token_type: dpop\n    dpop_key: {{ file: {key} }}\n"))
+            text += (f"cache:\n  redis:\n    url: redis://127.0.0.1:{redis_port}\n"
+                     f"  encryption_key: {{ file: {enc} }}\n")
+            path = os.path.join(env.tmp, f"dpop-replica{i}.yaml")
+            with open(path, "w") as f:
+                f.write(text)
+            start(f"tokenproxy (dpop replica {i})", [env.binary, "run", "-c", path],
+                  log=os.path.join(env.tmp, f"tokenproxy-dpop-replica{i}.log"),
+                  env={"RUST_LOG": "info", "E2E_BASIC_SECRET": env.basic_secret})
+            wait_http(f"http://127.0.0.1:{r_admin}/readyz")
+            replicas.append(r_fwd)
+        seen = []
+        for r_fwd in replicas:
+            r = requests.get("http://dpop.e2e.test/items", proxies={"http": f"http://127.0.0.1:{r_fwd}"}, timeout=10)
+            assert r.status_code == 200, (r.status_code, r.text)
+            seen.append(r.json())
+        assert seen[0]["token"] == seen[1]["token"], "the replicas share one bound token"
+        assert seen[0]["jkt"] == seen[1]["jkt"]
+        assert env.stats().get(f"dpop-client {RESOURCE}", 0) - before == 1, env.stats()
+    check("two replicas with one dpop_key share a DPoP-bound token through Redis (one token request), "
+          "and each one's proofs pass the verifier", replicas_share_a_bound_token_through_redis)
 
     def no_key_in_the_logs():
         with open(log, errors="replace") as f:
