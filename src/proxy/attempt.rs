@@ -55,9 +55,11 @@ pub async fn with_token(
     let mut resent = false;
     let mut nonce_sent = false;
     loop {
-        let waiting = Instant::now();
+        let waiting = trail.is_recording().then(Instant::now);
         let token = up.tokens.get().await;
-        trail.waited(waiting.elapsed());
+        if let Some(waiting) = waiting {
+            trail.waited(waiting.elapsed());
+        }
         let token = token.map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
         // What a replay needs, kept only while one is still possible.
         let spare = (!replaying && payload.replayable()).then(|| Spare::of(&head));

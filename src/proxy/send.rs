@@ -96,6 +96,8 @@ pub async fn send(
     timeout: Duration,
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
+    let mut req = req;
+    trail.departing(&mut req);
     let request = async {
         match transport {
             Transport::Pool(pool) => pool

@@ -12,13 +12,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{incoming, Body};
-use crate::upstream::Reuse;
+use crate::upstream::{Report, Reuse};
 
 #[derive(Default)]
 pub struct Trail {
@@ -41,13 +41,25 @@ impl Trail {
         }
     }
 
+    /// Whether the access log will read this trail.
+    pub fn is_recording(&self) -> bool {
+        self.bytes_in.is_some()
+    }
+
     pub fn waited(&mut self, took: Duration) {
         *self.token_wait.get_or_insert(Duration::ZERO) += took;
     }
 
+    /// Asks the pool that sends `req` to note its connection, when the access log will read it.
+    pub fn departing<B>(&self, req: &mut Request<B>) {
+        if self.is_recording() {
+            req.extensions_mut().insert(Report);
+        }
+    }
+
     /// Notes the connection `resp` came over, when the access log will read it.
     pub fn arrived<B>(&mut self, resp: &Response<B>) {
-        if self.bytes_in.is_some() {
+        if self.is_recording() {
             self.reuse = Reuse::of(resp);
         }
     }

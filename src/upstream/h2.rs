@@ -22,7 +22,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::PoolError;
-use super::reuse::Reuse;
+use super::reuse::{Report, Reuse};
 use crate::body::Body;
 
 /// Streams of ours open on one connection before another is made.
@@ -89,8 +89,11 @@ impl H2Conns {
         };
         open.fetch_add(1, Ordering::Relaxed);
         let stream = Stream(open);
+        let report = Report::asked(&req);
         let mut resp = sender.send_request(req).await?;
-        resp.extensions_mut().insert(reuse);
+        if report {
+            resp.extensions_mut().insert(reuse);
+        }
         Ok(resp.map(|body| H2Body {
             body,
             _stream: stream,

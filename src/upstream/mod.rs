@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use client::{Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
-pub use reuse::Reuse;
+pub use reuse::{Report, Reuse};
 pub use router::Router;
 
 /// Where an upstream's requests go.

@@ -36,7 +36,7 @@ use super::client::{Connector, Connectors};
 use super::conn::{Conn, Io};
 use super::error::PoolError;
 use super::h2::H2Conns;
-use super::reuse::Reuse;
+use super::reuse::{Report, Reuse};
 use super::Wire;
 use crate::body::{Body, BoxError};
 use crate::config::{Scheme, UpstreamProtocol, UpstreamUrl};
@@ -231,8 +231,11 @@ impl OriginPool {
                 tracing::debug!(error = %e, "upstream WebSocket connection ended with an error");
             }
         });
+        let report = Report::asked(&req);
         let mut resp = sender.send_request(req).await?;
-        resp.extensions_mut().insert(Reuse::New);
+        if report {
+            resp.extensions_mut().insert(Reuse::New);
+        }
         Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
     }
 
@@ -244,6 +247,7 @@ impl OriginPool {
         mut first: Option<Conn>,
     ) -> Result<Response<Body>, PoolError> {
         req.headers_mut().insert(HOST, self.host.clone());
+        let report = Report::asked(&req);
         loop {
             let (mut conn, reused) = match first.take() {
                 Some(conn) => (conn, false),
@@ -275,8 +279,10 @@ impl OriginPool {
             .await;
             match result {
                 Ok(mut resp) => {
-                    let reuse = if reused { Reuse::Reused } else { Reuse::New };
-                    resp.extensions_mut().insert(reuse);
+                    if report {
+                        let reuse = if reused { Reuse::Reused } else { Reuse::New };
+                        resp.extensions_mut().insert(reuse);
+                    }
                     let pool = self.clone();
                     return Ok(resp.map(|body| {
                         PooledBody {

@@ -1,7 +1,8 @@
 //! Whether a response came over a new upstream connection or a reused one (for the access
 //! log).
 //!
-//! The pools of this module say so by a [`Reuse`] in the response's extensions. hyper-util's
+//! The pools of this module say so by a [`Reuse`] in the response's extensions, when the
+//! request carries a [`Report`] mark. hyper-util's
 //! pooled client cannot, so its connector wraps each connection it makes with a flag that the
 //! client copies into the extensions of every response on that connection; the first response
 //! to see the flag is the one that opened it.
@@ -17,6 +18,19 @@ use http::{Response, Uri};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower_service::Service;
+
+/// Put in a request's extensions to have its pool note [`Reuse`] on the response. Only the
+/// access log reads it, so without the mark nothing is noted (an extension costs an
+/// allocation per response).
+#[derive(Debug, Clone, Copy)]
+pub struct Report;
+
+impl Report {
+    /// Whether `req` asks for a [`Reuse`] note.
+    pub fn asked<B>(req: &http::Request<B>) -> bool {
+        req.extensions().get::<Report>().is_some()
+    }
+}
 
 /// How the request reached the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
