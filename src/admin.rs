@@ -183,17 +183,9 @@ fn credential(client: &ClientConfig) -> Value {
 
 /// The SHA-256 fingerprint (hex) and expiry (RFC 3339) of a PEM certificate.
 fn cert_facts(pem: &str) -> Option<(String, String)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    let x509 = pem.parse_x509().ok()?;
-    let sha256: String = ring::digest::digest(&ring::digest::SHA256, &pem.contents)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let expires = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(
-            u64::try_from(x509.validity().not_after.timestamp()).ok()?,
-        );
+    let (sha256, not_after) = crate::pki::certificate_facts(pem)?;
+    let expires =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(not_after).ok()?);
     Some((
         sha256,
         humantime::format_rfc3339_seconds(expires).to_string(),

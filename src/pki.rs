@@ -28,6 +28,19 @@ pub enum CaFileError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
 }
 
+/// The SHA-256 fingerprint (lowercase hex) of the first certificate in `pem`, and its
+/// expiry (Unix time): what identifies a certificate without showing it.
+pub fn certificate_facts(pem: &str) -> Option<(String, i64)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let x509 = pem.parse_x509().ok()?;
+    let sha256 = ring::digest::digest(&ring::digest::SHA256, &pem.contents)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some((sha256, x509.validity().not_after.timestamp()))
+}
+
 /// A CA loaded from files, ready to sign.
 pub struct FileCa {
     pub issuer: Issuer<'static, KeyPair>,

@@ -212,10 +212,7 @@ fn judge(entry: Entry, now_ms: u64, refused: Option<&HeaderValue>, kind: TokenTy
     if entry.exp <= now_ms {
         return Judged::Rejected("the token in the value has expired".into());
     }
-    let wanted = match kind {
-        TokenType::Bearer => "Bearer",
-        TokenType::Dpop => "DPoP",
-    };
+    let wanted = kind.scheme();
     if entry.token_type != wanted {
         return Judged::Rejected(format!("token_type {:?} is not {wanted}", entry.token_type));
     }

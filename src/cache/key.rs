@@ -73,7 +73,8 @@ fn identity(client: &ClientConfig, request: &TokenRequest, dpop_jkt: Option<&str
 fn credential(client: &ClientConfig) -> Option<String> {
     if let Some(tls) = &client.tls_client {
         let pem = tls.certificate.read().ok()?;
-        return Some(cert_sha256(pem.expose()).unwrap_or_else(|| "unreadable".into()));
+        let facts = crate::pki::certificate_facts(pem.expose());
+        return Some(facts.map_or_else(|| "unreadable".into(), |(sha256, _)| sha256));
     }
     let a = client.assertion.as_ref()?;
     let source = a.private_key.as_ref()?;
@@ -83,12 +84,6 @@ fn credential(client: &ClientConfig) -> Option<String> {
         .and_then(|text| SigningKey::private(text.expose(), a.signing_alg).ok())
         .and_then(|k| k.thumbprint());
     Some(key.unwrap_or_else(|| "unreadable".into()))
-}
-
-fn cert_sha256(pem: &str) -> Option<String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &pem.contents);
-    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -148,6 +148,16 @@ pub enum TokenType {
     Dpop,
 }
 
+impl TokenType {
+    /// The `token_type` of the answer and the `Authorization` scheme (RFC 6750, RFC 9449).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::Dpop => "DPoP",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawSecret {

@@ -104,11 +104,7 @@ pub async fn with_token(
             return Ok(grpc::watch(resp, up, token));
         }
         // A 401 for the app's own credentials (`keep`) says nothing about our token.
-        let scheme = if token.dpop.is_some() {
-            "dpop"
-        } else {
-            "bearer"
-        };
+        let scheme = up.config.client.token_type.scheme();
         if replaying || !injected || !token_refused(&resp, scheme) {
             return Ok(resp);
         }

@@ -78,12 +78,10 @@ pub fn count_retry(up: &Upstream) {
 /// Whether a challenge is of `scheme` (case-insensitive, RFC 9110 §11.1).
 pub fn has_scheme(challenge: &str, scheme: &str) -> bool {
     let v = challenge.trim_start();
-    v.len() >= scheme.len()
-        && v[..scheme.len()].eq_ignore_ascii_case(scheme)
-        && v[scheme.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| c == ' ' || c == ',')
+    let (Some(head), Some(rest)) = (v.get(..scheme.len()), v.get(scheme.len()..)) else {
+        return false;
+    };
+    head.eq_ignore_ascii_case(scheme) && rest.chars().next().is_none_or(|c| c == ' ' || c == ',')
 }
 
 /// The origin (`scheme://authority`) and path a request to `uri` really goes to.
@@ -110,5 +108,6 @@ mod tests {
         assert!(has_scheme(r#"Bearer realm="x""#, "bearer"));
         assert!(!has_scheme(r#"DPoPx error="x""#, "dpop"));
         assert!(!has_scheme("Basic", "dpop"));
+        assert!(!has_scheme("dé", "dpop"), "no panic inside a character");
     }
 }

@@ -47,11 +47,8 @@ impl AccessToken {
         if body.is_empty() || !body.bytes().all(ok) {
             return Err(InvalidResponse::TokenSyntax);
         }
-        let (scheme, ath) = match kind {
-            TokenType::Bearer => ("Bearer", None),
-            TokenType::Dpop => ("DPoP", Some(crate::jose::dpop::ath(token))),
-        };
-        let mut header = HeaderValue::try_from(format!("{scheme} {token}"))
+        let ath = (kind == TokenType::Dpop).then(|| crate::jose::dpop::ath(token));
+        let mut header = HeaderValue::try_from(format!("{} {token}", kind.scheme()))
             .map_err(|_| InvalidResponse::TokenSyntax)?;
         header.set_sensitive(true);
         Ok(AccessToken { header, ath })
@@ -141,10 +138,7 @@ pub fn parse_success_as(
         .and_then(Value::as_str)
         .ok_or(InvalidResponse::MissingToken)?;
     let token = AccessToken::parse_as(raw_token, kind)?;
-    let wanted = match kind {
-        TokenType::Bearer => "Bearer",
-        TokenType::Dpop => "DPoP",
-    };
+    let wanted = kind.scheme();
     match obj.get("token_type").and_then(Value::as_str) {
         None => return Err(InvalidResponse::MissingTokenType),
         Some(t) if t.eq_ignore_ascii_case(wanted) => {}
