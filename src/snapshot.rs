@@ -136,7 +136,8 @@ impl Snapshot {
                 connectors.insert(id, c.clone());
                 Ok(c)
             };
-        let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto);
+        let report = config.access_log.enabled;
+        let passthrough = Clients::new(&connector(&None, None)?, UpstreamProtocol::Auto, report);
         let same_cache = previous.is_some_and(|p| p.config.cache == config.cache);
         let cache = match (&config.cache, previous) {
             (None, _) => None,
@@ -166,6 +167,7 @@ impl Snapshot {
                 None => Route::AsAsked(Box::new(Clients::new(
                     &connector(&u.ca_file, cert)?,
                     u.protocol,
+                    report,
                 ))),
             };
             upstreams.push(Arc::new(Upstream {

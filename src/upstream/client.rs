@@ -70,11 +70,12 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(connectors: &Connectors, protocol: UpstreamProtocol) -> Clients {
-        let http1 = build(connectors.http1.clone(), false);
-        let http2 = build(connectors.http2.clone(), true);
+    /// `report`: responses say whether their connection was new (for the access log).
+    pub fn new(connectors: &Connectors, protocol: UpstreamProtocol, report: bool) -> Clients {
+        let http1 = build(connectors.http1.clone(), false, report);
+        let http2 = build(connectors.http2.clone(), true, report);
         let default = match protocol {
-            UpstreamProtocol::Auto => build(connectors.any.clone(), false),
+            UpstreamProtocol::Auto => build(connectors.any.clone(), false, report),
             UpstreamProtocol::Http1 => http1.clone(),
             UpstreamProtocol::Http2 => http2.clone(),
         };
@@ -95,12 +96,15 @@ impl Clients {
     }
 }
 
-fn build(https: Connector, http2_only: bool) -> HttpClient {
+fn build(https: Connector, http2_only: bool, report: bool) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .http2_only(http2_only)
-        .build(Marked(https))
+        .build(Marked {
+            inner: https,
+            on: report,
+        })
 }

@@ -67,9 +67,14 @@ impl Reuse {
 #[derive(Clone)]
 struct FirstUse(Arc<AtomicBool>);
 
-/// A connector whose connections tell the first response apart from the rest.
+/// A connector whose connections tell the first response apart from the rest, when `on`
+/// (the access log is): the client copies the flag into every response's extensions, an
+/// allocation per response that nothing reads otherwise.
 #[derive(Clone)]
-pub struct Marked<C>(pub C);
+pub struct Marked<C> {
+    pub inner: C,
+    pub on: bool,
+}
 
 impl<C> Service<Uri> for Marked<C>
 where
@@ -81,29 +86,33 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
+        let connecting = self.inner.call(uri);
+        let first = self.on.then(|| FirstUse(Arc::new(AtomicBool::new(false))));
         Box::pin(async move {
             Ok(MarkedIo {
                 io: connecting.await?,
-                first: FirstUse(Arc::new(AtomicBool::new(false))),
+                first,
             })
         })
     }
 }
 
-/// A connection carrying its [`FirstUse`] flag.
+/// A connection carrying its [`FirstUse`] flag, if marking is on.
 pub struct MarkedIo<I> {
     io: I,
-    first: FirstUse,
+    first: Option<FirstUse>,
 }
 
 impl<I: Connection> Connection for MarkedIo<I> {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.first.clone())
+        match &self.first {
+            Some(first) => self.io.connected().extra(first.clone()),
+            None => self.io.connected(),
+        }
     }
 }
 
