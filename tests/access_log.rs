@@ -177,7 +177,10 @@ async fn json_lines_match_what_the_client_saw_and_hold_no_secret() {
     agrees(&line, &r, None);
     assert_eq!(line["upstream"], "unmatched");
     assert!(line["token_wait_ms"].is_null(), "{line}");
-    assert_eq!(line["connection"], "new", "the shared client notes it too: {line}");
+    assert_eq!(
+        line["connection"], "new",
+        "the shared client notes it too: {line}"
+    );
 
     // 4: no token to be had.
     let r = get(p.forward, "http://broken.example.com/x", "x", "").await;
