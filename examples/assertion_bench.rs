@@ -15,8 +15,10 @@ fn main() {
         let key = SigningKey::private(&text, None).unwrap();
         let load = started.elapsed();
         let a = Assertion {
-            client_id: "orders-service",
+            issuer: "orders-service",
+            subject: "orders-service",
             audience: "https://idp.example.com/oauth2/token",
+            scope: None,
             lifetime: Duration::from_secs(60),
             kid: Some("key-1"),
             x5t: None,

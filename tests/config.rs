@@ -97,7 +97,7 @@ fn everything_fixture_has_the_values_written() {
     assert_eq!(c.tokens.backoff_min, Duration::from_millis(500));
     assert_eq!(c.tokens.replay_body_limit, 1024);
     let idp = &c.clients["idp"];
-    assert_eq!(idp.client_id, home);
+    assert_eq!(idp.client_id.as_deref(), Some(home.as_str()));
     assert_eq!(idp.client_secret, Some(SecretSource::Env("HOME".into())));
     assert_eq!(idp.auth_method, AuthMethod::ClientSecretPost);
     let inv = c.upstream("inventory").unwrap();

@@ -4,14 +4,17 @@
 //! The hash covers the token endpoint (or the issuer, when the endpoint is discovered), the
 //! client id, the auth method with the thumbprint of the key or certificate it uses, the
 //! scopes as a sorted set, the audience, the resources as a sorted set, the extra params,
-//! and the thumbprint of the DPoP key the tokens are bound to.
+//! and the thumbprint of the DPoP key the tokens are bound to. A client that presents tokens
+//! it did not make (a federated client assertion, a token exchange's subject and actor) is
+//! known by each token's source, issuer and subject, never by the token: a rotated projected
+//! token keeps the key, a different workload identity changes it.
 //! Replicas (and upstreams) whose requests agree on all of these share a token; the client's
 //! name in the config does not count, so replicas may name it differently. The value and its
 //! lock share a Redis Cluster slot through the hash tag `{prefix:hash}`.
 
 use serde_json::json;
 
-use crate::config::{ClientConfig, TokenRequest};
+use crate::config::{ClientConfig, ExternalToken, JwtSource, TokenRequest};
 use crate::jose::SigningKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,8 @@ fn identity(client: &ClientConfig, request: &TokenRequest, dpop_jkt: Option<&str
         "client_id": client.client_id,
         "auth_method": client.auth_method.as_str(),
         "credential": credential(client),
+        "grant": client.grant.as_str(),
+        "presented": presented(client),
         "scopes": scopes,
         "audience": request.audience,
         "resource": resource,
@@ -65,6 +70,56 @@ fn identity(client: &ClientConfig, request: &TokenRequest, dpop_jkt: Option<&str
         "dpop_jkt": dpop_jkt,
     })
     .to_string()
+}
+
+/// The source, `iss` and `sub` of each token the client presents (read now, unverified);
+/// `null` when it presents none.
+fn presented(client: &ClientConfig) -> serde_json::Value {
+    let mut tokens: Vec<&ExternalToken> = client.client_assertion.iter().collect();
+    if let Some(ex) = &client.exchange {
+        tokens.push(&ex.subject);
+        tokens.extend(ex.actor.iter());
+    }
+    if tokens.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let exchange = client.exchange.as_ref();
+    let facts: Vec<serde_json::Value> = tokens
+        .into_iter()
+        .map(|t| {
+            let peeked = read_now(&t.source).and_then(|text| crate::jose::peek(&text).ok());
+            json!({
+                "source": source_name(&t.source),
+                "type": t.token_type,
+                "iss": peeked.as_ref().and_then(|p| p.iss.clone()),
+                "sub": peeked.as_ref().and_then(|p| p.sub.clone()),
+            })
+        })
+        .collect();
+    json!({"tokens": facts, "requested": exchange.and_then(|e| e.requested_token_type.clone())})
+}
+
+/// Where a presented token comes from, without its value: the file, the variable, the
+/// Actions audience, or the other client's name.
+fn source_name(source: &JwtSource) -> String {
+    match source {
+        JwtSource::File(p) => format!("file:{}", p.display()),
+        JwtSource::Env(n) => format!("env:{n}"),
+        JwtSource::GithubActions { audience } => {
+            format!("github_actions:{}", audience.as_deref().unwrap_or_default())
+        }
+        JwtSource::Client(n) => format!("client:{n}"),
+    }
+}
+
+/// A file or environment token as it is now (others are asked for per request).
+fn read_now(source: &JwtSource) -> Option<String> {
+    match source {
+        JwtSource::File(p) => std::fs::read_to_string(p).ok(),
+        JwtSource::Env(n) => std::env::var(n).ok(),
+        _ => None,
+    }
+    .map(|t| t.trim().to_string())
 }
 
 /// The public identity of the client's key or certificate, if it has one: a JWK thumbprint
@@ -96,11 +151,14 @@ mod tests {
             name: "local-name".into(),
             token_endpoint: Some("https://idp.example/token".parse().unwrap()),
             issuer: None,
-            client_id: id.into(),
+            client_id: Some(id.into()),
             client_secret: Some(SecretSource::Literal(Secret::new(String::from(
                 "CANARY-SECRET",
             )))),
             auth_method: AuthMethod::ClientSecretBasic,
+            grant: crate::config::Grant::ClientCredentials,
+            client_assertion: None,
+            exchange: None,
             ca_file: None,
             assertion: None,
             tls_client: None,

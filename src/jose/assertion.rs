@@ -1,5 +1,7 @@
-//! The client assertion (RFC 7523 §2.2): `iss` = `sub` = client_id, `aud`, a random `jti`,
-//! `iat`, `exp`; `kid` and `x5t#S256`/`x5t` in the header.
+//! The JWTs tokenproxy signs (RFC 7523): the client assertion (§2.2, `iss` = `sub` =
+//! client_id) and the JWT-bearer grant (§2.1, `iss` and `sub` as configured, and a `scope`
+//! claim where the server wants one); `aud`, a random `jti`, `iat`, `exp`; `kid` and
+//! `x5t#S256`/`x5t` in the header.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,10 +13,13 @@ use serde_json::json;
 use super::key::SigningKey;
 use super::KeyError;
 
-/// What goes into one client assertion besides the key.
+/// What goes into one assertion besides the key.
 pub struct Assertion<'a> {
-    pub client_id: &'a str,
+    pub issuer: &'a str,
+    pub subject: &'a str,
     pub audience: &'a str,
+    /// A `scope` claim (space-separated), for servers that take the scopes in the grant.
+    pub scope: Option<&'a str>,
     pub lifetime: Duration,
     pub kid: Option<&'a str>,
     /// `x5t#S256` and `x5t` of the client's certificate (Entra's certificate credentials).
@@ -22,21 +27,24 @@ pub struct Assertion<'a> {
 }
 
 impl Assertion<'_> {
-    /// The signed JWT: `iss` = `sub` = client_id, `aud`, a unique `jti`, `iat`, `exp`.
+    /// The signed JWT: `iss`, `sub`, `aud`, a unique `jti`, `iat`, `exp` (and `scope`).
     pub fn sign(&self, key: &SigningKey, now: SystemTime) -> Result<String, KeyError> {
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut jti = [0u8; 16];
         SystemRandom::new()
             .fill(&mut jti)
             .map_err(|_| KeyError::Sign)?;
-        let claims = json!({
-            "iss": self.client_id,
-            "sub": self.client_id,
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": self.subject,
             "aud": self.audience,
             "jti": B64.encode(jti),
             "iat": iat,
             "exp": iat + self.lifetime.as_secs(),
         });
+        if let Some(scope) = self.scope {
+            claims["scope"] = json!(scope);
+        }
         let mut header = json!({"alg": key.alg().as_str(), "typ": "JWT"});
         if let Some(kid) = self.kid.or(key.jwk_kid.as_deref()) {
             header["kid"] = json!(kid);
@@ -110,8 +118,10 @@ mod tests {
         let secret = [42u8; 32];
         let key = SigningKey::secret(&secret, SigningAlg::HS256).unwrap();
         let a = Assertion {
-            client_id: "orders",
+            issuer: "orders",
+            subject: "orders",
             audience: "https://idp.example.com/token",
+            scope: None,
             lifetime: Duration::from_secs(60),
             kid: Some("k1"),
             x5t: None,

@@ -10,17 +10,23 @@
 //!
 //! - `key`: private keys (PEM, JWK) and HMAC keys, signing, public JWKs and thumbprints;
 //! - `dpop`: DPoP keys, proofs (RFC 9449) and the nonces servers send;
-//! - `assertion`: the client assertion's claims and header, and `x5t`.
+//! - `assertion`: the client assertion's claims and header, and `x5t`;
+//! - `key_file`: Google service-account JSON key files (the key, `kid`, issuer, endpoint);
+//! - `peek`: the unverified claims of a JWT someone else signed, and whether it is whole.
 
 mod assertion;
 pub mod dpop;
 mod key;
+pub mod key_file;
+pub mod peek;
 
 use std::fmt;
 
 pub use assertion::{x5t, Assertion};
 pub use dpop::{DpopKey, Nonces};
 pub use key::{thumbprint_of, SigningKey};
+pub use key_file::KeyFacts;
+pub use peek::{peek, Peeked, ShapeError};
 
 /// JWS algorithms for client assertions (and, later, DPoP proofs).
 #[allow(clippy::upper_case_acronyms)]

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub token_fetch_duration: HistogramVec,
     /// Token requests by client authentication method and outcome.
     pub token_fetches_by_auth_method: IntCounterVec,
+    /// Token requests by grant and outcome.
+    pub token_fetches_by_grant: IntCounterVec,
     /// When each client's certificate (`clients.*.certificate`) expires.
     pub client_certificate_expiry: GaugeVec,
     pub token_expiry: GaugeVec,
@@ -143,15 +145,18 @@ pub enum FetchOutcome {
     InvalidResponse,
     TransportError,
     SecretUnavailable,
+    /// A client assertion, subject or actor token missing, unreadable or expired.
+    AssertionUnavailable,
 }
 
 impl FetchOutcome {
-    pub const ALL: [FetchOutcome; 5] = [
+    pub const ALL: [FetchOutcome; 6] = [
         FetchOutcome::Success,
         FetchOutcome::HttpError,
         FetchOutcome::InvalidResponse,
         FetchOutcome::TransportError,
         FetchOutcome::SecretUnavailable,
+        FetchOutcome::AssertionUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -161,6 +166,7 @@ impl FetchOutcome {
             FetchOutcome::InvalidResponse => "invalid_response",
             FetchOutcome::TransportError => "transport_error",
             FetchOutcome::SecretUnavailable => "secret_unavailable",
+            FetchOutcome::AssertionUnavailable => "assertion_unavailable",
         }
     }
 }
@@ -204,6 +210,13 @@ impl Metrics {
                     "Token requests made, by client authentication method and outcome.",
                 ),
                 &["auth_method", "outcome"],
+            )?,
+            token_fetches_by_grant: IntCounterVec::new(
+                Opts::new(
+                    "tokenproxy_token_fetches_by_grant_total",
+                    "Token requests made, by grant (client_credentials, token_exchange, jwt_bearer) and outcome.",
+                ),
+                &["grant", "outcome"],
             )?,
             client_certificate_expiry: GaugeVec::new(
                 Opts::new(
@@ -269,6 +282,7 @@ impl Metrics {
         r.register(Box::new(m.token_fetches.clone()))?;
         r.register(Box::new(m.token_fetch_duration.clone()))?;
         r.register(Box::new(m.token_fetches_by_auth_method.clone()))?;
+        r.register(Box::new(m.token_fetches_by_grant.clone()))?;
         r.register(Box::new(m.client_certificate_expiry.clone()))?;
         r.register(Box::new(m.token_expiry.clone()))?;
         r.register(Box::new(m.upstream_auth_retries.clone()))?;

@@ -1,9 +1,10 @@
-//! The token endpoint client: one `client_credentials` request, answered or classified.
+//! The token endpoint client: one token request (any grant), answered or classified.
 //!
 //! Built on reqwest with the hardening the design asks for: no redirects followed, proxy
 //! environment variables ignored, HTTP/1.1, a total timeout, and a cap on the body read.
 //! Response bodies are never logged; only the RFC 6749 `error` code of a failure is kept.
-//! The secret is read from its source at every fetch, so a rotated secret is used at once.
+//! The secret is read from its source at every fetch, so a rotated secret is used at once;
+//! what a request carries to prove the client and the grant is built in `credentials`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,16 +15,14 @@ use http::{HeaderMap, StatusCode};
 use super::discovery::Discovery;
 pub use super::error::FetchError;
 use super::error::{read_capped, transport};
-use super::response::{parse_error_code, parse_success_as, InvalidResponse, Issued};
+use super::response::{
+    check_issued_token_type, parse_error_code, parse_success_as, InvalidResponse, Issued,
+};
 pub use super::wire::{basic_auth, form_body, retry_after, ASSERTION_TYPE, DPOP, DPOP_NONCE};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use super::dpop::ClientDpop;
-use crate::config::{
-    AuthMethod, ClientConfig, SecretError, TokenRequest, TokenSettings, TokenType,
-};
-use crate::jose::{x5t, Assertion, KeyError, SigningAlg, SigningKey};
+use super::source::TokenSource;
+use crate::config::{ClientConfig, Grant, ScopesIn, TokenRequest, TokenSettings, TokenType};
 use crate::metrics::{DpopServer, FetchOutcome, Metrics};
 use crate::tls::{client_config_with, TlsError};
 
@@ -31,14 +30,20 @@ pub use super::error::MAX_BODY;
 
 /// Makes token requests for one upstream (one client, one set of scopes).
 pub struct Endpoint {
-    http: reqwest::Client,
-    client: Arc<ClientConfig>,
+    pub(super) http: reqwest::Client,
+    pub(super) client: Arc<ClientConfig>,
     form_base: String,
+    /// `grant: jwt_bearer` with `scopes_in: assertion`: the `scope` claim.
+    pub(super) scope_claim: Option<String>,
     default_lifetime: Duration,
     /// `tokenproxy_token_fetches_by_auth_method_total`.
     by_method: prometheus::IntCounterVec,
+    /// `tokenproxy_token_fetches_by_grant_total`.
+    by_grant: prometheus::IntCounterVec,
     /// `tokenproxy_client_certificate_expiry_timestamp_seconds` of this client.
-    cert_expiry: prometheus::Gauge,
+    pub(super) cert_expiry: prometheus::Gauge,
+    /// `subject_token: {client: NAME}`: that client's token source.
+    pub(super) subject: Option<Arc<TokenSource>>,
     /// The token endpoint from the issuer's metadata, when the config gives no `token_endpoint`.
     discovery: Option<Discovery>,
     /// `token_type: dpop`: the key proofs are signed with, and the server's nonce.
@@ -101,18 +106,27 @@ impl Endpoint {
                 .dpop
                 .counters(DpopServer::TokenEndpoint, &client.name)
         });
+        let scopes_in = client.assertion.as_ref().map(|a| a.scopes_in);
+        let in_assertion = client.grant == Grant::JwtBearer && scopes_in == Some(ScopesIn::Assertion);
+        let scope_claim = (in_assertion && !request.scopes.is_empty()).then(|| request.scopes.join(" "));
+        // The series of this method and grant exist from the start, at zero.
+        for outcome in FetchOutcome::ALL {
+            let o = outcome.as_str();
+            metrics
+                .token_fetches_by_auth_method
+                .with_label_values(&[client.auth_method.as_str(), o]);
+            metrics
+                .token_fetches_by_grant
+                .with_label_values(&[client.grant.as_str(), o]);
+        }
         Endpoint {
             http,
-            form_base: form_body(request),
+            form_base: form_body(client.grant, request, !in_assertion),
+            scope_claim,
             default_lifetime: settings.default_lifetime,
-            by_method: {
-                // The series of this method exist from the start, at zero.
-                let by = &metrics.token_fetches_by_auth_method;
-                for outcome in FetchOutcome::ALL {
-                    by.with_label_values(&[client.auth_method.as_str(), outcome.as_str()]);
-                }
-                by.clone()
-            },
+            by_method: metrics.token_fetches_by_auth_method.clone(),
+            by_grant: metrics.token_fetches_by_grant.clone(),
+            subject: None,
             cert_expiry: metrics
                 .client_certificate_expiry
                 .with_label_values(&[&client.name]),
@@ -131,6 +145,12 @@ impl Endpoint {
             discovery.dpop_alg = Some(d.key.alg());
         }
         self.dpop = dpop;
+        self
+    }
+
+    /// `subject_token: {client: NAME}`: the token source of that client.
+    pub fn with_subject(mut self, subject: Option<Arc<TokenSource>>) -> Self {
+        self.subject = subject;
         self
     }
 
@@ -155,6 +175,9 @@ impl Endpoint {
         self.by_method
             .with_label_values(&[method, outcome.as_str()])
             .inc();
+        self.by_grant
+            .with_label_values(&[self.client.grant.as_str(), outcome.as_str()])
+            .inc();
         result
     }
 
@@ -163,9 +186,7 @@ impl Endpoint {
         match (&self.client.token_endpoint, &self.discovery) {
             (Some(url), _) => Ok(url.clone()),
             (None, Some(d)) => d.token_endpoint(&self.http).await,
-            (None, None) => Err(FetchError::Discovery(
-                "no token_endpoint and no issuer".into(),
-            )),
+            (None, None) => self.key_file_endpoint(),
         }
     }
 
@@ -232,6 +253,9 @@ impl Endpoint {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let kind = self.client.token_type;
+            if self.client.grant == Grant::TokenExchange {
+                check_issued_token_type(&body)?;
+            }
             return Ok(parse_success_as(
                 &body,
                 self.default_lifetime,
@@ -241,55 +265,28 @@ impl Endpoint {
         }
     }
 
-    /// Sends one token request (with a new assertion and proof) and reads the answer.
+    /// Sends one token request (with new credentials and proof) and reads the answer.
     async fn send(
         &self,
         url: &reqwest::Url,
         origin: &str,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), FetchError> {
+        let credentials = self.credentials(url).await?;
         let mut form = self.form_base.clone();
+        {
+            // The form is non-empty, so the pairs below are joined with &.
+            let mut pairs = form_urlencoded::Serializer::for_suffix(&mut form, 0);
+            for (k, v) in &credentials.pairs {
+                pairs.append_pair(k, v.expose());
+            }
+        }
         let mut req = self
             .http
             .post(url.clone())
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-        {
-            // The form is non-empty, so the pairs below are joined with &.
-            let mut pairs = form_urlencoded::Serializer::for_suffix(&mut form, 0);
-            match self.client.auth_method {
-                AuthMethod::ClientSecretBasic => {
-                    let secret = self.secret()?;
-                    let mut value = http::HeaderValue::try_from(basic_auth(
-                        &self.client.client_id,
-                        secret.expose(),
-                    ))
-                    .map_err(|_| FetchError::Secret(SecretError::Empty("unencodable".into())))?;
-                    value.set_sensitive(true);
-                    req = req.header(AUTHORIZATION, value);
-                }
-                AuthMethod::ClientSecretPost => {
-                    let secret = self.secret()?;
-                    pairs
-                        .append_pair("client_id", &self.client.client_id)
-                        .append_pair("client_secret", secret.expose());
-                }
-                // The certificate in the handshake is the credential (RFC 8705 §2).
-                AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
-                    pairs.append_pair("client_id", &self.client.client_id);
-                    if let Some(tls) = &self.client.tls_client {
-                        let pem = tls.certificate.read()?;
-                        if let Ok(der) = CertificateDer::from_pem_slice(pem.expose().as_bytes()) {
-                            self.note_expiry(&der);
-                        }
-                    }
-                }
-                AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
-                    pairs
-                        .append_pair("client_id", &self.client.client_id)
-                        .append_pair("client_assertion_type", ASSERTION_TYPE)
-                        .append_pair("client_assertion", &self.assertion(url)?);
-                }
-            }
+        if let Some(value) = credentials.authorization {
+            req = req.header(AUTHORIZATION, value);
         }
         if let Some(dpop) = &self.dpop {
             let nonce = dpop.nonces.get(origin);
@@ -306,57 +303,5 @@ impl Endpoint {
         let headers = resp.headers().clone();
         let body = read_capped(resp).await?;
         Ok((status, headers, body))
-    }
-}
-
-impl Endpoint {
-    /// `tokenproxy_client_certificate_expiry_timestamp_seconds` for the certificate in use.
-    fn note_expiry(&self, der: &[u8]) {
-        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
-            self.cert_expiry
-                .set(cert.validity().not_after.timestamp() as f64);
-        }
-    }
-
-    fn secret(&self) -> Result<crate::config::Secret, FetchError> {
-        let source = self.client.client_secret.as_ref();
-        Ok(source
-            .ok_or(SecretError::Empty("client_secret".into()))?
-            .read()?)
-    }
-
-    /// A new client assertion: the key (or secret) and certificate read now, so a rotated
-    /// one is used at once; a new `jti` every time.
-    fn assertion(&self, token_endpoint: &reqwest::Url) -> Result<String, FetchError> {
-        let a = self.client.assertion.as_ref().ok_or(KeyError::Unreadable)?;
-        let key = match &a.private_key {
-            Some(source) => SigningKey::private(source.read()?.expose(), a.signing_alg)?,
-            None => {
-                let alg = a.signing_alg.unwrap_or(SigningAlg::HS256);
-                SigningKey::secret(self.secret()?.expose().as_bytes(), alg)?
-            }
-        };
-        let x5t = match &a.certificate {
-            Some(source) => {
-                let text = source.read()?;
-                let der = CertificateDer::from_pem_slice(text.expose().as_bytes())
-                    .map_err(|_| SecretError::Empty("a PEM certificate".into()))?;
-                self.note_expiry(&der);
-                Some(x5t(&der))
-            }
-            None => None,
-        };
-        let audience = a
-            .audience
-            .clone()
-            .unwrap_or_else(|| token_endpoint.to_string());
-        let assertion = Assertion {
-            client_id: &self.client.client_id,
-            audience: &audience,
-            lifetime: a.lifetime,
-            kid: a.key_id.as_deref(),
-            x5t,
-        };
-        Ok(assertion.sign(&key, SystemTime::now())?)
     }
 }

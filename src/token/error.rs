@@ -30,6 +30,9 @@ pub enum FetchError {
     Key(#[from] KeyError),
     #[error("authorization server metadata: {0}")]
     Discovery(String),
+    /// A client assertion, subject or actor token that cannot be read or is expired.
+    #[error("{0}")]
+    Assertion(super::external::AssertionError),
 }
 
 impl FetchError {
@@ -39,6 +42,7 @@ impl FetchError {
             FetchError::Invalid(_) | FetchError::Discovery(_) => FetchOutcome::InvalidResponse,
             FetchError::Transport(_) => FetchOutcome::TransportError,
             FetchError::Secret(_) | FetchError::Key(_) => FetchOutcome::SecretUnavailable,
+            FetchError::Assertion(_) => FetchOutcome::AssertionUnavailable,
         }
     }
 

@@ -32,6 +32,12 @@ impl Token {
     pub fn header(&self) -> &HeaderValue {
         &self.header
     }
+
+    /// The token itself, without its scheme (a subject token to exchange).
+    pub fn value(&self) -> &str {
+        let text = self.header.to_str().unwrap_or_default();
+        text.split_once(' ').map_or(text, |(_, token)| token)
+    }
 }
 
 /// Why a request could not have a token.

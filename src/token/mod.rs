@@ -4,10 +4,12 @@
 //! shared by the upstreams whose token requests are the same (`sharing`), and its timing rules
 //! (`timing`).
 
+pub mod credentials;
 pub mod discovery;
 pub mod dpop;
 pub mod endpoint;
 pub mod error;
+pub mod external;
 pub mod fetcher;
 pub mod held;
 pub mod response;

@@ -98,6 +98,10 @@ pub enum InvalidResponse {
     Redirect(u16),
     #[error("body could not be read in time: {0}")]
     BodyUnreadable(String),
+    #[error("issued_token_type is missing (RFC 8693 §2.2.1 requires it)")]
+    MissingIssuedTokenType,
+    #[error("issued_token_type {0:?} is not an access token (access_token or jwt); nothing to inject")]
+    NotAnAccessToken(String),
 }
 
 /// A token as issued, with the lifetime it will be trusted for.
@@ -181,6 +185,17 @@ fn jwt_exp(token: &str) -> Option<u64> {
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("exp")?.as_u64()
+}
+
+/// A token exchange answer (RFC 8693 §2.2.1) must say what it issued, and it must be a
+/// token an upstream takes as an access token: `access_token`, or a `jwt` used as one.
+pub fn check_issued_token_type(body: &[u8]) -> Result<(), InvalidResponse> {
+    let json: Value = serde_json::from_slice(body).map_err(|_| InvalidResponse::NotJson)?;
+    match json.get("issued_token_type").and_then(Value::as_str) {
+        None => Err(InvalidResponse::MissingIssuedTokenType),
+        Some(crate::config::token_types::ACCESS_TOKEN | crate::config::token_types::JWT) => Ok(()),
+        Some(other) => Err(InvalidResponse::NotAnAccessToken(printable(other, 64))),
+    }
 }
 
 /// The RFC 6749 §5.2 `error` code of an error body, if it has a well-formed one.

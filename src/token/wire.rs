@@ -7,20 +7,22 @@ use base64::Engine;
 use http::header::RETRY_AFTER;
 use http::HeaderMap;
 
-use crate::config::TokenRequest;
+use crate::config::{Grant, TokenRequest};
 
 /// The proof header (RFC 9449 §4.1), and the nonce a server hands out (§8).
 pub const DPOP: &str = "dpop";
 pub const DPOP_NONCE: &str = "dpop-nonce";
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
-pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const ASSERTION_TYPE: &str = crate::config::token_types::CLIENT_ASSERTION;
 
-/// `grant_type`, `scope`, `audience`, `resource` and extra params, form-encoded.
-pub fn form_body(request: &TokenRequest) -> String {
+/// `grant_type`, `scope` (unless the scopes go in the grant's assertion), `audience`,
+/// `resource` and extra params, form-encoded. RFC 8693 §2.1 names `audience`, `resource`
+/// and `scope` alike, so a token exchange carries them the same way.
+pub fn form_body(grant: Grant, request: &TokenRequest, scope_in_form: bool) -> String {
     let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", "client_credentials");
-    if !request.scopes.is_empty() {
+    form.append_pair("grant_type", grant.grant_type());
+    if scope_in_form && !request.scopes.is_empty() {
         form.append_pair("scope", &request.scopes.join(" "));
     }
     if let Some(aud) = &request.audience {
@@ -81,9 +83,15 @@ mod tests {
             params: [("tenant".to_string(), "acme".to_string())].into(),
         };
         assert_eq!(
-            form_body(&req),
+            form_body(Grant::ClientCredentials, &req, true),
             "grant_type=client_credentials&scope=api%3Aread+api%3Awrite&audience=https%3A%2F%2Fapi&resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&tenant=acme"
         );
+        assert_eq!(
+            form_body(Grant::JwtBearer, &req, false),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&audience=https%3A%2F%2Fapi&resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&tenant=acme"
+        );
+        assert!(form_body(Grant::TokenExchange, &req, true)
+            .starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&scope=api%3Aread+api%3Awrite&audience="));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! can sign with the algorithm asked for.
 
 use super::super::raw::RawClient;
-use super::super::{defaults, AssertionConfig, AuthMethod, SecretSource, TlsClientConfig};
+use super::super::{
+    defaults, AssertionConfig, AuthMethod, Grant, SecretSource, TlsClientConfig,
+};
 use super::Validator;
-use crate::jose::{KeyError, SigningAlg, SigningKey};
+use crate::jose::{key_file, KeyError, KeyFacts, SigningAlg, SigningKey};
 
 impl Validator<'_> {
     /// Checks which credentials `c` has against its method; returns the assertion settings of
@@ -14,38 +16,55 @@ impl Validator<'_> {
         &mut self,
         name: &str,
         c: &RawClient,
+        method: AuthMethod,
         secret: Option<&SecretSource>,
         issuer: Option<&str>,
     ) -> Option<AssertionConfig> {
         let key = |k| ["clients", name, k];
-        let method = c.auth_method;
+        let jwt_bearer = c.grant == Grant::JwtBearer;
         let keyed = method == AuthMethod::PrivateKeyJwt || method.uses_mtls();
-        match (keyed, secret.is_some(), c.private_key.is_some()) {
-            (true, _, false) => self.problem(
+        let needs_secret = matches!(
+            method,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::ClientSecretJwt
+        );
+        if keyed && c.private_key.is_none() {
+            self.problem(
                 &key("auth_method"),
                 format!("{} needs private_key", method.as_str()),
-            ),
-            (true, true, _) => self.problem(
-                &key("client_secret"),
-                format!(
-                    "not used with {} (the private key proves who the client is): remove it",
-                    method.as_str()
-                ),
-            ),
-            (true, false, true) => {}
-            (_, false, _) => self.problem(
-                &key("auth_method"),
-                format!("{} needs client_secret", method.as_str()),
-            ),
-            (_, true, _) => {}
+            );
         }
-        if !keyed {
+        match (needs_secret, secret.is_some()) {
+            (true, false) => {
+                let hint = if c.grant == Grant::TokenExchange {
+                    " (or auth_method: none, for an endpoint that takes no client authentication)"
+                } else {
+                    ""
+                };
+                self.problem(
+                    &key("auth_method"),
+                    format!("{} needs client_secret{hint}", method.as_str()),
+                );
+            }
+            (false, true) => {
+                let why = match method {
+                    AuthMethod::ClientAssertion => " (the assertion proves who the client is)",
+                    AuthMethod::None => "",
+                    _ => " (the private key proves who the client is)",
+                };
+                self.problem(
+                    &key("client_secret"),
+                    format!("not used with {}{why}: remove it", method.as_str()),
+                );
+            }
+            _ => {}
+        }
+        if !keyed && !jwt_bearer {
             for (k, set) in [
                 ("private_key", c.private_key.is_some()),
                 ("certificate", c.certificate.is_some()),
             ] {
                 if set {
-                    let msg = "only used with private_key_jwt, tls_client_auth or self_signed_tls_client_auth";
+                    let msg = "only used with private_key_jwt, tls_client_auth, self_signed_tls_client_auth or grant: jwt_bearer";
                     self.problem(&key(k), msg);
                 }
             }
@@ -54,7 +73,7 @@ impl Validator<'_> {
             let msg = format!("{} needs certificate", method.as_str());
             self.problem(&key("auth_method"), msg);
         }
-        if !method.uses_assertion() {
+        if !method.uses_assertion() && !jwt_bearer {
             let assertion_keys = [
                 ("signing_alg", c.signing_alg.is_some()),
                 ("key_id", c.key_id.is_some()),
@@ -65,24 +84,29 @@ impl Validator<'_> {
                 if set {
                     self.problem(
                         &key(k),
-                        "only used with client_secret_jwt or private_key_jwt",
+                        "only used with client_secret_jwt, private_key_jwt or grant: jwt_bearer",
                     );
                 }
             }
             return None;
         }
-        let assertion = self.assertion(name, c, issuer)?;
+        let assertion = self.assertion(name, c, method, issuer)?;
         if self.check_sources {
-            self.check_signing(name, method, &assertion, secret);
+            self.check_signing(name, c, method, &assertion, secret);
         }
         Some(assertion)
     }
 
     /// The certificate and key of the mutual-TLS methods; with sources checked, that they
     /// parse and belong together.
-    pub(super) fn tls_client(&mut self, name: &str, c: &RawClient) -> Option<TlsClientConfig> {
+    pub(super) fn tls_client(
+        &mut self,
+        name: &str,
+        c: &RawClient,
+        method: AuthMethod,
+    ) -> Option<TlsClientConfig> {
         let key = |k| ["clients", name, k];
-        if !c.auth_method.uses_mtls() {
+        if !method.uses_mtls() {
             return None;
         }
         let tls = TlsClientConfig {
@@ -105,11 +129,13 @@ impl Validator<'_> {
         &mut self,
         name: &str,
         c: &RawClient,
+        method: AuthMethod,
         issuer: Option<&str>,
     ) -> Option<AssertionConfig> {
         let key = |k| ["clients", name, k];
-        match (c.auth_method, c.signing_alg) {
-            (AuthMethod::PrivateKeyJwt, Some(alg)) if alg.is_hmac() => self.problem(
+        let signs_with_key = method == AuthMethod::PrivateKeyJwt || c.grant == Grant::JwtBearer;
+        match (method, c.signing_alg) {
+            (_, Some(alg)) if signs_with_key && alg.is_hmac() => self.problem(
                 &key("signing_alg"),
                 format!("{alg} is keyed with the client secret: use auth_method: client_secret_jwt, or RS256, PS256, ES256, ES384 or EdDSA"),
             ),
@@ -166,6 +192,15 @@ impl Validator<'_> {
             key_id: c.key_id.as_deref().map(|k| self.expand(&key("key_id"), k)),
             audience,
             lifetime,
+            issuer: c
+                .assertion_issuer
+                .as_deref()
+                .map(|i| self.expand(&key("assertion_issuer"), i)),
+            subject: c
+                .assertion_subject
+                .as_deref()
+                .map(|s| self.expand(&key("assertion_subject"), s)),
+            scopes_in: c.scopes_in.unwrap_or_default(),
         })
     }
 
@@ -173,12 +208,20 @@ impl Validator<'_> {
     fn check_signing(
         &mut self,
         name: &str,
+        c: &RawClient,
         method: AuthMethod,
         a: &AssertionConfig,
         secret: Option<&SecretSource>,
     ) {
         let key = |k| ["clients", name, k];
         let signed = match (method, &a.private_key, secret) {
+            (_, Some(source), _) if c.grant == Grant::JwtBearer => {
+                let loaded = source.read().ok().map(|text| key_file::load(text.expose(), a.signing_alg));
+                if let Some(Ok((_, facts))) = &loaded {
+                    self.check_key_facts(name, c, facts);
+                }
+                loaded.map(|r| r.map(|_| ()).map_err(|e| ("private_key", e)))
+            }
             (AuthMethod::PrivateKeyJwt, Some(source), _) => source
                 .read()
                 .ok()
@@ -207,6 +250,32 @@ impl Validator<'_> {
             } else if let Err(e) = not_expired(text.expose()) {
                 self.problem(&key("certificate"), e);
             }
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// A jwt_bearer client needs an endpoint and an issuer, from the config or the key file.
+    fn check_key_facts(&mut self, name: &str, c: &RawClient, facts: &KeyFacts) {
+        let key = |k| ["clients", name, k];
+        if c.token_endpoint.is_none() && c.issuer.is_none() {
+            match &facts.token_uri {
+                Some(uri) => {
+                    let _ = self.token_endpoint(&key("private_key"), uri);
+                }
+                None => self.problem(
+                    &["clients", name],
+                    "needs token_endpoint or issuer (the key file has no token_uri)",
+                ),
+            }
+        }
+        let has_issuer =
+            c.assertion_issuer.is_some() || facts.client_email.is_some() || c.client_id.is_some();
+        if !has_issuer {
+            self.problem(
+                &key("grant"),
+                "jwt_bearer needs assertion_issuer (or client_id, or a key file with client_email)",
+            );
         }
     }
 }

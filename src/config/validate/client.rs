@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::super::raw::{RawClient, RawSecret};
-use super::super::{ClientConfig, Secret, SecretSource, TokenType};
+use super::super::{ClientConfig, Grant, Secret, SecretSource, TokenType};
 use super::Validator;
 use crate::host::{is_loopback, normalize_host};
 
@@ -19,31 +19,42 @@ impl Validator<'_> {
             self.issuer(&path("issuer"), &text);
             text
         });
-        if c.token_endpoint.is_none() && c.issuer.is_none() {
+        // A jwt_bearer key file (Google's) may name the endpoint; checked with the key.
+        if c.token_endpoint.is_none() && c.issuer.is_none() && c.grant != Grant::JwtBearer {
             self.problem(
                 &["clients", name],
                 "needs token_endpoint, or issuer to find it by discovery",
             );
         }
-        let client_id = self.expand(&path("client_id"), &c.client_id);
-        if client_id.is_empty() {
+        let client_id = c
+            .client_id
+            .as_deref()
+            .map(|id| self.expand(&path("client_id"), id));
+        if client_id.as_deref() == Some("") {
             self.problem(&path("client_id"), "must not be empty");
         }
+        let auth_method = self.auth_method(name, c);
         let client_secret = c
             .client_secret
             .as_ref()
             .map(|s| self.secret(&path("client_secret"), s));
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
-        let assertion = self.credentials(name, c, client_secret.as_ref(), issuer.as_deref());
-        let tls_client = self.tls_client(name, c);
+        let assertion = self.credentials(name, c, auth_method, client_secret.as_ref(), issuer.as_deref());
+        let tls_client = self.tls_client(name, c, auth_method);
         let dpop_key = self.dpop_key(name, c);
+        let client_assertion = self.client_assertion(name, c, auth_method);
+        let exchange = self.exchange(name, c);
+        self.jwt_bearer_keys(name, c);
         Some(ClientConfig {
             name: name.to_string(),
             token_endpoint,
             issuer,
             client_id,
             client_secret,
-            auth_method: c.auth_method,
+            auth_method,
+            grant: c.grant,
+            client_assertion,
+            exchange,
             ca_file,
             assertion,
             tls_client,
@@ -81,7 +92,7 @@ impl Validator<'_> {
         }
     }
 
-    fn token_endpoint(&mut self, path: &[&str], text: &str) -> Option<reqwest::Url> {
+    pub(super) fn token_endpoint(&mut self, path: &[&str], text: &str) -> Option<reqwest::Url> {
         let url = match reqwest::Url::parse(text) {
             Ok(u) => u,
             Err(e) => {

@@ -9,6 +9,7 @@ mod assertion;
 mod cache;
 mod checks;
 mod client;
+mod federation;
 mod proxy;
 mod upstream;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cache::encryption_key_bytes;
+pub use federation::{ACTIONS_TOKEN, ACTIONS_URL};
 
 use super::env::expand_env;
 use super::locate::line_of;
@@ -98,6 +100,7 @@ impl Validator<'_> {
             access_log: raw.access_log,
             cache: raw.cache.as_ref().and_then(|c| self.cache(c)),
         };
+        self.check_subject_clients(&config.clients);
         self.check_listeners(&config);
         self.check_loops(&config);
         self.check_patterns(&config, raw);
