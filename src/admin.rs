@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::body::{full, Body};
-use crate::config::ClientConfig;
-use crate::jose::SigningKey;
+use crate::config::{ClientConfig, ExternalToken};
+use crate::jose::key_file;
 use crate::snapshot::{App, Upstream};
 use crate::token::ClientDpop;
 
@@ -119,7 +119,9 @@ fn upstream_status(u: &Upstream) -> Value {
         "fetches": s.fetches,
         "failures": s.failures,
         "auth_method": u.config.client.auth_method.as_str(),
+        "grant": u.config.client.grant.as_str(),
         "credential": credential(&u.config.client),
+        "presented": presented(&u.config.client),
         // The upstreams whose token requests are the same share one token (and its fetches
         // and failures); the source is named after the first of them.
         "token_source": sharers.first(),
@@ -163,8 +165,8 @@ fn credential(client: &ClientConfig) -> Value {
         source
             .read()
             .ok()
-            .and_then(|text| SigningKey::private(text.expose(), a.signing_alg).ok())
-            .and_then(|k| k.thumbprint())
+            .and_then(|text| key_file::load(text.expose(), a.signing_alg).ok())
+            .and_then(|(k, _)| k.thumbprint())
             .unwrap_or_else(|| "unreadable".into())
     });
     let cert = a.certificate.as_ref().map(|source| {
@@ -179,6 +181,44 @@ fn credential(client: &ClientConfig) -> Value {
         "certificate_sha256": cert.as_ref().and_then(|c| c.get("sha256")),
         "certificate_expires": cert.as_ref().and_then(|c| c.get("expires")),
     })
+}
+
+/// The tokens the client presents but did not make (a federated client assertion, a token
+/// exchange's subject and actor): where each comes from and, for a file or a variable, its
+/// unverified issuer, subject and expiry as they are now. Never the token.
+fn presented(client: &ClientConfig) -> Value {
+    let mut tokens: Vec<(&str, &ExternalToken)> = Vec::new();
+    if let Some(t) = &client.client_assertion {
+        tokens.push(("client_assertion", t));
+    }
+    if let Some(ex) = &client.exchange {
+        tokens.push(("subject_token", &ex.subject));
+        if let Some(actor) = &ex.actor {
+            tokens.push(("actor_token", actor));
+        }
+    }
+    if tokens.is_empty() {
+        return Value::Null;
+    }
+    let entries: serde_json::Map<String, Value> = tokens
+        .into_iter()
+        .map(|(role, t)| {
+            let now = t.source.peek_now();
+            let expires = now.as_ref().and_then(|p| p.exp).map(|exp| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp);
+                humantime::format_rfc3339_seconds(at).to_string()
+            });
+            let entry = json!({
+                "source": t.source.kind(),
+                "type": t.token_type,
+                "issuer": now.as_ref().and_then(|p| p.iss.clone()),
+                "subject": now.as_ref().and_then(|p| p.sub.clone()),
+                "expires": expires,
+            });
+            (role.to_string(), entry)
+        })
+        .collect();
+    Value::Object(entries)
 }
 
 /// The SHA-256 fingerprint (hex) and expiry (RFC 3339) of a PEM certificate.

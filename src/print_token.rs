@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{ClientConfig, Config, TokenRequest};
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::running::random_jitter;
+use crate::token::sharing::subject_client;
 use crate::token::{client_dpop, Endpoint, TokenSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,40 @@ impl TokenError {
     pub fn is_config_error(&self) -> bool {
         matches!(self, TokenError::UnknownUpstream { .. })
     }
+}
+
+/// A token source for `client`'s `request`, and first one for the client whose token is its
+/// subject token (`subject_token: {client: NAME}`), as the proxy would build them. Validation
+/// has refused loops.
+fn source_for(
+    config: &Config,
+    client: &Arc<ClientConfig>,
+    request: &TokenRequest,
+    upstream: &str,
+    names: &[&str],
+    metrics: &Metrics,
+) -> Result<Arc<TokenSource>, TokenError> {
+    let subject = match subject_client(client).and_then(|(n, r)| Some((config.clients.get(n)?, r)))
+    {
+        Some((other, r)) => Some(source_for(config, other, r, upstream, &[], metrics)?),
+        None => None,
+    };
+    let dpop = client_dpop(client).map_err(|e| TokenError::Unavailable {
+        upstream: upstream.to_string(),
+        reason: format!("clients.{}.dpop_key: {e}", client.name),
+    })?;
+    let endpoint = Endpoint::new(client.clone(), request, &config.tokens, metrics)
+        .map_err(StartError::from)?
+        .with_dpop(dpop.clone())
+        .with_subject(subject);
+    Ok(Arc::new(TokenSource::spawn(
+        names,
+        Arc::new(endpoint),
+        config.tokens.clone(),
+        metrics.clone(),
+        random_jitter,
+        dpop.map(|d| d.key.clone()),
+    )))
 }
 
 /// How to print the token.
@@ -52,21 +87,14 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
         });
     };
     let metrics = Metrics::new().map_err(StartError::from)?;
-    let dpop = client_dpop(&up.client).map_err(|e| TokenError::Unavailable {
-        upstream: up.name.clone(),
-        reason: format!("clients.{}.dpop_key: {e}", up.client.name),
-    })?;
-    let endpoint = Endpoint::new(up.client.clone(), &up.request, &config.tokens, &metrics)
-        .map_err(StartError::from)?
-        .with_dpop(dpop.clone());
-    let source = TokenSource::spawn(
-        &[up.name.as_str()],
-        Arc::new(endpoint),
-        config.tokens.clone(),
-        metrics,
-        random_jitter,
-        dpop.map(|d| d.key.clone()),
-    );
+    let source = source_for(
+        config,
+        &up.client,
+        &up.request,
+        &up.name,
+        &[&up.name],
+        &metrics,
+    )?;
     let deadline = Instant::now() + config.tokens.wait_timeout;
     let token = source
         .wait_until(deadline)
@@ -76,7 +104,7 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
             reason: e.reason,
         })?;
     let header = token.header().to_str().unwrap_or_default();
-    let bare = header.strip_prefix("Bearer ").unwrap_or(header);
+    let bare = token.value();
     Ok(match format {
         Format::Raw => format!("{bare}\n"),
         Format::Header => format!("Authorization: {header}\n"),
@@ -84,7 +112,7 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
             let expires_at = humantime::format_rfc3339_seconds(token.expires_at);
             let json = serde_json::json!({
                 "access_token": bare,
-                "token_type": "Bearer",
+                "token_type": up.client.token_type.scheme(),
                 "expires_at": expires_at.to_string(),
             });
             format!("{json}\n")

@@ -407,7 +407,7 @@ fn wrong_credentials_are_config_errors_with_their_line() {
         ("    client_secret: short\n    auth_method: client_secret_jwt\n".to_string(),
          "line 5: clients.idp.client_secret: an HS256 key must be at least 32 bytes (the hash's length); the secret has 5"),
         ("    client_secret: s3cret\n    signing_alg: RS256\n".to_string(),
-         "line 6: clients.idp.signing_alg: only used with client_secret_jwt or private_key_jwt"),
+         "line 6: clients.idp.signing_alg: only used with client_secret_jwt, private_key_jwt or grant: jwt_bearer"),
         ("    client_secret: a-client-secret-of-at-least-32-bytes!\n    auth_method: client_secret_jwt\n    assertion_audience: issuer\n".to_string(),
          "line 7: clients.idp.assertion_audience: issuer needs clients.*.issuer"),
         ("    client_secret: a-client-secret-of-at-least-32-bytes!\n    auth_method: client_secret_jwt\n    assertion_lifetime: 1h\n".to_string(),

@@ -209,6 +209,6 @@ proptest! {
             && a.audience == b.audience
             && set(&a.resource) == set(&b.resource)
             && a.params == b.params;
-        prop_assert_eq!(SourceKey::new(one, &a) == SourceKey::new(other, &b), identical);
+        prop_assert_eq!(SourceKey::new(one, &a, &Default::default()) == SourceKey::new(other, &b, &Default::default()), identical);
     }
 }

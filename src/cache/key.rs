@@ -87,7 +87,7 @@ fn presented(client: &ClientConfig) -> serde_json::Value {
     let facts: Vec<serde_json::Value> = tokens
         .into_iter()
         .map(|t| {
-            let peeked = read_now(&t.source).and_then(|text| crate::jose::peek(&text).ok());
+            let peeked = t.source.peek_now();
             json!({
                 "source": source_name(&t.source),
                 "type": t.token_type,
@@ -108,18 +108,15 @@ fn source_name(source: &JwtSource) -> String {
         JwtSource::GithubActions { audience } => {
             format!("github_actions:{}", audience.as_deref().unwrap_or_default())
         }
-        JwtSource::Client(n) => format!("client:{n}"),
+        JwtSource::Client { name, request } => {
+            format!(
+                "client:{name}:{}:{:?}:{}",
+                request.scopes.join(" "),
+                request.audience,
+                request.resource.join(" ")
+            )
+        }
     }
-}
-
-/// A file or environment token as it is now (others are asked for per request).
-fn read_now(source: &JwtSource) -> Option<String> {
-    match source {
-        JwtSource::File(p) => std::fs::read_to_string(p).ok(),
-        JwtSource::Env(n) => std::env::var(n).ok(),
-        _ => None,
-    }
-    .map(|t| t.trim().to_string())
 }
 
 /// The public identity of the client's key or certificate, if it has one: a JWK thumbprint

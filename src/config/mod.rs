@@ -6,11 +6,13 @@
 //! does no I/O; [`Config::load`] reads a file and also checks that every secret source can be
 //! read and every referenced file exists.
 
+mod client;
 mod defaults;
 mod env;
 mod listeners;
 mod locate;
 pub mod raw;
+mod raw_client;
 pub mod secret;
 mod validate;
 
@@ -24,6 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::jose::SigningAlg;
+pub use client::{
+    token_types, AssertionConfig, ClientConfig, ExchangeConfig, ExternalToken, JwtSource,
+    TlsClientConfig,
+};
 pub use listeners::Role;
 pub use raw::{
     AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, Grant, ScopesIn, TokenType,
@@ -154,137 +160,6 @@ pub struct TokenSettings {
     pub fetch_timeout: Duration,
     /// Request bodies up to this size are buffered so they can be replayed after a 401.
     pub replay_body_limit: usize,
-}
-
-/// Credentials at one authorization server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientConfig {
-    pub name: String,
-    /// `None`: found in the issuer's metadata (discovery).
-    pub token_endpoint: Option<reqwest::Url>,
-    /// The issuer identifier, exactly as configured (metadata must name it byte for byte).
-    pub issuer: Option<String>,
-    /// `None` where the server takes the client from an assertion.
-    pub client_id: Option<String>,
-    /// For `client_secret_basic`, `client_secret_post` and `client_secret_jwt`.
-    pub client_secret: Option<SecretSource>,
-    pub auth_method: AuthMethod,
-    pub grant: Grant,
-    /// `auth_method: client_assertion`: the JWT presented, and its `client_assertion_type`.
-    pub client_assertion: Option<ExternalToken>,
-    /// `grant: token_exchange`: what is exchanged.
-    pub exchange: Option<ExchangeConfig>,
-    pub ca_file: Option<PathBuf>,
-    /// How a client assertion is made (`client_secret_jwt`, `private_key_jwt`).
-    pub assertion: Option<AssertionConfig>,
-    /// The client certificate of the mutual-TLS methods.
-    pub tls_client: Option<TlsClientConfig>,
-    pub token_type: TokenType,
-    /// `token_type: dpop`: the key's source; `None`: generated in memory at start.
-    pub dpop_key: Option<SecretSource>,
-}
-
-/// A token tokenproxy reads rather than signs: a JWT credential issued by someone else, or
-/// (for a subject token) another client's access token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwtSource {
-    /// Read at every token request; kubelet swaps the `..data` symlink, so a read sees the
-    /// old file or the new one, never half of either.
-    File(PathBuf),
-    Env(String),
-    /// Asked of the GitHub Actions runner (`ACTIONS_ID_TOKEN_REQUEST_URL`, `_TOKEN`).
-    GithubActions { audience: Option<String> },
-    /// The current token of the client of that name.
-    Client(String),
-}
-
-impl JwtSource {
-    /// `file`, `env`, `github_actions`, `client`: for `/status`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            JwtSource::File(_) => "file",
-            JwtSource::Env(_) => "env",
-            JwtSource::GithubActions { .. } => "github_actions",
-            JwtSource::Client(_) => "client",
-        }
-    }
-}
-
-/// A token read from a [`JwtSource`] and the type it is sent as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalToken {
-    pub source: JwtSource,
-    /// `client_assertion_type`, `subject_token_type` or `actor_token_type`.
-    pub token_type: String,
-}
-
-/// `grant: token_exchange` (RFC 8693).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExchangeConfig {
-    pub subject: ExternalToken,
-    pub actor: Option<ExternalToken>,
-    pub requested_token_type: Option<String>,
-}
-
-/// RFC 8693 §3 token type identifiers.
-pub mod token_types {
-    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-    pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-    /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
-    pub const CLIENT_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-}
-
-impl ClientConfig {
-    /// The client id, or `""` where none is configured (only methods that can do without one
-    /// pass validation without it).
-    pub fn id(&self) -> &str {
-        self.client_id.as_deref().unwrap_or_default()
-    }
-}
-
-/// A client certificate and its key (`tls_client_auth`, `self_signed_tls_client_auth`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsClientConfig {
-    pub certificate: SecretSource,
-    pub private_key: SecretSource,
-}
-
-impl TlsClientConfig {
-    /// A rustls client-certificate resolver that presents this certificate, read again when
-    /// its text changes (the token endpoint client and bound upstreams share this shape).
-    pub fn resolver(&self) -> Arc<crate::tls::ReloadingClientCert> {
-        let tls = self.clone();
-        let read: crate::tls::ReadPair = Box::new(move || tls.read().map_err(|e| e.to_string()));
-        Arc::new(crate::tls::ReloadingClientCert::new(read))
-    }
-
-    /// The certificate and the key, read from their sources now.
-    pub fn read(&self) -> Result<(String, String), SecretError> {
-        let cert = self.certificate.read()?.expose().to_string();
-        let key = self.private_key.read()?.expose().to_string();
-        Ok((cert, key))
-    }
-}
-
-/// The settings of a client assertion.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AssertionConfig {
-    /// `private_key_jwt`'s key; `None` for `client_secret_jwt` (the secret is the key).
-    pub private_key: Option<SecretSource>,
-    /// The key's certificate, for the `x5t#S256` and `x5t` headers.
-    pub certificate: Option<SecretSource>,
-    /// `None`: the algorithm the key implies (HS256 for `client_secret_jwt`).
-    pub signing_alg: Option<SigningAlg>,
-    pub key_id: Option<String>,
-    /// The `aud` claim; `None`: the token endpoint in use.
-    pub audience: Option<String>,
-    pub lifetime: Duration,
-    /// `grant: jwt_bearer`: `iss` (default: the key file's `client_email`, else client_id).
-    pub issuer: Option<String>,
-    /// `grant: jwt_bearer`: `sub` (default: the issuer).
-    pub subject: Option<String>,
-    pub scopes_in: ScopesIn,
 }
 
 /// What is asked for in a token request on behalf of one upstream.

@@ -69,8 +69,14 @@ mod tests {
         let (key, facts) = load(&json, None).unwrap();
         assert_eq!(key.alg(), SigningAlg::ES256);
         assert_eq!(facts.kid.as_deref(), Some("abc123"));
-        assert_eq!(facts.client_email.as_deref(), Some("sa@p.iam.gserviceaccount.com"));
-        assert_eq!(facts.token_uri.as_deref(), Some("https://oauth2.googleapis.com/token"));
+        assert_eq!(
+            facts.client_email.as_deref(),
+            Some("sa@p.iam.gserviceaccount.com")
+        );
+        assert_eq!(
+            facts.token_uri.as_deref(),
+            Some("https://oauth2.googleapis.com/token")
+        );
         let (_, none) = load(pem, None).unwrap();
         assert_eq!(none, KeyFacts::default());
         let broken = serde_json::json!({"type": "service_account"}).to_string();

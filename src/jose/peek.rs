@@ -30,13 +30,16 @@ pub enum ShapeError {
     Claims,
     #[error("the JWT signature is {0} bytes, not what {1} makes: the token is cut short")]
     Signature(usize, String),
+    #[error("the JWT signature is not base64url: the token is cut short or damaged")]
+    SignatureEncoding,
 }
 
 /// Reads `text` as a compact JWS with JSON claims. The signature's length must fit the
 /// algorithm, which catches a token cut short (a half-written file) that still has 3 parts.
 pub fn peek(text: &str) -> Result<Peeked, ShapeError> {
     let mut parts = text.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ShapeError::Parts);
     };
@@ -56,7 +59,7 @@ pub fn peek(text: &str) -> Result<Peeked, ShapeError> {
         return Err(ShapeError::Unsigned);
     }
     let claims = json(c).ok_or(ShapeError::Claims)?;
-    let sig = B64.decode(s).map_err(|_| ShapeError::Parts)?;
+    let sig = B64.decode(s).map_err(|_| ShapeError::SignatureEncoding)?;
     if !signature_fits(&alg, sig.len()) {
         return Err(ShapeError::Signature(sig.len(), alg));
     }
@@ -135,13 +138,13 @@ mod tests {
     fn odd_shapes_are_refused_without_quoting_the_token() {
         assert_eq!(peek("canary-opaque-token"), Err(ShapeError::Parts));
         assert_eq!(peek("a.b.c.d"), Err(ShapeError::Parts));
-        let none = format!(
-            "{}.{}.",
-            B64.encode(r#"{"alg":"none"}"#),
-            B64.encode("{}")
-        );
+        let none = format!("{}.{}.", B64.encode(r#"{"alg":"none"}"#), B64.encode("{}"));
         assert_eq!(peek(&none), Err(ShapeError::Unsigned));
-        let not_json = format!("{}.{}.AAAA", B64.encode(r#"{"alg":"RS256"}"#), B64.encode("[1]"));
+        let not_json = format!(
+            "{}.{}.AAAA",
+            B64.encode(r#"{"alg":"RS256"}"#),
+            B64.encode("[1]")
+        );
         assert_eq!(peek(&not_json), Err(ShapeError::Claims));
         let e = peek(&jwt("ES256", json!({"sub": "canary"}), 63)).unwrap_err();
         assert!(!e.to_string().contains("canary"));

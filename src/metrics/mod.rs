@@ -5,6 +5,8 @@
 //! hosts adds no series. Nothing here ever holds a token or a secret.
 
 mod cache;
+mod outcome;
+pub use outcome::FetchOutcome;
 mod dpop;
 
 use std::sync::OnceLock;
@@ -134,40 +136,6 @@ impl InterceptMetrics {
             m.handshake_failures.with_label_values(&[r]);
         }
         Ok(m)
-    }
-}
-
-/// Outcomes of a token fetch, the values of the `outcome` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchOutcome {
-    Success,
-    HttpError,
-    InvalidResponse,
-    TransportError,
-    SecretUnavailable,
-    /// A client assertion, subject or actor token missing, unreadable or expired.
-    AssertionUnavailable,
-}
-
-impl FetchOutcome {
-    pub const ALL: [FetchOutcome; 6] = [
-        FetchOutcome::Success,
-        FetchOutcome::HttpError,
-        FetchOutcome::InvalidResponse,
-        FetchOutcome::TransportError,
-        FetchOutcome::SecretUnavailable,
-        FetchOutcome::AssertionUnavailable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FetchOutcome::Success => "success",
-            FetchOutcome::HttpError => "http_error",
-            FetchOutcome::InvalidResponse => "invalid_response",
-            FetchOutcome::TransportError => "transport_error",
-            FetchOutcome::SecretUnavailable => "secret_unavailable",
-            FetchOutcome::AssertionUnavailable => "assertion_unavailable",
-        }
     }
 }
 

@@ -19,6 +19,8 @@ pub enum ProxyError {
     // The upstream side.
     #[error("no valid token could be had: {0}")]
     TokenUnavailable(String),
+    #[error("no valid token could be had, for want of a usable assertion or subject token: {0}")]
+    AssertionUnavailable(String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream refused the request unprocessed (HTTP/2 REFUSED_STREAM or GOAWAY): {0}")]
@@ -81,6 +83,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             TokenUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
+            AssertionUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "assertion_unavailable"),
             UpstreamUnreachable(_) | UpstreamRefusedStream(_) | UpstreamRemoved(_) | NoUrl(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
@@ -103,6 +106,15 @@ impl ProxyError {
             | UnsupportedTransferEncoding
             | DuplicateAuthorization
             | AuthorizationRejected => (StatusCode::BAD_REQUEST, "bad_request"),
+        }
+    }
+
+    /// A request that could not have its token.
+    pub fn no_token(e: crate::token::Unavailable) -> ProxyError {
+        if e.assertion {
+            ProxyError::AssertionUnavailable(e.reason)
+        } else {
+            ProxyError::TokenUnavailable(e.reason)
         }
     }
 

@@ -60,7 +60,7 @@ pub async fn with_token(
         if let Some(waiting) = waiting {
             trail.waited(waiting.elapsed());
         }
-        let token = token.map_err(|e| ProxyError::TokenUnavailable(e.reason))?;
+        let token = token.map_err(ProxyError::no_token)?;
         // What a replay needs, kept only while one is still possible.
         let spare = (!replaying && payload.replayable()).then(|| Spare::of(&head));
         let injected = inject(

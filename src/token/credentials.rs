@@ -39,14 +39,26 @@ impl Endpoint {
         Ok(c)
     }
 
-    async fn grant_params(&self, url: &reqwest::Url, c: &mut Credentials) -> Result<(), FetchError> {
+    async fn grant_params(
+        &self,
+        url: &reqwest::Url,
+        c: &mut Credentials,
+    ) -> Result<(), FetchError> {
         match self.client.grant {
             Grant::ClientCredentials => {}
             Grant::TokenExchange => {
                 let Some(ex) = &self.client.exchange else {
                     return Ok(());
                 };
-                let subject = present(&ex.subject, Role::Subject, &self.http, self.subject.as_ref()).await?;
+                // A subject from another client: that client's current token (or why not).
+                let from_client = match &self.subject {
+                    Some(source) => Some(match source.get().await {
+                        Ok(t) => Ok(t.value().to_string()),
+                        Err(e) => Err(e.reason),
+                    }),
+                    None => None,
+                };
+                let subject = present(&ex.subject, Role::Subject, &self.http, from_client).await?;
                 c.push("subject_token", subject.value.expose());
                 c.push("subject_token_type", ex.subject.token_type.as_str());
                 if let Some(actor) = &ex.actor {
@@ -193,7 +205,12 @@ impl Endpoint {
 
     /// `x5t#S256` and `x5t` of the configured certificate, if any.
     fn x5t(&self) -> Result<Option<(String, String)>, FetchError> {
-        let Some(source) = self.client.assertion.as_ref().and_then(|a| a.certificate.as_ref()) else {
+        let Some(source) = self
+            .client
+            .assertion
+            .as_ref()
+            .and_then(|a| a.certificate.as_ref())
+        else {
             return Ok(None);
         };
         let text = source.read()?;
@@ -206,17 +223,25 @@ impl Endpoint {
     /// A JWT-bearer client with neither `token_endpoint` nor `issuer`: the key file's
     /// `token_uri` (a Google service-account key names it), https or loopback only.
     pub(super) fn key_file_endpoint(&self) -> Result<reqwest::Url, FetchError> {
-        let none = || FetchError::Discovery("no token_endpoint, no issuer, and no token_uri in the key file".into());
+        let none = || {
+            FetchError::Discovery(
+                "no token_endpoint, no issuer, and no token_uri in the key file".into(),
+            )
+        };
         let a = self.client.assertion.as_ref().ok_or_else(none)?;
         let source = a.private_key.as_ref().ok_or_else(none)?;
         let (_, facts) = key_file::load(source.read()?.expose(), a.signing_alg)?;
         let url = reqwest::Url::parse(&facts.token_uri.ok_or_else(none)?)
             .map_err(|_| FetchError::Discovery("the key file's token_uri is not a URL".into()))?;
         let host = url.host_str().and_then(|h| normalize_host(h).ok());
-        if url.scheme() == "https" || (url.scheme() == "http" && host.as_deref().is_some_and(is_loopback)) {
+        if url.scheme() == "https"
+            || (url.scheme() == "http" && host.as_deref().is_some_and(is_loopback))
+        {
             Ok(url)
         } else {
-            Err(FetchError::Discovery("the key file's token_uri must be https (or http on loopback)".into()))
+            Err(FetchError::Discovery(
+                "the key file's token_uri must be https (or http on loopback)".into(),
+            ))
         }
     }
 }

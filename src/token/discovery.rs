@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::error::{read_capped, transport, FetchError};
-use crate::config::{AuthMethod, ClientConfig, SigningAlg};
+use crate::config::{AuthMethod, ClientConfig, Grant, SigningAlg};
 
 /// The shortest and longest time metadata is kept.
 pub const MAX_AGE_RANGE: (Duration, Duration) =
@@ -29,6 +29,7 @@ pub const MAX_AGE_RANGE: (Duration, Duration) =
 pub struct Discovery {
     issuer: String,
     method: AuthMethod,
+    grant: Grant,
     alg: Option<SigningAlg>,
     /// The algorithm of the client's DPoP proofs, for a `token_type: dpop` client.
     pub dpop_alg: Option<SigningAlg>,
@@ -48,6 +49,7 @@ impl Discovery {
         Some(Discovery {
             issuer,
             method: client.auth_method,
+            grant: client.grant,
             alg,
             dpop_alg: None,
             cached: Mutex::new(None),
@@ -139,11 +141,19 @@ impl Discovery {
         };
         if !listed(
             "token_endpoint_auth_methods_supported",
-            self.method.as_str(),
+            self.method.metadata_name(),
         ) {
             return Err(discovery(format!(
                 "the server does not list {} in token_endpoint_auth_methods_supported",
-                self.method.as_str()
+                self.method.metadata_name()
+            )));
+        }
+        if self.grant != Grant::ClientCredentials
+            && !listed("grant_types_supported", self.grant.grant_type())
+        {
+            return Err(discovery(format!(
+                "the server does not list {} in grant_types_supported",
+                self.grant.grant_type()
             )));
         }
         if let Some(alg) = self.alg.filter(|_| self.method.uses_assertion()) {
@@ -211,6 +221,7 @@ mod tests {
         let mut d = Discovery {
             issuer: "https://idp.example".into(),
             method: AuthMethod::ClientSecretBasic,
+            grant: Grant::ClientCredentials,
             alg: None,
             dpop_alg: Some(SigningAlg::ES384),
             cached: Mutex::new(None),

@@ -21,6 +21,7 @@ use super::response::{
 pub use super::wire::{basic_auth, form_body, retry_after, ASSERTION_TYPE, DPOP, DPOP_NONCE};
 
 use super::dpop::ClientDpop;
+use super::fetcher::{Ask, Fetcher, Fetching};
 use super::source::TokenSource;
 use crate::config::{ClientConfig, Grant, ScopesIn, TokenRequest, TokenSettings, TokenType};
 use crate::metrics::{DpopServer, FetchOutcome, Metrics};
@@ -107,8 +108,10 @@ impl Endpoint {
                 .counters(DpopServer::TokenEndpoint, &client.name)
         });
         let scopes_in = client.assertion.as_ref().map(|a| a.scopes_in);
-        let in_assertion = client.grant == Grant::JwtBearer && scopes_in == Some(ScopesIn::Assertion);
-        let scope_claim = (in_assertion && !request.scopes.is_empty()).then(|| request.scopes.join(" "));
+        let in_assertion =
+            client.grant == Grant::JwtBearer && scopes_in == Some(ScopesIn::Assertion);
+        let scope_claim =
+            (in_assertion && !request.scopes.is_empty()).then(|| request.scopes.join(" "));
         // The series of this method and grant exist from the start, at zero.
         for outcome in FetchOutcome::ALL {
             let o = outcome.as_str();
@@ -303,5 +306,11 @@ impl Endpoint {
         let headers = resp.headers().clone();
         let body = read_capped(resp).await?;
         Ok((status, headers, body))
+    }
+}
+
+impl Fetcher for Endpoint {
+    fn fetch<'a>(&'a self, _ask: Ask<'a>) -> Fetching<'a> {
+        Box::pin(Endpoint::fetch(self))
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::response::InvalidResponse;
 use crate::config::SecretError;
-use crate::jose::KeyError;
+use crate::jose::{KeyError, ShapeError};
 use crate::metrics::FetchOutcome;
+use std::path::PathBuf;
 
 /// Largest token response body read.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -32,7 +33,55 @@ pub enum FetchError {
     Discovery(String),
     /// A client assertion, subject or actor token that cannot be read or is expired.
     #[error("{0}")]
-    Assertion(super::external::AssertionError),
+    Assertion(#[from] AssertionError),
+}
+
+/// Which token could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ClientAssertion,
+    Subject,
+    Actor,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::ClientAssertion => "client assertion",
+            Role::Subject => "subject token",
+            Role::Actor => "actor token",
+        }
+    }
+}
+
+/// Why a presented token is unavailable. Never quotes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {problem}", role.as_str())]
+pub struct AssertionError {
+    pub role: Role,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("file {0} cannot be read: {1}")]
+    File(PathBuf, String),
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("is empty")]
+    Empty,
+    #[error("is not usable: {0}")]
+    Shape(#[from] ShapeError),
+    #[error("has no exp claim")]
+    NoExp,
+    #[error("expired {0} s ago; waiting for a fresh one")]
+    Expired(u64),
+    #[error("expires in {0} s, too soon to be sent; waiting for a fresh one")]
+    ExpiresSoon(u64),
+    #[error("from GitHub Actions: {0}")]
+    Github(String),
+    #[error("from client {0}: {1}")]
+    Client(String, String),
 }
 
 impl FetchError {

@@ -10,69 +10,20 @@
 //! that fails is never sent; the fetch fails with `assertion_unavailable`, and the next
 //! attempt reads again, so a fresh token written later is picked up with no restart.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::error::{read_capped, transport, FetchError};
-use super::source::TokenSource;
+use super::error::{read_capped, transport};
+pub use super::error::{AssertionError, Problem, Role};
 use crate::config::{token_types, ExternalToken, JwtSource, Secret, ACTIONS_TOKEN, ACTIONS_URL};
 use crate::host::{is_loopback, normalize_host};
-use crate::jose::{peek, Peeked, ShapeError};
+use crate::jose::{peek, Peeked};
 
 /// A token is not sent when it expires sooner than this: it must outlive the round trip and
 /// the server's clock skew.
 pub const SEND_MARGIN_SECS: u64 = 10;
-
-/// Which token could not be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    ClientAssertion,
-    Subject,
-    Actor,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::ClientAssertion => "client assertion",
-            Role::Subject => "subject token",
-            Role::Actor => "actor token",
-        }
-    }
-}
-
-/// Why a presented token is unavailable. Never quotes the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} {problem}", role.as_str())]
-pub struct AssertionError {
-    pub role: Role,
-    pub problem: Problem,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    #[error("file {0} cannot be read: {1}")]
-    File(PathBuf, String),
-    #[error("environment variable {0} is not set")]
-    EnvUnset(String),
-    #[error("is empty")]
-    Empty,
-    #[error("is not usable: {0}")]
-    Shape(#[from] ShapeError),
-    #[error("has no exp claim")]
-    NoExp,
-    #[error("expired {0} s ago; waiting for a fresh one")]
-    Expired(u64),
-    #[error("expires in {0} s, too soon to be sent; waiting for a fresh one")]
-    ExpiresSoon(u64),
-    #[error("from GitHub Actions: {0}")]
-    Github(String),
-    #[error("from client {0}: {1}")]
-    Client(String, String),
-}
 
 /// A token ready to send, and what could be read of it.
 pub struct Presented {
@@ -80,25 +31,22 @@ pub struct Presented {
     pub facts: Option<Peeked>,
 }
 
-/// Reads and checks one presented token. `client` is the source of a `{client: NAME}`
-/// subject; `http` asks the GitHub Actions runner.
+/// Reads and checks one presented token. `client` is what the token source of a
+/// `{client: NAME}` subject gave (its token, or why it has none); `http` asks the GitHub
+/// Actions runner.
 pub async fn present(
     token: &ExternalToken,
     role: Role,
     http: &reqwest::Client,
-    client: Option<&Arc<TokenSource>>,
+    client: Option<Result<String, String>>,
 ) -> Result<Presented, AssertionError> {
     let fail = |problem| AssertionError { role, problem };
     let value = match &token.source {
         JwtSource::File(path) => read_file(path),
         JwtSource::Env(name) => std::env::var(name).map_err(|_| Problem::EnvUnset(name.clone())),
         JwtSource::GithubActions { audience } => github_actions(http, audience.as_deref()).await,
-        JwtSource::Client(name) => match client {
-            Some(source) => source
-                .get()
-                .await
-                .map(|t| t.value().to_string())
-                .map_err(|e| Problem::Client(name.clone(), e.reason)),
+        JwtSource::Client { name, .. } => match client {
+            Some(got) => got.map_err(|reason| Problem::Client(name.clone(), reason)),
             None => Err(Problem::Client(name.clone(), "not started".into())),
         },
     }
@@ -141,7 +89,8 @@ pub fn check(value: &str, must_be_jwt: bool, now: u64) -> Result<Option<Peeked>,
 
 /// The whole file, in one read of the path (the symlink is followed at open).
 fn read_file(path: &Path) -> Result<String, Problem> {
-    std::fs::read_to_string(path).map_err(|e| Problem::File(path.to_path_buf(), e.kind().to_string()))
+    std::fs::read_to_string(path)
+        .map_err(|e| Problem::File(path.to_path_buf(), e.kind().to_string()))
 }
 
 fn now_unix() -> u64 {
@@ -154,16 +103,22 @@ fn now_unix() -> u64 {
 /// `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answered `{"value": "<jwt>"}`.
 async fn github_actions(http: &reqwest::Client, audience: Option<&str>) -> Result<String, Problem> {
     let gh = Problem::Github;
-    let url = std::env::var(ACTIONS_URL)
-        .map_err(|_| gh(format!("{ACTIONS_URL} is not set (the job needs `permissions: id-token: write`)")))?;
+    let url = std::env::var(ACTIONS_URL).map_err(|_| {
+        gh(format!(
+            "{ACTIONS_URL} is not set (the job needs `permissions: id-token: write`)"
+        ))
+    })?;
     let request_token = Secret::new(
         std::env::var(ACTIONS_TOKEN).map_err(|_| gh(format!("{ACTIONS_TOKEN} is not set")))?,
     );
-    let mut url = reqwest::Url::parse(&url).map_err(|_| gh(format!("{ACTIONS_URL} is not a URL")))?;
+    let mut url =
+        reqwest::Url::parse(&url).map_err(|_| gh(format!("{ACTIONS_URL} is not a URL")))?;
     let host = url.host_str().and_then(|h| normalize_host(h).ok());
     let safe = url.scheme() == "https" || host.as_deref().is_some_and(is_loopback);
     if !safe {
-        return Err(gh(format!("{ACTIONS_URL} must be https (or http on loopback)")));
+        return Err(gh(format!(
+            "{ACTIONS_URL} must be https (or http on loopback)"
+        )));
     }
     if let Some(aud) = audience {
         url.query_pairs_mut().append_pair("audience", aud);
@@ -183,17 +138,12 @@ async fn github_actions(http: &reqwest::Client, audience: Option<&str>) -> Resul
     if !status.is_success() {
         return Err(gh(format!("the runner answered HTTP {}", status.as_u16())));
     }
-    let json: Value = serde_json::from_slice(&body).map_err(|_| gh("the answer is not JSON".into()))?;
+    let json: Value =
+        serde_json::from_slice(&body).map_err(|_| gh("the answer is not JSON".into()))?;
     json.get("value")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| gh("the answer has no value".into()))
-}
-
-impl From<AssertionError> for FetchError {
-    fn from(e: AssertionError) -> Self {
-        FetchError::Assertion(e)
-    }
 }
 
 #[cfg(test)]
@@ -215,14 +165,26 @@ mod tests {
     fn expiry_is_checked_with_a_margin() {
         let now = 1_800_000_000;
         assert!(check(&jwt(Some(now + 600)), true, now).unwrap().is_some());
-        assert_eq!(check(&jwt(Some(now - 5)), true, now), Err(Problem::Expired(5)));
-        assert_eq!(check(&jwt(Some(now + 3)), true, now), Err(Problem::ExpiresSoon(3)));
+        assert_eq!(
+            check(&jwt(Some(now - 5)), true, now),
+            Err(Problem::Expired(5))
+        );
+        assert_eq!(
+            check(&jwt(Some(now + 3)), true, now),
+            Err(Problem::ExpiresSoon(3))
+        );
         assert_eq!(check(&jwt(None), true, now), Err(Problem::NoExp));
         // An opaque access token as a subject is sent as it is.
         assert_eq!(check("opaque-token", false, now), Ok(None));
-        assert!(matches!(check("opaque-token", true, now), Err(Problem::Shape(_))));
+        assert!(matches!(
+            check("opaque-token", true, now),
+            Err(Problem::Shape(_))
+        ));
         // A JWT-shaped subject token is still not sent once expired.
-        assert_eq!(check(&jwt(Some(now - 1)), false, now), Err(Problem::Expired(1)));
+        assert_eq!(
+            check(&jwt(Some(now - 1)), false, now),
+            Err(Problem::Expired(1))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use http::HeaderValue;
 
-use super::endpoint::{Endpoint, FetchError};
+use super::error::FetchError;
 use super::response::Issued;
 
 /// What the source holds when it asks for a token.
@@ -24,10 +24,4 @@ pub type Fetching<'a> = Pin<Box<dyn Future<Output = Result<Issued, FetchError>> 
 
 pub trait Fetcher: Send + Sync + 'static {
     fn fetch<'a>(&'a self, ask: Ask<'a>) -> Fetching<'a>;
-}
-
-impl Fetcher for Endpoint {
-    fn fetch<'a>(&'a self, _ask: Ask<'a>) -> Fetching<'a> {
-        Box::pin(Endpoint::fetch(self))
-    }
 }

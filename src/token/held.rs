@@ -45,6 +45,8 @@ impl Token {
 #[error("{reason}")]
 pub struct Unavailable {
     pub reason: String,
+    /// The last fetch failed for want of a usable assertion, subject or actor token.
+    pub assertion: bool,
 }
 
 /// What `/status` shows about one token source. No token, no secret.
@@ -57,4 +59,6 @@ pub struct Status {
     pub failures: u64,
     /// Failures since the last success; > 0 means requests without a token fail at once.
     pub consecutive_failures: u32,
+    /// The last failure was a missing, unreadable or expired presented token.
+    pub assertion_failing: bool,
 }

@@ -100,7 +100,9 @@ pub enum InvalidResponse {
     BodyUnreadable(String),
     #[error("issued_token_type is missing (RFC 8693 §2.2.1 requires it)")]
     MissingIssuedTokenType,
-    #[error("issued_token_type {0:?} is not an access token (access_token or jwt); nothing to inject")]
+    #[error(
+        "issued_token_type {0:?} is not an access token (access_token or jwt); nothing to inject"
+    )]
     NotAnAccessToken(String),
 }
 

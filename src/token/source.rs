@@ -18,7 +18,7 @@ use http::HeaderValue;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::endpoint::FetchError;
+use super::error::FetchError;
 use super::fetcher::{Ask, Fetcher};
 pub use super::held::{Bound, Status, Token, Unavailable};
 use super::response::Issued;
@@ -114,7 +114,7 @@ impl TokenSource {
             }
             if let Some((err, next)) = self.failing() {
                 if saw_attempt || next.is_none_or(|n| n > deadline) {
-                    return Err(Unavailable { reason: err });
+                    return Err(err);
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -136,7 +136,7 @@ impl TokenSource {
             }
             if let Some((err, next)) = self.failing() {
                 if next.is_none_or(|n| n > deadline) {
-                    return Err(Unavailable { reason: err });
+                    return Err(err);
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -154,14 +154,15 @@ impl TokenSource {
     }
 
     /// The last error and the next attempt, while fetches are failing.
-    fn failing(&self) -> Option<(String, Option<Instant>)> {
+    fn failing(&self) -> Option<(Unavailable, Option<Instant>)> {
         let status = self.lock_status();
         (status.consecutive_failures > 0).then(|| {
             let last = status.last_error.as_deref().unwrap_or("token fetch failed");
-            (
-                format!("no valid token; last error: {last}"),
-                status.next_attempt,
-            )
+            let err = Unavailable {
+                reason: format!("no valid token; last error: {last}"),
+                assertion: status.assertion_failing,
+            };
+            (err, status.next_attempt)
         })
     }
 
@@ -171,7 +172,10 @@ impl TokenSource {
             Some(e) => format!("{what}; last error: {e}"),
             None => what.to_string(),
         };
-        Unavailable { reason }
+        Unavailable {
+            reason,
+            assertion: status.assertion_failing,
+        }
     }
 
     /// Called after the upstream refused `token` with 401: drops it and asks for a new one,
@@ -310,6 +314,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         status.last_error = None;
         status.fetches += 1;
         status.consecutive_failures = 0;
+        status.assertion_failing = false;
     }
     tracing::info!(upstream = %shared.upstreams.label(), expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
     // 75-80% of the lifetime, and in any case well before the token stops being usable.
@@ -327,6 +332,7 @@ fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
     }
     let mut status = lock(&shared.status);
     status.last_error = Some(e.to_string());
+    status.assertion_failing = e.outcome() == FetchOutcome::AssertionUnavailable;
     status.fetches += 1;
     status.failures += 1;
     status.consecutive_failures = failures;

@@ -57,6 +57,8 @@ pub struct Seen {
     pub body: String,
     /// The `DPoP` proof header, if any.
     pub dpop: Option<String>,
+    /// The request target (path and query).
+    pub uri: String,
 }
 
 /// Authorization server: answers from a script, then with fresh tokens `tok-N`.
@@ -123,12 +125,14 @@ impl FakeIdp {
         };
         let (authorization, content_type) = (h(header::AUTHORIZATION), h(header::CONTENT_TYPE));
         let dpop = h(http::HeaderName::from_static("dpop"));
+        let uri = req.uri().to_string();
         let body = req.into_body().collect().await.unwrap().to_bytes();
         self.seen.lock().unwrap().push(Seen {
             authorization,
             content_type,
             body: String::from_utf8_lossy(&body).into_owned(),
             dpop,
+            uri,
         });
         let required = self.required_secret.lock().unwrap().clone();
         if let Some(secret) = required {

@@ -30,6 +30,7 @@ import assertion_checks
 import cache_checks
 import dpop_checks
 import exec_checks
+import federation_checks
 import h2_checks
 import intercept_checks
 import mtls_checks
@@ -335,6 +336,7 @@ def run_checks(env):
     exec_checks.checks(env, check)
     assertion_checks.checks(env, check)
     mtls_checks.checks(env, check)
+    federation_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@
 //! can sign with the algorithm asked for.
 
 use super::super::raw::RawClient;
-use super::super::{
-    defaults, AssertionConfig, AuthMethod, Grant, SecretSource, TlsClientConfig,
-};
+use super::super::{defaults, AssertionConfig, AuthMethod, Grant, SecretSource, TlsClientConfig};
 use super::Validator;
 use crate::jose::{key_file, KeyError, KeyFacts, SigningAlg, SigningKey};
 
@@ -25,7 +23,9 @@ impl Validator<'_> {
         let keyed = method == AuthMethod::PrivateKeyJwt || method.uses_mtls();
         let needs_secret = matches!(
             method,
-            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::ClientSecretJwt
+            AuthMethod::ClientSecretBasic
+                | AuthMethod::ClientSecretPost
+                | AuthMethod::ClientSecretJwt
         );
         if keyed && c.private_key.is_none() {
             self.problem(
@@ -40,10 +40,13 @@ impl Validator<'_> {
                 } else {
                     ""
                 };
-                self.problem(
-                    &key("auth_method"),
-                    format!("{} needs client_secret{hint}", method.as_str()),
-                );
+                // A defaulted method has no line of its own: name the client.
+                let at: &[&str] = if c.auth_method.is_some() {
+                    &key("auth_method")
+                } else {
+                    &["clients", name]
+                };
+                self.problem(at, format!("{} needs client_secret{hint}", method.as_str()));
             }
             (false, true) => {
                 let why = match method {
@@ -216,7 +219,10 @@ impl Validator<'_> {
         let key = |k| ["clients", name, k];
         let signed = match (method, &a.private_key, secret) {
             (_, Some(source), _) if c.grant == Grant::JwtBearer => {
-                let loaded = source.read().ok().map(|text| key_file::load(text.expose(), a.signing_alg));
+                let loaded = source
+                    .read()
+                    .ok()
+                    .map(|text| key_file::load(text.expose(), a.signing_alg));
                 if let Some(Ok((_, facts))) = &loaded {
                     self.check_key_facts(name, c, facts);
                 }

@@ -39,7 +39,13 @@ impl Validator<'_> {
             .as_ref()
             .map(|s| self.secret(&path("client_secret"), s));
         let ca_file = self.file(&path("ca_file"), c.ca_file.as_deref());
-        let assertion = self.credentials(name, c, auth_method, client_secret.as_ref(), issuer.as_deref());
+        let assertion = self.credentials(
+            name,
+            c,
+            auth_method,
+            client_secret.as_ref(),
+            issuer.as_deref(),
+        );
         let tls_client = self.tls_client(name, c, auth_method);
         let dpop_key = self.dpop_key(name, c);
         let client_assertion = self.client_assertion(name, c, auth_method);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::super::raw::{RawClient, RawJwtSource};
 use super::super::{
     token_types, AuthMethod, ClientConfig, ExchangeConfig, ExternalToken, Grant, JwtSource,
-    TokenType,
+    TokenRequest, TokenType,
 };
 use super::Validator;
 
@@ -66,16 +66,25 @@ impl Validator<'_> {
         let wanted = method == AuthMethod::ClientAssertion;
         match (&c.client_assertion, wanted) {
             (None, true) => {
-                self.problem(&key("auth_method"), "client_assertion needs client_assertion: { file | env | github_actions }");
+                self.problem(
+                    &key("auth_method"),
+                    "client_assertion needs client_assertion: { file | env | github_actions }",
+                );
                 None
             }
             (Some(_), false) => {
-                self.problem(&key("client_assertion"), "only used with auth_method: client_assertion");
+                self.problem(
+                    &key("client_assertion"),
+                    "only used with auth_method: client_assertion",
+                );
                 None
             }
             (None, false) => {
                 if c.client_assertion_type.is_some() {
-                    self.problem(&key("client_assertion_type"), "only used with auth_method: client_assertion");
+                    self.problem(
+                        &key("client_assertion_type"),
+                        "only used with auth_method: client_assertion",
+                    );
                 }
                 None
             }
@@ -108,7 +117,10 @@ impl Validator<'_> {
             return None;
         }
         let Some(raw) = &c.subject_token else {
-            self.problem(&key("grant"), "token_exchange needs subject_token: { file | env | github_actions | client }");
+            self.problem(
+                &key("grant"),
+                "token_exchange needs subject_token: { file | env | github_actions | client }",
+            );
             return None;
         };
         let subject = self.jwt_source(&key("subject_token"), raw, true)?;
@@ -167,13 +179,21 @@ impl Validator<'_> {
     fn token_type(&mut self, path: &[&str], value: &Option<String>) -> Option<String> {
         let text = self.expand(path, value.as_deref()?);
         if !text.contains(':') {
-            self.problem(path, format!("{text:?} is not a token type URI like {}", token_types::JWT));
+            self.problem(
+                path,
+                format!("{text:?} is not a token type URI like {}", token_types::JWT),
+            );
         }
         Some(text)
     }
 
     /// Exactly one of `file`, `env`, `github_actions` (and `client` where allowed).
-    fn jwt_source(&mut self, path: &[&str], raw: &RawJwtSource, client_allowed: bool) -> Option<JwtSource> {
+    fn jwt_source(
+        &mut self,
+        path: &[&str],
+        raw: &RawJwtSource,
+        client_allowed: bool,
+    ) -> Option<JwtSource> {
         let choices = [
             raw.file.is_some(),
             raw.env.is_some(),
@@ -188,6 +208,10 @@ impl Validator<'_> {
         if choices.iter().filter(|c| **c).count() != 1 {
             self.problem(path, format!("needs exactly one of {allowed}"));
             return None;
+        }
+        let asks = raw.scopes.is_some() || raw.audience.is_some() || raw.resource.is_some();
+        if raw.client.is_none() && asks {
+            self.problem(path, "scopes, audience and resource are only used with client");
         }
         if let Some(f) = &raw.file {
             let mut p = path.to_vec();
@@ -217,7 +241,21 @@ impl Validator<'_> {
             return Some(JwtSource::GithubActions { audience });
         }
         match &raw.client {
-            Some(other) if client_allowed => Some(JwtSource::Client(other.clone())),
+            Some(other) if client_allowed => {
+                let mut p = path.to_vec();
+                p.push("audience");
+                let audience = raw.audience.as_deref().map(|a| self.expand(&p, a));
+                let request = TokenRequest {
+                    scopes: raw.scopes.clone().unwrap_or_default(),
+                    audience,
+                    resource: raw.resource.clone().unwrap_or_default(),
+                    ..TokenRequest::default()
+                };
+                Some(JwtSource::Client {
+                    name: other.clone(),
+                    request,
+                })
+            }
             _ => {
                 self.problem(path, format!("needs exactly one of {allowed}"));
                 None
@@ -229,10 +267,12 @@ impl Validator<'_> {
     /// token cannot be presented without a proof), and the chain does not come back.
     pub(super) fn check_subject_clients(&mut self, clients: &BTreeMap<String, Arc<ClientConfig>>) {
         for (name, c) in clients {
-            let Some(JwtSource::Client(first)) = c.exchange.as_ref().map(|e| &e.subject.source) else {
+            let Some(JwtSource::Client { name: first, .. }) =
+                c.exchange.as_ref().map(|e| &e.subject.source)
+            else {
                 continue;
             };
-            let at = ["clients", name.as_str(), "subject_token", "client"];
+            let at = ["clients", name.as_str(), "subject_token"];
             let mut seen = vec![name.as_str()];
             let mut next = first.as_str();
             loop {
@@ -244,12 +284,15 @@ impl Validator<'_> {
                     self.problem(&at, format!("client {next:?} has DPoP-bound tokens, which cannot be exchanged without a proof"));
                 }
                 if seen.contains(&next) {
-                    self.problem(&at, format!("subject tokens loop: {} -> {next}", seen.join(" -> ")));
+                    self.problem(
+                        &at,
+                        format!("subject tokens loop: {} -> {next}", seen.join(" -> ")),
+                    );
                     break;
                 }
                 seen.push(next);
                 match other.exchange.as_ref().map(|e| &e.subject.source) {
-                    Some(JwtSource::Client(n)) => next = n,
+                    Some(JwtSource::Client { name: n, .. }) => next = n,
                     _ => break,
                 }
             }
@@ -259,7 +302,7 @@ impl Validator<'_> {
 
 fn default_for(source: &JwtSource) -> &'static str {
     match source {
-        JwtSource::Client(_) => token_types::ACCESS_TOKEN,
+        JwtSource::Client { .. } => token_types::ACCESS_TOKEN,
         _ => token_types::JWT,
     }
 }

@@ -15,6 +15,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+mod sources;
+
+use sources::{Built, Sources};
+
 use crate::cache::SharedCache;
 use crate::config::{ClientConfig, Config, Role, TokenType, UpstreamConfig, UpstreamProtocol};
 use crate::error::StartError;
@@ -22,9 +26,8 @@ use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::jose::Nonces;
 use crate::metrics::{DpopServer, Metrics, RequestMetrics};
-use crate::token::sharing::SourceKey;
 use crate::token::source::Jitter;
-use crate::token::{client_dpop, ClientDpop, Endpoint, Fetcher, TokenSource};
+use crate::token::{client_dpop, ClientDpop, TokenSource};
 use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
 
 /// Everything shared by the listeners and the admin endpoints.
@@ -58,6 +61,8 @@ pub struct Snapshot {
     /// The DPoP key of each `token_type: dpop` client, by name, kept across reloads that
     /// leave the client be (its tokens are bound to it).
     pub dpop_keys: HashMap<String, Arc<ClientDpop>>,
+    /// Every token source with its key (those of upstreams, and of subject clients).
+    sources: Built,
 }
 
 pub struct Upstream {
@@ -193,6 +198,7 @@ impl Snapshot {
             .enumerate()
             .map(|(i, u)| (u.name.to_string(), i))
             .collect();
+        let sources = sources.built;
         Ok(Snapshot {
             config: Arc::new(config),
             upstreams,
@@ -201,6 +207,7 @@ impl Snapshot {
             passthrough,
             cache,
             dpop_keys,
+            sources,
         })
     }
 
@@ -212,43 +219,14 @@ impl Snapshot {
     }
 
     /// Each distinct token source with its key, for the next snapshot to take over.
-    fn sources(&self) -> Vec<(SourceKey, Arc<TokenSource>)> {
-        let mut all: Vec<(SourceKey, Arc<TokenSource>)> = Vec::new();
-        for u in &self.upstreams {
-            if !all.iter().any(|(_, t)| Arc::ptr_eq(t, &u.tokens)) {
-                all.push((SourceKey::of(&u.config), u.tokens.clone()));
-            }
-        }
-        all
+    fn sources(&self) -> Built {
+        self.sources.clone()
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.by_name.get(name).and_then(|&i| self.upstreams.get(i))
     }
 }
-
-/// The token sources of a snapshot being built: one per distinct token request
-/// ([`SourceKey`]), taken over from the previous snapshot by the same key.
-struct Sources<'a> {
-    config: &'a Config,
-    metrics: &'a Metrics,
-    jitter: Jitter,
-    /// Each upstream's key, in config order.
-    keys: Vec<SourceKey>,
-    carried: Vec<(SourceKey, Arc<TokenSource>)>,
-    built: Vec<(SourceKey, Arc<TokenSource>)>,
-    /// One token endpoint client per client, shared by its sources.
-    /// and one limit on its token requests in flight at once.
-    http: HashMap<String, (reqwest::Client, Arc<tokio::sync::Semaphore>)>,
-    cache: Option<Arc<SharedCache>>,
-    dpop: HashMap<String, Arc<ClientDpop>>,
-}
-
-/// Token requests of one client in flight at once. At start every source fetches; without a
-/// limit, 200 sources would open 200 connections to the token endpoint at the same moment
-/// (each costs about 25 KiB while open, memory the allocator then keeps) and count 200
-/// requests against the server's rate limit in one burst.
-const FETCHES_IN_FLIGHT: usize = 8;
 
 /// Each DPoP client's key: the previous snapshot's if the client is unchanged, else read
 /// from `dpop_key` or generated.
@@ -274,91 +252,4 @@ fn dpop_keys(
         }
     }
     Ok(keys)
-}
-
-impl<'a> Sources<'a> {
-    fn new(
-        config: &'a Config,
-        metrics: &'a Metrics,
-        jitter: Jitter,
-        carried: Vec<(SourceKey, Arc<TokenSource>)>,
-        cache: Option<Arc<SharedCache>>,
-    ) -> Self {
-        Sources {
-            config,
-            metrics,
-            jitter,
-            keys: config.upstreams.iter().map(|u| SourceKey::of(u)).collect(),
-            carried,
-            built: Vec::new(),
-            http: HashMap::new(),
-            cache,
-            dpop: HashMap::new(),
-        }
-    }
-
-    /// The source for `u`: one this snapshot already has for the same token request, or the
-    /// previous snapshot's, or a new one (which starts fetching at once). A source learns all
-    /// the upstreams it serves before it is used, so its first fetch counts for each of them.
-    fn for_upstream(&mut self, u: &UpstreamConfig) -> Result<Arc<TokenSource>, StartError> {
-        let key = SourceKey::of(u);
-        if let Some((_, shared)) = self.built.iter().find(|(k, _)| *k == key) {
-            return Ok(shared.clone());
-        }
-        let group: Vec<&str> = (self.config.upstreams.iter().zip(&self.keys))
-            .filter(|(_, k)| **k == key)
-            .map(|(o, _)| o.name.as_str())
-            .collect();
-        let source = match self.carried.iter().position(|(k, _)| *k == key) {
-            Some(i) => {
-                let (_, source) = self.carried.swap_remove(i);
-                source.serve(&group);
-                source
-            }
-            None => self.spawn(u, &group)?,
-        };
-        self.built.push((key, source.clone()));
-        Ok(source)
-    }
-
-    fn spawn(
-        &mut self,
-        u: &UpstreamConfig,
-        group: &[&str],
-    ) -> Result<Arc<TokenSource>, StartError> {
-        let tokens = &self.config.tokens;
-        let (http, in_flight) = match self.http.get(&u.client.name) {
-            Some(http) => http.clone(),
-            None => {
-                let http = Endpoint::http_client(&u.client, tokens)?;
-                let limit = Arc::new(tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT));
-                self.http
-                    .insert(u.client.name.clone(), (http.clone(), limit.clone()));
-                (http, limit)
-            }
-        };
-        let dpop = self.dpop.get(&u.client.name).cloned();
-        let endpoint =
-            Endpoint::with_http(u.client.clone(), &u.request, tokens, self.metrics, http)
-                .with_dpop(dpop.clone())
-                .with_limit(in_flight);
-        let fetcher: Arc<dyn Fetcher> = match &self.cache {
-            None => Arc::new(endpoint),
-            Some(cache) => cache.fetcher(
-                Arc::new(endpoint),
-                &u.client,
-                &u.request,
-                tokens.fetch_timeout,
-                dpop.as_ref().map(|d| &*d.key),
-            ),
-        };
-        Ok(Arc::new(TokenSource::spawn(
-            group,
-            fetcher,
-            tokens.clone(),
-            self.metrics.clone(),
-            self.jitter,
-            dpop.map(|d| d.key.clone()),
-        )))
-    }
 }
