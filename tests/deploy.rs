@@ -112,3 +112,53 @@ fn the_redis_cache_example_holds_a_valid_config_with_a_cache() {
         assert!(args.contains(needed), "{needed} not in {args}");
     }
 }
+
+#[test]
+fn the_federated_identity_example_holds_a_secretless_config_and_projects_its_token() {
+    let text = read("deploy/kubernetes/federated-identity.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    std::env::set_var("AZURE_TENANT_ID", "tenant");
+    std::env::set_var("AZURE_CLIENT_ID", "client");
+    let config = tokenproxy::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = &config.clients["entra"];
+    assert_eq!(
+        client.auth_method,
+        tokenproxy::config::AuthMethod::ClientAssertion
+    );
+    assert!(client.client_secret.is_none());
+    let tokenproxy::config::JwtSource::File(path) =
+        &client.client_assertion.as_ref().unwrap().source
+    else {
+        panic!("a file source");
+    };
+    // The file the config reads is the one the projected volume writes.
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = &pod["initContainers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "idp-token")
+        .unwrap()["mountPath"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "idp-token")
+        .unwrap();
+    let projected = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        path.to_str().unwrap(),
+        format!(
+            "{}/{}",
+            mount.as_str().unwrap(),
+            projected["path"].as_str().unwrap()
+        )
+    );
+    assert_eq!(projected["audience"], "api://AzureADTokenExchange");
+    assert!(!text.contains("kind: Secret"), "no Secret in this example");
+}

@@ -15,7 +15,7 @@
 use serde_json::json;
 
 use crate::config::{ClientConfig, ExternalToken, JwtSource, TokenRequest};
-use crate::jose::SigningKey;
+use crate::jose::key_file;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -133,8 +133,8 @@ fn credential(client: &ClientConfig) -> Option<String> {
     let key = source
         .read()
         .ok()
-        .and_then(|text| SigningKey::private(text.expose(), a.signing_alg).ok())
-        .and_then(|k| k.thumbprint());
+        .and_then(|text| key_file::load(text.expose(), a.signing_alg).ok())
+        .and_then(|(k, _)| k.thumbprint());
     Some(key.unwrap_or_else(|| "unreadable".into()))
 }
 
@@ -213,5 +213,65 @@ mod tests {
             Some("jkt-2"),
         );
         assert_ne!(bound, other, "bound to another key");
+    }
+
+    /// A JWT as a platform would issue it (unsigned here: only its claims are read).
+    fn platform_token(sub: &str, jti: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use base64::Engine;
+        let h = B64.encode(r#"{"alg":"ES256"}"#);
+        let c = B64.encode(format!(
+            r#"{{"iss":"https://k8s","sub":"{sub}","exp":1900000000,"jti":"{jti}"}}"#
+        ));
+        format!("{h}.{c}.{}", B64.encode([9u8; 64]))
+    }
+
+    #[test]
+    fn a_presented_token_is_known_by_its_issuer_and_subject_never_its_value() {
+        use crate::config::{token_types, ExternalToken, JwtSource};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let federated = |path: &std::path::Path| {
+            let mut c = client("orders");
+            c.client_secret = None;
+            c.auth_method = AuthMethod::ClientAssertion;
+            c.client_assertion = Some(ExternalToken {
+                source: JwtSource::File(path.to_path_buf()),
+                token_type: token_types::CLIENT_ASSERTION.into(),
+            });
+            c
+        };
+        let first = platform_token("system:serviceaccount:shop:orders", "one");
+        std::fs::write(&path, &first).unwrap();
+        let c = federated(&path);
+        let text = identity(&c, &request(&["a"]), None);
+        assert!(text.contains("system:serviceaccount:shop:orders"), "{text}");
+        assert!(text.contains("https://k8s"), "{text}");
+        for part in first.split('.') {
+            assert!(
+                !text.contains(part),
+                "a part of the token is in the key: {text}"
+            );
+        }
+        let k = Keys::new("tp", &c, &request(&["a"]), None);
+        // kubelet rotates the token: same identity, same key.
+        std::fs::write(
+            &path,
+            platform_token("system:serviceaccount:shop:orders", "two"),
+        )
+        .unwrap();
+        assert_eq!(k, Keys::new("tp", &c, &request(&["a"]), None));
+        // Another workload: another key.
+        std::fs::write(
+            &path,
+            platform_token("system:serviceaccount:shop:billing", "three"),
+        )
+        .unwrap();
+        assert_ne!(k, Keys::new("tp", &c, &request(&["a"]), None));
+        // The same client with a secret instead: another key.
+        assert_ne!(
+            k,
+            Keys::new("tp", &client("orders"), &request(&["a"]), None)
+        );
     }
 }

@@ -300,4 +300,39 @@ mod tests {
             Duration::from_secs(300)
         );
     }
+
+    #[test]
+    fn a_federated_assertion_is_listed_as_private_key_jwt_and_the_grant_must_be_listed() {
+        let d = Discovery {
+            issuer: "https://idp.example".into(),
+            method: AuthMethod::ClientAssertion,
+            grant: Grant::TokenExchange,
+            alg: None,
+            dpop_alg: None,
+            cached: Mutex::new(None),
+        };
+        let meta = |methods: &[&str], grants: &[&str]| {
+            serde_json::json!({
+                "issuer": "https://idp.example",
+                "token_endpoint": "https://idp.example/token",
+                "token_endpoint_auth_methods_supported": methods,
+                "grant_types_supported": grants,
+            })
+        };
+        let exchange = "urn:ietf:params:oauth:grant-type:token-exchange";
+        assert!(d.check(&meta(&["private_key_jwt"], &[exchange])).is_ok());
+        let err = d
+            .check(&meta(&["client_secret_basic"], &[exchange]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("private_key_jwt"), "{err}");
+        let err = d
+            .check(&meta(&["private_key_jwt"], &["client_credentials"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grant_types_supported") && err.contains(exchange),
+            "{err}"
+        );
+    }
 }

@@ -211,7 +211,10 @@ impl Validator<'_> {
         }
         let asks = raw.scopes.is_some() || raw.audience.is_some() || raw.resource.is_some();
         if raw.client.is_none() && asks {
-            self.problem(path, "scopes, audience and resource are only used with client");
+            self.problem(
+                path,
+                "scopes, audience and resource are only used with client",
+            );
         }
         if let Some(f) = &raw.file {
             let mut p = path.to_vec();
