@@ -92,8 +92,13 @@ impl Upstreams {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
-    /// For log lines: `a`, or `a,b,c`.
+    /// For log lines: `a`, or `a,b,c`; a source no upstream uses directly (another client's
+    /// subject token) says so.
     pub fn label(&self) -> String {
-        self.names().join(",")
+        let names = self.names();
+        if names.is_empty() {
+            return "(a subject token for an exchange)".into();
+        }
+        names.join(",")
     }
 }
