@@ -4,8 +4,9 @@
 //! - `plan`: decides, before any I/O, what a request is: a matched upstream (with the URI to
 //!   send), a passthrough, a CONNECT tunnel, or a refusal with a typed reason. The forward
 //!   listener routes by the request target; a reverse listener names its upstream.
-//! - `attempt`: a matched request: wait for the token, inject it, send, and replay once after
-//!   a 401 that says the token is bad.
+//! - `attempt`: a matched request: wait for the token, inject it, send.
+//! - `retry`: after a send, the one decision: answer, or send once more (a 401 that blames
+//!   the token, a stream refused unprocessed, a DPoP nonce asked for), each at most once.
 //! - `send`: how a request reaches the upstream (its pool or the shared client), the timeout,
 //!   response checks, and passthrough without a token.
 //! - `connect`: CONNECT tunnels to unmatched hosts.
@@ -34,6 +35,7 @@ pub mod grpc;
 pub mod headers;
 pub mod intercept;
 pub mod plan;
+pub mod retry;
 pub mod send;
 pub mod target;
 pub mod trail;
