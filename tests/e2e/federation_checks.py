@@ -325,21 +325,21 @@ def checks(env, check, start, wait_http):
         assert 'tokenproxy_token_fetches_by_auth_method_total{auth_method="client_assertion",outcome="success"}' in text
         assert re.search(r'tokenproxy_token_fetches_total\{outcome="assertion_unavailable",upstream="fed"\} [1-9]', text)
         # Fetch latency per method against client_secret_basic on the same server: `tokenproxy token`
-        # run 7 times per upstream (process start, config, one token request; the same for all,
+        # run 9 times per upstream (process start, config, one token request; the same for all,
         # so the differences are the methods'), median wall time.
         clean = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         run_env = {**clean, **proxy_env, "RUST_LOG": "warn"}
-        print("     `tokenproxy token` wall time, median of 7, same server:")
-        medians = {}
-        for up in ["basic", "fed", "gha", "sts", "chain", "google"]:
-            times = []
-            for _ in range(7):
+        print("     `tokenproxy token` wall time, median of 9 (runs interleaved), same server:")
+        ups = ["basic", "fed", "gha", "sts", "chain", "google"]
+        times = {up: [] for up in ups}
+        for _ in range(9):
+            for up in ups:
                 t0 = time.perf_counter()
                 r = subprocess.run([env.binary, "token", "-c", cfg, up], capture_output=True, text=True,
                                    timeout=60, env=run_env)
-                times.append(time.perf_counter() - t0)
+                times[up].append(time.perf_counter() - t0)
                 assert r.returncode == 0, (up, r.stderr[-300:])
-            medians[up] = sorted(times)[3] * 1000
+        medians = {up: sorted(t)[4] * 1000 for up, t in times.items()}
         for up, ms in medians.items():
             print(f"       {up:7s} {ms:6.1f} ms ({ms - medians['basic']:+.1f} ms against client_secret_basic)")
     check("federation: metrics by grant and auth method, assertion_unavailable counted; fetch latency printed",
