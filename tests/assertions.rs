@@ -192,13 +192,7 @@ async fn private_key_jwt_signs_with_each_kind_of_key() {
             private.display()
         );
         let proxy = proxy_with(&idp, &echo, &client).await;
-        let r = get(
-            proxy.forward_addr().unwrap(),
-            "http://api.example.com/x",
-            "api.example.com",
-            "",
-        )
-        .await;
+        let r = get_api(&proxy).await;
         assert_eq!(r.json()["authorization"][0], "Bearer tok-1", "{alg}");
         let public = public_key(public_of);
         let verify = |msg: &[u8], sig: &[u8]| {
@@ -244,13 +238,7 @@ async fn the_certificate_gives_x5t_headers_and_the_status_shows_no_key() {
         cert.display()
     );
     let proxy = proxy_with(&idp, &echo, &client).await;
-    get(
-        proxy.forward_addr().unwrap(),
-        "http://api.example.com/x",
-        "api.example.com",
-        "",
-    )
-    .await;
+    get_api(&proxy).await;
     let public = public_key(&rsa_key);
     let verify = |m: &[u8], s: &[u8]| {
         UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &public)
@@ -335,13 +323,7 @@ async fn client_secret_jwt_signs_with_the_secret() {
     let secret = "a-client-secret-of-at-least-32-bytes!";
     let client = format!("    client_secret: {secret}\n    auth_method: client_secret_jwt\n    assertion_audience: https://idp.example.com\n");
     let proxy = proxy_with(&idp, &echo, &client).await;
-    let r = get(
-        proxy.forward_addr().unwrap(),
-        "http://api.example.com/x",
-        "api.example.com",
-        "",
-    )
-    .await;
+    let r = get_api(&proxy).await;
     assert_eq!(r.json()["authorization"][0], "Bearer tok-1");
     let form = last_form(&idp);
     let jwt = field(&form, "client_assertion");

@@ -86,26 +86,13 @@ async fn proxy(
         .unwrap()
 }
 
-async fn token_header(p: &tokenproxy::Running) -> RawResponse {
-    get(
-        p.forward_addr().unwrap(),
-        "http://api.example.com/x",
-        "api.example.com",
-        "",
-    )
-    .await
-}
-
 #[tokio::test]
 async fn openid_configuration_is_the_fallback_and_is_read_once() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     *idp.default_expires_in.lock().unwrap() = 1;
     let meta = Metadata::start(OIDC, &idp.url()).await;
     let p = proxy(&idp, &echo, &meta.issuer, "").await;
-    assert_eq!(
-        token_header(&p).await.json()["authorization"][0],
-        "Bearer tok-1"
-    );
+    assert_eq!(get_api(&p).await.json()["authorization"][0], "Bearer tok-1");
     eventually(|| idp.calls() >= 3).await; // refreshed twice, with the cached metadata
     assert_eq!(
         meta.hits.load(Ordering::SeqCst),
@@ -119,10 +106,7 @@ async fn rfc_8414_metadata_is_used_when_present() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let meta = Metadata::start(RFC8414, &idp.url()).await;
     let p = proxy(&idp, &echo, &meta.issuer, "").await;
-    assert_eq!(
-        token_header(&p).await.json()["authorization"][0],
-        "Bearer tok-1"
-    );
+    assert_eq!(get_api(&p).await.json()["authorization"][0], "Bearer tok-1");
     assert_eq!(meta.hits.load(Ordering::SeqCst), 1);
 }
 
@@ -137,10 +121,7 @@ async fn a_configured_token_endpoint_overrides_discovery() {
         &format!("    token_endpoint: {}\n", idp.url()),
     )
     .await;
-    assert_eq!(
-        token_header(&p).await.json()["authorization"][0],
-        "Bearer tok-1"
-    );
+    assert_eq!(get_api(&p).await.json()["authorization"][0], "Bearer tok-1");
     assert_eq!(meta.hits.load(Ordering::SeqCst), 0);
 }
 
@@ -150,7 +131,7 @@ async fn metadata_for_another_issuer_or_without_the_method_is_refused() {
     let meta = Metadata::start(OIDC, &idp.url()).await;
     meta.doc.lock().unwrap()["issuer"] = serde_json::json!(format!("{}/", meta.issuer));
     let p = proxy(&idp, &echo, &meta.issuer, "").await;
-    let r = token_header(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(
         r.json()["message"]
@@ -170,7 +151,7 @@ async fn metadata_for_another_issuer_or_without_the_method_is_refused() {
     meta.doc.lock().unwrap()["token_endpoint_auth_methods_supported"] =
         serde_json::json!(["private_key_jwt"]);
     let p = proxy(&idp, &echo, &meta.issuer, "").await;
-    let r = token_header(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 503);
     assert!(
         r.json()["message"]

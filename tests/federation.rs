@@ -97,16 +97,6 @@ fn field(form: &[(String, String)], k: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-async fn call(p: &tokenproxy::Running) -> RawResponse {
-    get(
-        p.forward_addr().unwrap(),
-        "http://api.example.com/x",
-        "api.example.com",
-        "",
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_projected_token_is_the_client_assertion_and_a_rotated_one_is_sent_next() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
@@ -120,7 +110,7 @@ async fn a_projected_token_is_the_client_assertion_and_a_rotated_one_is_sent_nex
         path.display()
     );
     let p = start(&yaml(&clients, "fed", &echo, "    scopes: [orders:read]\n")).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     let f = form(&idp, 0);
     assert_eq!(
@@ -183,7 +173,7 @@ async fn expired_missing_and_truncated_assertions_are_never_sent_and_the_proxy_r
     let admin = p.admin_addr().unwrap();
 
     // Missing.
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"], "assertion_unavailable");
     assert!(
@@ -199,17 +189,17 @@ async fn expired_missing_and_truncated_assertions_are_never_sent_and_the_proxy_r
     // Expired, then one that expires within the margin, then cut short (a half-written file).
     std::fs::write(&path, platform_jwt("sa", now() - 30)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.json()["error"], "assertion_unavailable", "{r:?}");
     assert!(r.body.contains("expired"), "{r:?}");
     std::fs::write(&path, platform_jwt("sa", now() + 3)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert!(r.body.contains("too soon"), "{r:?}");
     let good = platform_jwt("sa", now() + 600);
     std::fs::write(&path, &good[..good.len() - 3]).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert!(r.body.contains("cut short"), "{r:?}");
     assert_eq!(idp.calls(), 0, "nothing unusable was ever sent");
 
@@ -224,7 +214,7 @@ async fn expired_missing_and_truncated_assertions_are_never_sent_and_the_proxy_r
     // A fresh token appears: the proxy recovers by itself.
     std::fs::write(&path, &good).unwrap();
     eventually(|| idp.calls() == 1).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     let f = form(&idp, 0);
     assert_eq!(field(&f, "client_id").as_deref(), Some("orders"));
@@ -267,7 +257,7 @@ async fn a_token_exchange_sends_the_subject_and_checks_what_was_issued() {
     let extra = "    scopes: [read]\n    audience: https://api.example.com\n    resource: [https://api.example.com/v1]\n";
     let p = start(&yaml(&clients, "sts", &echo, extra)).await;
     eventually(|| idp.calls() == 2).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["authorization"][0], "Bearer exchanged-1");
     let f = form(&idp, 1);
@@ -311,7 +301,7 @@ async fn an_exchange_without_issued_token_type_is_refused_and_said_why() {
     std::env::set_var("TOKENPROXY_TEST_FED_SUBJECT", "opaque-subject-token");
     let p = start(&yaml(&clients, "sts", &echo, "")).await;
     eventually(|| idp.calls() >= 1).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"], "token_unavailable");
     assert!(r.body.contains("issued_token_type is missing"), "{r:?}");
@@ -346,7 +336,7 @@ async fn a_token_of_one_client_is_exchanged_at_another() {
         sts.url()
     );
     let p = start(&yaml(&clients, "sts", &echo, "")).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["authorization"][0], "Bearer exchanged");
     assert_eq!(home.calls(), 1);
@@ -389,7 +379,7 @@ async fn the_jwt_bearer_grant_signs_with_a_google_key_file() {
     );
     let extra = "    scopes: [https://www.googleapis.com/auth/cloud-platform, openid]\n";
     let p = start(&yaml(&clients, "google", &echo, extra)).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     let f = form(&idp, 0);
     assert_eq!(
@@ -455,7 +445,7 @@ async fn a_github_actions_token_is_asked_of_the_runner_at_each_fetch() {
         idp.url()
     );
     let p = start(&yaml(&clients, "gh", &echo, "")).await;
-    let r = call(&p).await;
+    let r = get_api(&p).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(runner.calls(), 1);
     let asked = runner.seen.lock().unwrap()[0].clone();

@@ -391,6 +391,18 @@ pub async fn get(addr: SocketAddr, target: &str, host: &str, extra: &str) -> Raw
     .await
 }
 
+/// `GET http://api.example.com/x` through the forward listener of `p` (the upstream most
+/// in-process tests name `api`).
+pub async fn get_api(p: &tokenproxy::Running) -> RawResponse {
+    get(
+        p.forward_addr().unwrap(),
+        "http://api.example.com/x",
+        "api.example.com",
+        "",
+    )
+    .await
+}
+
 /// A config with one client at `idp` and the given upstreams block.
 pub fn config(idp: &FakeIdp, proxy: &str, upstreams: &str) -> tokenproxy::Config {
     let yaml = format!(
