@@ -19,9 +19,9 @@
 //! - [`running`]: [`start`] binds every listener and returns a [`Running`] proxy with its bound
 //!   addresses, so tests run the whole thing in-process on port 0; [`Running::apply`] swaps in
 //!   a new config and [`Running::shutdown`] drains;
-//! - entry points: [`run`] (`start`, a config watcher and a stop signal), [`reload`],
-//!   [`signals`], [`wait`], [`demo`], [`exec`] (a command beside an in-process proxy),
-//!   [`print_token`] (`tokenproxy token`), [`status`] (`tokenproxy status`).
+//! - entry points: [`reload`] (the config watched and applied), [`signals`];
+//! - [`cli`]: the subcommands (`run`, `validate`, `ca`, `exec`, `token`, `status`, `wait`,
+//!   `demo`), one config loader and one table of exit codes.
 
 // The layers, lowest first, one group per layer (`tests/layers.rs` reads this list). A module
 // imports only from modules in groups above its own; modules in one group are peers and do
@@ -56,56 +56,13 @@ pub mod listeners;
 // layer: a started proxy
 pub mod running;
 // layer: entry points for the binary
-pub mod demo;
-pub mod exec;
-pub mod online;
-pub mod print_token;
 pub mod reload;
 pub mod signals;
-pub mod wait;
-// layer: commands built on the entry points
-pub mod status;
-
-use std::future::Future;
-use std::sync::Arc;
+// layer: the subcommands
+pub mod cli;
 
 pub use config::Config;
 pub use error::StartError;
 pub use running::{random_jitter, start, start_with, Running};
 
 pub use reload::ConfigSource;
-
-/// Starts the proxy and runs it until `shutdown` resolves, then drains. With a `source`, the
-/// file is watched and reloaded on change or SIGHUP.
-pub async fn run(
-    config: Config,
-    source: Option<ConfigSource>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    let hup = source.as_ref().map(|_| reload::hangup());
-    let running = Arc::new(start(config).await?);
-    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-    let watcher = source.map(|src| {
-        let stopped = async move {
-            let _ = watch_stopped.await;
-        };
-        let hup = hup.unwrap_or_else(reload::Hangup::never);
-        let poll = reload::POLL_INTERVAL;
-        tokio::spawn(reload::watch(
-            running.clone(),
-            src.path,
-            Some(src.loaded),
-            poll,
-            hup,
-            stopped,
-        ))
-    });
-    shutdown.await;
-    tracing::info!("stop signal received; draining");
-    let _ = stop_watch.send(());
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
-    running.shutdown().await;
-    Ok(())
-}

@@ -1,19 +1,15 @@
-//! The `tokenproxy` binary: flags, logging and exit codes. Everything else is in the library.
+//! The `tokenproxy` binary: flags, logging, and the process's exit status. Each subcommand
+//! is a function in `tokenproxy::cli` that returns a [`cli::Exit`], the one table of exit
+//! codes (0, 1, 2 usage, 69 no token, 78 bad config, and `exec`'s command's own).
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokenproxy::config::{Config, ConfigError};
+use tokenproxy::cli::{self, Exit};
 use tokenproxy::signals::stop_signal;
-use tokenproxy::ConfigSource;
-
-/// Exit code for a bad config (EX_CONFIG from sysexits.h).
-const EXIT_CONFIG: u8 = 78;
-/// Exit code when no token could be had (EX_UNAVAILABLE), for `token` (and `exec`).
-const EXIT_NO_TOKEN: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -141,10 +137,11 @@ fn main() -> ExitCode {
     if let Some(n) = cli.workers {
         runtime.worker_threads(usize::from(n));
     }
-    match runtime.enable_all().build() {
+    let exit = match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(cli.command.run()),
-        Err(e) => failed("cannot start the runtime", &e),
-    }
+        Err(e) => cli::failed("cannot start the runtime", &e),
+    };
+    ExitCode::from(exit.code())
 }
 
 impl Command {
@@ -158,170 +155,46 @@ impl Command {
         }
     }
 
-    async fn run(self) -> ExitCode {
+    async fn run(self) -> Exit {
         match self {
-            Command::Validate { config, online } => validate(&config, online).await,
-            Command::Run { config } => run(&config).await,
-            Command::Ca { config, out } => ca(&config, out.as_deref()),
-            Command::Status { admin, json } => match tokenproxy::status::fetch(admin, json).await {
-                Ok((text, ready)) => {
-                    print!("{text}");
-                    if ready {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => failed("status", &e),
-            },
+            Command::Run { config } => cli::run::run(&config, stop_signal()).await,
+            Command::Validate { config, online } => cli::validate::run(&config, online).await,
+            Command::Ca { config, out } => cli::ca::run(&config, out.as_deref()),
+            Command::Status { admin, json } => cli::status::run(admin, json).await,
             Command::Exec {
                 config,
                 ephemeral,
                 command,
-            } => exec(&config, ephemeral, &command).await,
+            } => cli::exec::command(&config, ephemeral, &command).await,
             Command::Token {
                 config,
                 upstream,
                 format,
                 show,
-            } => token(&config, &upstream, format, show).await,
+            } => cli::token::run(&config, &upstream, format.into(), show).await,
             Command::Wait {
                 admin,
                 timeout,
                 interval,
-            } => exit(
-                tokenproxy::wait::wait_ready(admin, timeout, interval).await,
+            } => cli::outcome(
+                cli::wait::wait_ready(admin, timeout, interval).await,
                 "wait",
             ),
             Command::Demo { once } => {
-                exit(tokenproxy::demo::run(once, stop_signal()).await, "demo")
+                cli::outcome(cli::demo::run(once, stop_signal()).await, "demo")
             }
         }
     }
 }
 
-async fn validate(path: &Path, online: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(path, &e),
-    };
-    let (clients, upstreams) = (config.clients.len(), config.upstreams.len());
-    println!(
-        "{}: ok ({clients} clients, {upstreams} upstreams)",
-        path.display()
-    );
-    if !online {
-        return ExitCode::SUCCESS;
-    }
-    let mut reachable = true;
-    for (client, result) in tokenproxy::online::check(&config).await {
-        match result {
-            Ok(url) => println!("  client {client}: token endpoint {url} answers"),
-            Err(e) => {
-                reachable = false;
-                println!("  client {client}: {e}");
-            }
+impl From<TokenFormat> for cli::token::Format {
+    fn from(f: TokenFormat) -> Self {
+        match f {
+            TokenFormat::Raw => cli::token::Format::Raw,
+            TokenFormat::Header => cli::token::Format::Header,
+            TokenFormat::Json => cli::token::Format::Json,
         }
     }
-    if reachable {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn ca(path: &Path, out: Option<&Path>) -> ExitCode {
-    use tokenproxy::intercept::{trust, trust_anchor};
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(path, &e),
-    };
-    let written = trust_anchor(&config).and_then(|anchor| match out {
-        Some(dir) => trust::write(dir, &anchor),
-        None => {
-            print!("{}", trust::pem(&anchor));
-            Ok(())
-        }
-    });
-    exit(written, "ca")
-}
-
-async fn exec(path: &Path, ephemeral: bool, command: &[std::ffi::OsString]) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(path, &e),
-    };
-    let status = match tokenproxy::exec::run(config, ephemeral, command).await {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("tokenproxy exec: {e}");
-            e.status()
-        }
-    };
-    ExitCode::from(u8::try_from(status).unwrap_or(1))
-}
-
-async fn token(path: &Path, upstream: &str, format: TokenFormat, show: bool) -> ExitCode {
-    use tokenproxy::print_token::{fetch, Format};
-    if std::io::stdout().is_terminal() && !show {
-        eprintln!("tokenproxy token: the output is a credential; not printing it to a terminal (pipe it, or pass --show)");
-        return ExitCode::from(2);
-    }
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(path, &e),
-    };
-    let format = match format {
-        TokenFormat::Raw => Format::Raw,
-        TokenFormat::Header => Format::Header,
-        TokenFormat::Json => Format::Json,
-    };
-    match fetch(&config, upstream, format).await {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tokenproxy token: {e}");
-            let code = if e.is_config_error() {
-                EXIT_CONFIG
-            } else {
-                EXIT_NO_TOKEN
-            };
-            ExitCode::from(code)
-        }
-    }
-}
-
-async fn run(path: &Path) -> ExitCode {
-    let (config, source) = match ConfigSource::load(path) {
-        Ok(loaded) => loaded,
-        Err(e) => return config_error(path, &e),
-    };
-    match tokenproxy::run(config, Some(source), stop_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "tokenproxy failed to start");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn exit<E: std::fmt::Display>(result: Result<(), E>, what: &str) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(what, &e),
-    }
-}
-
-fn failed(what: &str, e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("tokenproxy {what}: {e}");
-    ExitCode::from(1)
-}
-
-fn config_error(path: &Path, e: &ConfigError) -> ExitCode {
-    eprintln!("{}: {e}", path.display());
-    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Logs, the access log among them, go to stdout (stderr for `exec` and `token`). Colour codes only when it is a terminal and `NO_COLOR` is unset or

@@ -12,7 +12,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -23,15 +23,7 @@ use crate::config::{Config, Role};
 use crate::error::StartError;
 use crate::running::{start, Running};
 
-/// `exec`'s own exit statuses, apart from the command's.
-pub mod status {
-    /// A token could not be had before `tokens.wait_timeout` (EX_UNAVAILABLE).
-    pub const NO_TOKEN: i32 = 69;
-    /// The command was found but could not be run (as shells do).
-    pub const CANNOT_RUN: i32 = 126;
-    /// The command was not found (as shells do).
-    pub const NOT_FOUND: i32 = 127;
-}
+use super::{load, Exit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -47,15 +39,30 @@ pub enum ExecError {
 }
 
 impl ExecError {
-    /// The exit status `exec` ends with.
-    pub fn status(&self) -> i32 {
+    /// How `exec` ends.
+    pub fn exit(&self) -> Exit {
         match self {
-            ExecError::Start(_) => 1,
-            ExecError::NoToken(_) => status::NO_TOKEN,
+            ExecError::Start(_) => Exit::Failed,
+            ExecError::NoToken(_) => Exit::NoToken,
             ExecError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                status::NOT_FOUND
+                Exit::NotFound
             }
-            ExecError::Spawn { .. } => status::CANNOT_RUN,
+            ExecError::Spawn { .. } => Exit::CannotRun,
+        }
+    }
+}
+
+/// `tokenproxy exec`: the config loaded, then [`run`]; ends with the command's status.
+pub async fn command(path: &Path, ephemeral: bool, command: &[OsString]) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    match run(config, ephemeral, command).await {
+        Ok(status) => Exit::Child(u8::try_from(status).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("tokenproxy exec: {e}");
+            e.exit()
         }
     }
 }

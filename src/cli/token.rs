@@ -2,8 +2,10 @@
 //! scopes, audience, resource, params and auth method), and print it for a script.
 //!
 //! The usual retries with backoff apply, bounded by `tokens.wait_timeout`, so a cron job never
-//! hangs. The output is a credential: `main` refuses to print it to a terminal unless asked.
+//! hangs. The output is a credential: it is not printed to a terminal unless asked.
 
+use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -14,6 +16,34 @@ use crate::metrics::Metrics;
 use crate::running::random_jitter;
 use crate::token::sharing::subject_client;
 use crate::token::{client_dpop, Endpoint, TokenSource};
+
+use super::{load, Exit};
+
+/// Prints the token of `upstream` in `format`; refuses a terminal unless `show`.
+pub async fn run(path: &Path, upstream: &str, format: Format, show: bool) -> Exit {
+    if std::io::stdout().is_terminal() && !show {
+        eprintln!("tokenproxy token: the output is a credential; not printing it to a terminal (pipe it, or pass --show)");
+        return Exit::Usage;
+    }
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    match fetch(&config, upstream, format).await {
+        Ok(text) => {
+            print!("{text}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("tokenproxy token: {e}");
+            if e.is_config_error() {
+                Exit::Config
+            } else {
+                Exit::NoToken
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use crate::wait::admin_get;
+use super::wait::admin_get;
+use super::{failed, Exit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -16,6 +17,21 @@ pub enum StatusError {
     },
     #[error("the admin listener at {0} did not answer with a status document")]
     NotStatus(SocketAddr),
+}
+
+/// Prints the status; [`Exit::Ok`] when the proxy is ready, [`Exit::Failed`] when not.
+pub async fn run(admin: SocketAddr, json: bool) -> Exit {
+    match fetch(admin, json).await {
+        Ok((text, ready)) => {
+            print!("{text}");
+            if ready {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            }
+        }
+        Err(e) => failed("status", &e),
+    }
 }
 
 /// What to print, and whether the proxy is ready (`/readyz` 200).
