@@ -14,7 +14,7 @@ use crate::intercept::Interceptor;
 use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::snapshot::{App, Snapshot};
-use crate::token::source::Jitter;
+use crate::token::timing::Jitter;
 
 /// A started proxy: its bound addresses, reload and stop.
 pub struct Running {

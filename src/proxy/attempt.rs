@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use super::answer::ProxyError;
 use super::dpop;
+use super::error::ProxyError;
 use super::headers::inject;
 use super::retry::{next_step, Retry, Sent, Spare, Spent, Step};
 use super::send::{send, Head, Transport};

@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use super::target::Target;
 use crate::body::{empty, Body};
 use crate::config::ProxyConfig;

@@ -9,7 +9,7 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use super::plan::{self, Entry, Plan};
 use super::trail::Trail;
 use super::{access, attempt, connect, grpc, intercept, send, upgrade};

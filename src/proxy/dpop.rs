@@ -11,7 +11,7 @@
 use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode, Uri};
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use super::send::{Head, Transport};
 use crate::body::Body;
 use crate::snapshot::Upstream;

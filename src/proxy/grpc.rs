@@ -23,10 +23,10 @@ use http::{Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use crate::body::{empty, Body, BoxError};
 use crate::snapshot::Upstream;
-use crate::token::source::Token;
+use crate::token::Token;
 use crate::token::TokenSource;
 
 /// A gRPC call, by its content type (`application/grpc`, `+proto`, `+json`, `-web`…).

@@ -8,7 +8,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use crate::config::ExistingAuthorization;
 
 const HOP_BY_HOP_COUNT: usize = 9;

@@ -17,7 +17,7 @@
 //! - `dpop`: a DPoP proof with each request carrying a DPoP-bound token, and upstream nonces.
 //! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
 //!   the edge (as gRPC status for a gRPC call, as JSON otherwise).
-//! - `target`, `headers`, `answer`: parsing absolute-form targets, header rules, and the one
+//! - `target`, `headers`, `error`: parsing absolute-form targets, header rules, and the one
 //!   error-to-status table.
 //! - `trail`, `access`: what happened to a request on its way, and the access-log line
 //!   written from it when the response ends.
@@ -26,11 +26,11 @@
 //! `attempt`, and leaves the others alone.
 
 pub mod access;
-pub mod answer;
 pub mod attempt;
 pub mod connect;
 pub mod dispatch;
 pub mod dpop;
+pub mod error;
 pub mod grpc;
 pub mod headers;
 pub mod intercept;
@@ -41,6 +41,6 @@ pub mod target;
 pub mod trail;
 pub mod upgrade;
 
-pub use answer::ProxyError;
 pub use dispatch::handle;
+pub use error::ProxyError;
 pub use plan::Entry;

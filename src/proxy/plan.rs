@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::{Method, Request, Uri};
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use super::headers::check_request;
 use super::target::Target;
 use crate::config::{Scheme, Unmatched};

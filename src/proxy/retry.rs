@@ -11,8 +11,8 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode, Uri};
 
-use super::answer::ProxyError;
 use super::dpop;
+use super::error::ProxyError;
 use super::grpc;
 use super::send::Head;
 use crate::body::Body;

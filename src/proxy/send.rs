@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::trail::Trail;
 use crate::body::{incoming, Body};

@@ -3,7 +3,7 @@
 
 use http::Uri;
 
-use super::answer::ProxyError;
+use super::error::ProxyError;
 use crate::config::Scheme;
 use crate::host::split_authority;
 

@@ -11,7 +11,7 @@ use crate::config::{Config, TokenRequest, UpstreamConfig};
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::token::sharing::SourceKey;
-use crate::token::source::Jitter;
+use crate::token::timing::Jitter;
 use crate::token::{ClientDpop, Endpoint, Fetcher, TokenSource};
 
 /// Every source of a snapshot with its key: for the next snapshot to take over.

@@ -10,9 +10,10 @@ use http::HeaderValue;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::endpoint::{basic_auth, Endpoint, ASSERTION_TYPE};
+use super::endpoint::Endpoint;
 use super::error::FetchError;
 use super::external::{present, Role};
+use super::wire::{basic_auth, ASSERTION_TYPE};
 use crate::config::{AuthMethod, Grant, Secret, SecretError};
 use crate::host::{is_loopback, normalize_host};
 use crate::jose::{key_file, x5t, Assertion, KeyError, SigningAlg, SigningKey};

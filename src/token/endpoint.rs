@@ -13,12 +13,12 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 
 use super::discovery::Discovery;
-pub use super::error::FetchError;
+use super::error::FetchError;
 use super::error::{read_capped, transport};
 use super::response::{
     check_issued_token_type, parse_error_code, parse_success_as, InvalidResponse, Issued,
 };
-pub use super::wire::{basic_auth, form_body, retry_after, ASSERTION_TYPE, DPOP, DPOP_NONCE};
+use super::wire::{form_body, retry_after, DPOP, DPOP_NONCE};
 
 use super::dpop::ClientDpop;
 use super::fetcher::{Ask, Fetcher, Fetching};
@@ -26,8 +26,6 @@ use super::source::TokenSource;
 use crate::config::{ClientConfig, Grant, ScopesIn, TokenRequest, TokenSettings, TokenType};
 use crate::metrics::{DpopServer, FetchOutcome, Metrics};
 use crate::tls::{client_config_with, TlsError};
-
-pub use super::error::MAX_BODY;
 
 /// Makes token requests for one upstream (one client, one set of scopes).
 pub struct Endpoint {

@@ -18,12 +18,12 @@ use http::HeaderValue;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::current::{Bound, Status, Token, Unavailable};
 use super::error::FetchError;
 use super::fetcher::{Ask, Fetcher};
-pub use super::held::{Bound, Status, Token, Unavailable};
 use super::response::Issued;
 use super::sharing::Upstreams;
-pub use super::timing::{expiry_skew, retry_delay, Jitter};
+use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
 use crate::jose::DpopKey;
 use crate::metrics::{FetchOutcome, Metrics};
