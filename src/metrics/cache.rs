@@ -1,7 +1,9 @@
 //! The shared token cache (`cache`): reads and lock outcomes, the circuit breaker, and the
 //! token requests made on behalf of the fleet. No upstream label: the cache serves them all.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+
+use super::register::{counter, counters, int_gauge};
 
 /// How a read of the shared cache went, the values of the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,35 +83,16 @@ impl CacheMetrics {
     }
 
     pub(super) fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        let m = CacheMetrics {
-            reads: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_cache_reads_total",
-                    "Reads of the shared token cache, by outcome.",
-                ),
-                &["outcome"],
-            )?,
-            locks: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_cache_locks_total",
-                    "Refreshes coordinated through the shared cache's lock, by outcome.",
-                ),
-                &["outcome"],
-            )?,
-            breaker_open: IntGauge::new(
-                "tokenproxy_cache_breaker_open",
-                "1 while the shared cache is bypassed after Redis failed; 0 otherwise.",
-            )?,
-            fleet_fetches: IntCounter::new(
-                "tokenproxy_cache_fleet_fetches_total",
-                "Token requests made by this replica on behalf of every replica (holding the lock).",
-            )?,
-        };
-        r.register(Box::new(m.reads.clone()))?;
-        r.register(Box::new(m.locks.clone()))?;
-        r.register(Box::new(m.breaker_open.clone()))?;
-        r.register(Box::new(m.fleet_fetches.clone()))?;
-        Ok(m)
+        Ok(CacheMetrics {
+            reads: counters(r, "tokenproxy_cache_reads_total",
+                "Reads of the shared token cache, by outcome.", &["outcome"])?,
+            locks: counters(r, "tokenproxy_cache_locks_total",
+                "Refreshes coordinated through the shared cache's lock, by outcome.", &["outcome"])?,
+            breaker_open: int_gauge(r, "tokenproxy_cache_breaker_open",
+                "1 while the shared cache is bypassed after Redis failed; 0 otherwise.")?,
+            fleet_fetches: counter(r, "tokenproxy_cache_fleet_fetches_total",
+                "Token requests made by this replica on behalf of every replica (holding the lock).")?,
+        })
     }
 
     /// Creates every series at zero (when a cache is configured).

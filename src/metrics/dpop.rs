@@ -2,7 +2,9 @@
 //! `upstream`) and the config name it is reached through (the client's for the token
 //! endpoint, the upstream's otherwise). Hostnames are never label values.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
+
+use super::register::counters;
 
 /// The `server` label: where a proof went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,24 +39,19 @@ impl DpopMetrics {
     }
 
     pub(super) fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        let m = DpopMetrics {
-            proofs: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_dpop_proofs_total",
-                    "DPoP proofs signed, by server kind and client or upstream name.",
-                ),
+        Ok(DpopMetrics {
+            proofs: counters(
+                r,
+                "tokenproxy_dpop_proofs_total",
+                "DPoP proofs signed, by server kind and client or upstream name.",
                 &["server", "name"],
             )?,
-            nonce_retries: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_dpop_nonce_retries_total",
-                    "Requests sent again with the nonce a server asked for (use_dpop_nonce).",
-                ),
+            nonce_retries: counters(
+                r,
+                "tokenproxy_dpop_nonce_retries_total",
+                "Requests sent again with the nonce a server asked for (use_dpop_nonce).",
                 &["server", "name"],
             )?,
-        };
-        r.register(Box::new(m.proofs.clone()))?;
-        r.register(Box::new(m.nonce_retries.clone()))?;
-        Ok(m)
+        })
     }
 }

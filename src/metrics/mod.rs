@@ -5,9 +5,12 @@
 //! hosts adds no series. Nothing here ever holds a token or a secret.
 
 mod cache;
-mod outcome;
-pub use outcome::FetchOutcome;
 mod dpop;
+mod outcome;
+mod register;
+
+pub use outcome::FetchOutcome;
+use register::{counter, counters, gauge, gauges, histograms, int_gauge};
 
 use std::sync::OnceLock;
 
@@ -15,8 +18,8 @@ pub use cache::{CacheLock, CacheMetrics, CacheRead};
 pub use dpop::{DpopMetrics, DpopServer};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `upstream` label for requests that no upstream matched.
@@ -89,38 +92,34 @@ impl InterceptMetrics {
 
     fn register(r: &Registry) -> Result<Self, prometheus::Error> {
         let m = InterceptMetrics {
-            connects: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_connects_total",
-                    "CONNECT requests on the forward listener, by outcome.",
-                ),
+            connects: counters(
+                r,
+                "tokenproxy_connects_total",
+                "CONNECT requests on the forward listener, by outcome.",
                 &["outcome"],
             )?,
-            certificates_minted: IntCounter::new(
+            certificates_minted: counter(
+                r,
                 "tokenproxy_intercept_certificates_minted_total",
                 "Host certificates minted for intercepted connections.",
             )?,
-            handshake_failures: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_intercept_handshake_failures_total",
-                    "Intercepted tunnels closed before a request could be served, by reason.",
-                ),
+            handshake_failures: counters(
+                r,
+                "tokenproxy_intercept_handshake_failures_total",
+                "Intercepted tunnels closed before a request could be served, by reason.",
                 &["reason"],
             )?,
-            ca_expiry: Gauge::new(
+            ca_expiry: gauge(
+                r,
                 "tokenproxy_intercept_ca_expiry_timestamp_seconds",
                 "Unix time at which the interception CA's signing certificate expires.",
             )?,
-            leaf_expiry: Gauge::new(
+            leaf_expiry: gauge(
+                r,
                 "tokenproxy_intercept_leaf_expiry_timestamp_seconds",
                 "Unix time at which the first of the minted host certificates expires.",
             )?,
         };
-        r.register(Box::new(m.connects.clone()))?;
-        r.register(Box::new(m.certificates_minted.clone()))?;
-        r.register(Box::new(m.handshake_failures.clone()))?;
-        r.register(Box::new(m.ca_expiry.clone()))?;
-        r.register(Box::new(m.leaf_expiry.clone()))?;
         for o in ["intercepted", "plaintext", "tunnelled", "refused"] {
             m.connects.with_label_values(&[o]);
         }
@@ -140,99 +139,48 @@ impl InterceptMetrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them (plus `process_*` where supported).
+    /// Creates the metrics on a registry of their own (plus `process_*` where supported).
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        Self::register(Registry::new())
+    }
+
+    /// Creates the metrics and registers them on `registry`, which `render` then exposes.
+    pub fn register(registry: Registry) -> Result<Self, prometheus::Error> {
+        let r = &registry;
         let m = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_requests_total",
-                    "Requests answered, by upstream and status code.",
-                ),
-                &["upstream", "code"],
-            )?,
-            request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "tokenproxy_request_duration_seconds",
-                    "Time to answer a request (response head), by upstream.",
-                ),
-                &["upstream"],
-            )?,
-            token_fetches: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_token_fetches_total",
-                    "Token requests made, by upstream and outcome.",
-                ),
-                &["upstream", "outcome"],
-            )?,
-            token_fetch_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "tokenproxy_token_fetch_duration_seconds",
-                    "Duration of token requests, by upstream.",
-                ),
-                &["upstream"],
-            )?,
-            token_fetches_by_auth_method: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_token_fetches_by_auth_method_total",
-                    "Token requests made, by client authentication method and outcome.",
-                ),
-                &["auth_method", "outcome"],
-            )?,
-            token_fetches_by_grant: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_token_fetches_by_grant_total",
-                    "Token requests made, by grant (client_credentials, token_exchange, jwt_bearer) and outcome.",
-                ),
-                &["grant", "outcome"],
-            )?,
-            client_certificate_expiry: GaugeVec::new(
-                Opts::new(
-                    "tokenproxy_client_certificate_expiry_timestamp_seconds",
-                    "Unix time at which the client's certificate expires, by client.",
-                ),
-                &["client"],
-            )?,
-            token_expiry: GaugeVec::new(
-                Opts::new(
-                    "tokenproxy_token_expiry_timestamp_seconds",
-                    "Unix time at which the current token expires, by upstream.",
-                ),
-                &["upstream"],
-            )?,
-            upstream_auth_retries: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_upstream_auth_retries_total",
-                    "Upstream 401 answers that made tokenproxy fetch a new token.",
-                ),
-                &["upstream"],
-            )?,
-            config_reloads: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_config_reloads_total",
-                    "Config reloads, by outcome.",
-                ),
-                &["outcome"],
-            )?,
-            config_last_reload_successful: IntGauge::new(
-                "tokenproxy_config_last_reload_successful",
-                "1 if the last config reload succeeded, else 0.",
-            )?,
-            intercept: InterceptMetrics::register(&registry)?,
-            cache: CacheMetrics::register(&registry)?,
-            dpop: DpopMetrics::register(&registry)?,
-            upgrades: IntCounterVec::new(
-                Opts::new(
-                    "tokenproxy_upgrades_total",
-                    "Connections upgraded (WebSocket) after the upstream answered 101, by upstream.",
-                ),
-                &["upstream"],
-            )?,
-            upgraded_open: IntGauge::new(
-                "tokenproxy_upgraded_connections",
-                "Upgraded (WebSocket) connections open now.",
-            )?,
-            registry,
+            requests: counters(r, "tokenproxy_requests_total",
+                "Requests answered, by upstream and status code.", &["upstream", "code"])?,
+            request_duration: histograms(r, "tokenproxy_request_duration_seconds",
+                "Time to answer a request (response head), by upstream.", &["upstream"])?,
+            token_fetches: counters(r, "tokenproxy_token_fetches_total",
+                "Token requests made, by upstream and outcome.", &["upstream", "outcome"])?,
+            token_fetch_duration: histograms(r, "tokenproxy_token_fetch_duration_seconds",
+                "Duration of token requests, by upstream.", &["upstream"])?,
+            token_fetches_by_auth_method: counters(r, "tokenproxy_token_fetches_by_auth_method_total",
+                "Token requests made, by client authentication method and outcome.",
+                &["auth_method", "outcome"])?,
+            token_fetches_by_grant: counters(r, "tokenproxy_token_fetches_by_grant_total",
+                "Token requests made, by grant (client_credentials, token_exchange, jwt_bearer) and outcome.",
+                &["grant", "outcome"])?,
+            client_certificate_expiry: gauges(r, "tokenproxy_client_certificate_expiry_timestamp_seconds",
+                "Unix time at which the client's certificate expires, by client.", &["client"])?,
+            token_expiry: gauges(r, "tokenproxy_token_expiry_timestamp_seconds",
+                "Unix time at which the current token expires, by upstream.", &["upstream"])?,
+            upstream_auth_retries: counters(r, "tokenproxy_upstream_auth_retries_total",
+                "Upstream 401 answers that made tokenproxy fetch a new token.", &["upstream"])?,
+            config_reloads: counters(r, "tokenproxy_config_reloads_total",
+                "Config reloads, by outcome.", &["outcome"])?,
+            config_last_reload_successful: int_gauge(r, "tokenproxy_config_last_reload_successful",
+                "1 if the last config reload succeeded, else 0.")?,
+            upgrades: counters(r, "tokenproxy_upgrades_total",
+                "Connections upgraded (WebSocket) after the upstream answered 101, by upstream.",
+                &["upstream"])?,
+            upgraded_open: int_gauge(r, "tokenproxy_upgraded_connections",
+                "Upgraded (WebSocket) connections open now.")?,
+            intercept: InterceptMetrics::register(r)?,
+            cache: CacheMetrics::register(r)?,
+            dpop: DpopMetrics::register(r)?,
+            registry: registry.clone(),
         };
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -244,20 +192,6 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let r = &m.registry;
-        r.register(Box::new(m.requests.clone()))?;
-        r.register(Box::new(m.request_duration.clone()))?;
-        r.register(Box::new(m.token_fetches.clone()))?;
-        r.register(Box::new(m.token_fetch_duration.clone()))?;
-        r.register(Box::new(m.token_fetches_by_auth_method.clone()))?;
-        r.register(Box::new(m.token_fetches_by_grant.clone()))?;
-        r.register(Box::new(m.client_certificate_expiry.clone()))?;
-        r.register(Box::new(m.token_expiry.clone()))?;
-        r.register(Box::new(m.upstream_auth_retries.clone()))?;
-        r.register(Box::new(m.config_reloads.clone()))?;
-        r.register(Box::new(m.config_last_reload_successful.clone()))?;
-        r.register(Box::new(m.upgrades.clone()))?;
-        r.register(Box::new(m.upgraded_open.clone()))?;
         r.register(Box::new(build_info))?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
