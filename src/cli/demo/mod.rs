@@ -1,0 +1,188 @@
+//! `tokenproxy demo`: a self-contained demonstration on loopback. Demo only.
+//!
+//! Starts a tiny built-in authorization server (client `demo-client`, throwaway secret), an
+//! echo upstream that answers with the `Authorization` header it received, and the proxy with
+//! a forward and a reverse listener, all on ephemeral 127.0.0.1 ports. It sends one request
+//! through each listener, and one `https://` request through the forward listener, which
+//! tokenproxy intercepts with a certificate from its generated CA, and one to an upstream whose
+//! tokens are DPoP-bound; it prints what the upstream saw, and `curl` lines to try.
+
+mod calls;
+mod peers;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::serve;
+use calls::{h2c_get, https_get, raw_get};
+use peers::{echo_handler, token_endpoint};
+
+const CLIENT_ID: &str = "demo-client";
+const CLIENT_SECRET: &str = "demo-secret-not-for-production";
+const API_HOST: &str = "api.demo.internal";
+/// An upstream whose client asks for DPoP-bound tokens.
+const BOUND_HOST: &str = "bound.demo.internal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo could not bind a loopback port: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("demo config is invalid: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("demo self-check failed: {0}")]
+    Check(String),
+}
+
+/// Runs the demo; with `once`, exits after the self-check instead of serving until `stop`.
+pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let peers = Peers::start(stop_rx).await?;
+    let trust_dir = std::env::temp_dir().join(format!("tokenproxy-demo-{}", std::process::id()));
+    let proxy = crate::running::start(Config::from_yaml(&peers.config(&trust_dir))?).await?;
+    let addrs = (
+        proxy.forward_addr(),
+        proxy.admin_addr(),
+        proxy.reverse_addr("demo-api"),
+    );
+    let (Some(fwd), Some(admin), Some(rev)) = addrs else {
+        return Err(DemoError::Check("listeners did not start".into()));
+    };
+    let trust = trust_dir.display();
+    println!(
+        "tokenproxy demo: DEMONSTRATION ONLY, everything on 127.0.0.1 with throwaway credentials\n"
+    );
+    println!(
+        "  authorization server  http://{}/token   (built in, client_id {CLIENT_ID})",
+        peers.idp
+    );
+    println!(
+        "  echo upstream         http://{}        (answers with the Authorization header it got)",
+        peers.echo
+    );
+    println!("  forward listener      {fwd}            (use as HTTP_PROXY; {API_HOST} is routed to the echo upstream)");
+    println!("  reverse listener      http://{rev}     (upstream demo-api)");
+    println!("  admin                 http://{admin}\n");
+    let ca = proxy
+        .app
+        .interceptor
+        .as_ref()
+        .map(|i| i.authority.trust_anchor.clone())
+        .ok_or_else(|| DemoError::Check("interception did not start".into()))?;
+    show_calls(fwd, rev, ca, &trust.to_string()).await?;
+    let metrics = String::from_utf8_lossy(&proxy.app.metrics.render()).to_string();
+    println!("Token requests made to the authorization server: {} (one per client and token lifetime, shared by all requests)", peers.issued.load(Ordering::Relaxed));
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("tokenproxy_requests_total")
+            || l.starts_with("tokenproxy_token_fetches_total{") && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+    println!("\nTry it yourself:");
+    println!("  curl -x http://{fwd} http://{API_HOST}/hello");
+    println!("  curl http://{rev}/hello");
+    println!("  curl --http2-prior-knowledge http://{rev}/hello");
+    println!("  curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/hello");
+    println!("  curl http://{admin}/status");
+    println!("  curl -s http://{admin}/metrics | grep ^tokenproxy_");
+    if !once {
+        println!("\nServing until Ctrl-C.");
+        stop.await;
+    }
+    proxy.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = std::fs::remove_dir_all(&trust_dir);
+    Ok(())
+}
+
+/// The built-in authorization server and echo upstream, on ephemeral loopback ports.
+struct Peers {
+    idp: SocketAddr,
+    echo: SocketAddr,
+    /// Tokens the authorization server has issued.
+    issued: Arc<AtomicU64>,
+}
+
+impl Peers {
+    async fn start(stop: watch::Receiver<bool>) -> Result<Peers, DemoError> {
+        let issued = Arc::new(AtomicU64::new(0));
+        let idp = TcpListener::bind("127.0.0.1:0").await?;
+        let idp_addr = idp.local_addr()?;
+        let counter = issued.clone();
+        tokio::spawn(serve::serve(
+            idp,
+            move |req| token_endpoint(counter.clone(), req),
+            stop.clone(),
+        ));
+        let echo = TcpListener::bind("127.0.0.1:0").await?;
+        let echo_addr = echo.local_addr()?;
+        tokio::spawn(serve::serve(
+            echo,
+            |req| async move { echo_handler(req) },
+            stop,
+        ));
+        Ok(Peers {
+            idp: idp_addr,
+            echo: echo_addr,
+            issued,
+        })
+    }
+
+    /// The demo's config: a bearer client and a DPoP client at the built-in server, and an
+    /// upstream for each (one with a reverse listener), with interception on.
+    fn config(&self, trust_dir: &std::path::Path) -> String {
+        let (idp_addr, echo_addr, trust) = (self.idp, self.echo, trust_dir.display());
+        format!(
+            "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\n  intercept:\n    ca: generate\n    trust_dir: {trust}\nadmin:\n  listen: 127.0.0.1:0\n\
+             clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
+               \x20 demo-dpop:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    token_type: dpop\n\
+             upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n\
+               \x20 demo-bound:\n    url: http://{echo_addr}\n    match: [{BOUND_HOST}]\n    client: demo-dpop\n    scopes: [api:read]\n"
+        )
+    }
+}
+
+/// One request through each way in, printed as the curl line and what the upstream saw;
+/// then the self-check: a bearer token on each, a DPoP-bound one with its proof.
+async fn show_calls(
+    fwd: SocketAddr,
+    rev: SocketAddr,
+    ca: rustls_pki_types::CertificateDer<'static>,
+    trust: &str,
+) -> Result<(), DemoError> {
+    let via_forward = raw_get(fwd, &format!("http://{API_HOST}/orders?id=42"), API_HOST).await?;
+    println!("$ curl -x http://{fwd} http://{API_HOST}/orders?id=42\n{via_forward}\n");
+    let via_reverse = raw_get(rev, "/inventory", &rev.to_string()).await?;
+    println!("$ curl http://{rev}/inventory\n{via_reverse}\n");
+    let via_h2 = h2c_get(rev, "/inventory?via=h2").await?;
+    println!("$ curl --http2-prior-knowledge http://{rev}/inventory?via=h2\n{via_h2}");
+    println!("  (HTTP/2 from the app, with prior knowledge; HTTP/1.1 to this upstream)\n");
+    let via_tls = https_get(fwd, ca, "/orders?id=42").await?;
+    println!("$ curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/orders?id=42\n{via_tls}");
+    println!("  (HTTPS intercepted: tokenproxy answered the CONNECT with a certificate for {API_HOST} from its generated CA)\n");
+    let bound = raw_get(
+        fwd,
+        &format!("http://{BOUND_HOST}/orders?id=42"),
+        BOUND_HOST,
+    )
+    .await?;
+    println!("$ curl -x http://{fwd} http://{BOUND_HOST}/orders?id=42\n{bound}");
+    println!("  (a DPoP-bound token: the upstream gets a new proof with each request, signed with a key only tokenproxy holds)\n");
+    let bearer = [&via_forward, &via_reverse, &via_h2, &via_tls]
+        .iter()
+        .all(|r| r.contains("Bearer demo-"));
+    let dpop = bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#);
+    if !(bearer && dpop) {
+        return Err(DemoError::Check(
+            "the upstream did not receive a bearer token and a DPoP-bound one".into(),
+        ));
+    }
+    Ok(())
+}
