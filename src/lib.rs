@@ -5,7 +5,8 @@
 //! listed below lowest first; each imports only from the layers beneath it:
 //!
 //! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
-//!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files),
+//!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files), [`sink`]
+//!   (batched lines, the access log's),
 //!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
 //! - [`token`] (endpoint client, cache and refresh per distinct token request), [`upstream`] (connection
@@ -33,6 +34,7 @@ pub mod host;
 pub mod jose;
 pub mod metrics;
 pub mod pki;
+pub mod sink;
 pub mod sniff;
 pub mod tls;
 // layer: the validated config
@@ -63,6 +65,6 @@ pub mod cli;
 
 pub use config::Config;
 pub use error::StartError;
-pub use running::{random_jitter, start, start_with, Running};
+pub use running::{random_jitter, start, start_logging_to, start_with, Running};
 
 pub use reload::ConfigSource;

@@ -197,7 +197,7 @@ impl From<TokenFormat> for cli::token::Format {
     }
 }
 
-/// Logs, the access log among them, go to stdout (stderr for `exec` and `token`). Colour codes only when it is a terminal and `NO_COLOR` is unset or
+/// Logs go to stdout (stderr for `exec` and `token`; `exec`'s proxy writes its access log there too). Colour codes only when it is a terminal and `NO_COLOR` is unset or
 /// empty (no-color.org): `kubectl logs`, journald and log shippers read plain text.
 fn init_logging(format: LogFormat, default_level: &str, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -214,9 +214,6 @@ fn init_logging(format: LogFormat, default_level: &str, to_stderr: bool) {
     } else {
         BoxMakeWriter::new(std::io::stdout)
     };
-    if to_stderr {
-        tokenproxy::proxy::access::to_stderr();
-    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal && !no_color)

@@ -13,6 +13,7 @@ use crate::error::StartError;
 use crate::intercept::Interceptor;
 use crate::listeners::Listeners;
 use crate::metrics::Metrics;
+use crate::sink::{Destination, Sink};
 use crate::snapshot::{App, Snapshot};
 use crate::token::timing::Jitter;
 
@@ -35,12 +36,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 /// [`start`] with a chosen jitter source (tests pass a constant for exact timings).
 pub async fn start_with(config: Config, jitter: Jitter) -> Result<Running, StartError> {
+    start_logging_to(config, jitter, Destination::Stdout).await
+}
+
+/// [`start_with`], the access log written to `access_log` (`exec` keeps stdout for its
+/// command; tests read the lines from memory).
+pub async fn start_logging_to(
+    config: Config,
+    jitter: Jitter,
+    access_log: Destination,
+) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
     warn_about_secret_files(&config);
     let interceptor = Interceptor::from_config(&config, &metrics.intercept)?;
     let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
     let config = snapshot.config.clone();
-    let app = Arc::new(App::new(snapshot, metrics, interceptor));
+    let app = Arc::new(App::new(
+        snapshot,
+        metrics,
+        interceptor,
+        Sink::new(access_log),
+    ));
     let mut listeners = Listeners::default();
     listeners.reconcile(&app, &config).await?;
     let running = Running {
@@ -153,7 +169,7 @@ impl Running {
         let tunnels = tokio::time::timeout(proxy.drain_timeout, self.app.tunnels.wait());
         let (drained, tunnels) = tokio::join!(listeners.shutdown(proxy.drain_timeout), tunnels);
         let drained = drained && tunnels.is_ok();
-        crate::proxy::access::flush();
+        self.app.access_log.flush();
         if drained {
             tracing::info!("stopped: all connections drained");
         } else {

@@ -265,3 +265,49 @@ async fn the_access_log_is_off_by_default() {
     assert!(p.access().is_empty(), "{out}");
     assert!(!out.contains(" access "), "{out}");
 }
+
+/// In-process: the access log belongs to the running proxy, so two proxies in one process
+/// write their own lines to their own destinations, and a stop flushes what is pending.
+#[tokio::test]
+async fn two_proxies_in_one_process_log_independently() {
+    use std::sync::{Arc, Mutex};
+    use tokenproxy::sink::Destination;
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let upstreams = format!(
+        "  api:\n    url: {}\n    match: [api.example.com]\n    client: idp\n",
+        echo.url()
+    );
+    let start = |lines: Arc<Mutex<Vec<u8>>>| {
+        let mut yaml = config(&idp, "  listen: 127.0.0.1:0", &upstreams);
+        yaml.access_log.enabled = true;
+        tokenproxy::start_logging_to(yaml, tokenproxy::random_jitter, Destination::Memory(lines))
+    };
+    let (a_lines, b_lines) = (Arc::default(), Arc::default());
+    let a = start(Arc::clone(&a_lines)).await.unwrap();
+    let b = start(Arc::clone(&b_lines)).await.unwrap();
+    assert_eq!(get_api(&a).await.status, 200);
+    assert_eq!(get_api(&a).await.status, 200);
+    let r = get(
+        b.forward_addr().unwrap(),
+        "http://api.example.com/other",
+        "api.example.com",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    a.shutdown().await;
+    b.shutdown().await;
+    let read = |m: &Arc<Mutex<Vec<u8>>>| -> Vec<Value> {
+        let text = String::from_utf8(m.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a_seen, b_seen) = (read(&a_lines), read(&b_lines));
+    assert_eq!(a_seen.len(), 2, "{a_seen:?}");
+    assert!(a_seen
+        .iter()
+        .all(|l| l["path"] == "/x" && l["status"] == 200));
+    assert_eq!(b_seen.len(), 1, "{b_seen:?}");
+    assert_eq!(b_seen[0]["path"], "/other");
+}

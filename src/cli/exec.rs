@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, Role};
 use crate::error::StartError;
-use crate::running::{start, Running};
+use crate::running::{random_jitter, start_logging_to, Running};
+use crate::sink::Destination;
 
 use super::{load, Exit};
 
@@ -107,7 +108,7 @@ fn prepare(config: &mut Config, ephemeral: bool) -> Option<PathBuf> {
 
 async fn supervise(config: Config, command: &[OsString]) -> Result<i32, ExecError> {
     let wait = config.tokens.wait_timeout;
-    let proxy = start(config).await?;
+    let proxy = start_logging_to(config, random_jitter, Destination::Stderr).await?;
     if let Err(missing) = ready(&proxy, Instant::now() + wait).await {
         proxy.shutdown().await;
         return Err(ExecError::NoToken(missing));

@@ -78,7 +78,7 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         None => resp,
         Some(arrival) => {
             let label = up.map_or_else(|| Arc::from(UNMATCHED), |u| u.name.clone());
-            access::attach(resp, log, arrival, label, error, trail)
+            access::attach(resp, &app.access_log, log, arrival, label, error, trail)
         }
     }
 }

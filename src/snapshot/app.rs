@@ -16,6 +16,7 @@ use crate::config::Role;
 use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
+use crate::sink::Sink;
 
 /// Everything shared by the listeners and the admin endpoints.
 pub struct App {
@@ -34,10 +35,17 @@ pub struct App {
     /// and told to finish by `draining`, so a graceful stop drains them like any listener.
     pub tunnels: TaskTracker,
     pub draining: watch::Sender<bool>,
+    /// The access log's lines, batched, written where this proxy was told to.
+    pub access_log: Sink,
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, metrics: Metrics, interceptor: Option<Interceptor>) -> App {
+    pub fn new(
+        snapshot: Snapshot,
+        metrics: Metrics,
+        interceptor: Option<Interceptor>,
+        access_log: Sink,
+    ) -> App {
         App {
             snapshot: ArcSwap::from_pointee(snapshot),
             unmatched: RequestMetrics::new(&metrics, crate::metrics::UNMATCHED),
@@ -47,6 +55,7 @@ impl App {
             interceptor: interceptor.map(Arc::new),
             tunnels: TaskTracker::new(),
             draining: watch::channel(false).0,
+            access_log,
         }
     }
 

@@ -26,11 +26,9 @@ use tokio::time::Instant;
 use super::plan::Entry;
 use super::trail::Trail;
 
-mod sink;
-
 use crate::body::{Body, BoxError};
 use crate::config::{AccessLog, AccessLogFormat};
-pub use sink::{flush, to_stderr};
+use crate::sink::Sink;
 
 /// What is known of a request when it arrives. The URI, method and `Host` are kept as
 /// they are (clones that share their bytes) and read only when the line is written.
@@ -90,6 +88,7 @@ impl Start {
 
 /// A line waiting for its response to end.
 struct Pending {
+    sink: Sink,
     start: Start,
     format: AccessLogFormat,
     upstream: Arc<str>,
@@ -103,6 +102,7 @@ struct Pending {
 /// Makes `resp` write the access-log line for its request when its body has ended.
 pub fn attach(
     resp: Response<Body>,
+    sink: &Sink,
     log: AccessLog,
     start: Start,
     upstream: Arc<str>,
@@ -115,6 +115,7 @@ pub fn attach(
         Logged {
             body,
             line: Some(Box::new(Pending {
+                sink: sink.clone(),
                 start,
                 format: log.format,
                 upstream,
@@ -176,7 +177,7 @@ impl HttpBody for Logged {
 impl Logged {
     fn write(&mut self) {
         if let Some(line) = self.line.take() {
-            sink::push(&line.render());
+            line.sink.push(&line.render());
         }
     }
 }
@@ -288,6 +289,7 @@ mod tests {
             .body(())
             .unwrap();
         Pending {
+            sink: Sink::new(crate::sink::Destination::Memory(Default::default())),
             start: Start::of(&Entry::Forward, &req, false),
             format,
             upstream: Arc::from("api"),
