@@ -80,7 +80,7 @@ fn warn_about_secret_files(config: &Config) {
             .as_ref()
             .and_then(|a| a.private_key.as_ref())]);
         for path in sources.flatten().filter_map(|s| s.file()) {
-            if crate::config::secret::readable_by_others(path) {
+            if crate::config::readable_by_others(path) {
                 tracing::warn!(client = %client.name, path = %path.display(),
                     "the secret file is readable by other users; make it 0400, or 0440 with the process's group (Kubernetes: defaultMode: 0440 and fsGroup)");
             }

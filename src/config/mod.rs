@@ -11,9 +11,9 @@ mod defaults;
 mod env;
 mod listeners;
 mod locate;
-pub mod raw;
+mod raw;
 mod raw_client;
-pub mod secret;
+mod secret;
 mod validate;
 
 pub use validate::{encryption_key_bytes, ACTIONS_TOKEN, ACTIONS_URL};
@@ -35,7 +35,7 @@ pub use raw::{
     AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, Grant, ScopesIn, TokenType,
     Unmatched, UpstreamProtocol,
 };
-pub use secret::{Secret, SecretError, SecretSource};
+pub use secret::{readable_by_others, Secret, SecretError, SecretSource};
 
 use crate::host::HostPattern;
 

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use super::raw_client::{
-    AuthMethod, EnvRef, FileRef, Grant, RawClient, RawGithubActions, RawJwtSource, RawSecret,
-    ScopesIn, TokenType,
+    AuthMethod, Grant, RawClient, RawJwtSource, RawSecret, ScopesIn, TokenType,
 };
 
 #[derive(Debug, Deserialize)]
