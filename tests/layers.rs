@@ -2,8 +2,9 @@
 //!
 //! `src/lib.rs` declares the top-level modules in layers, lowest first. A module may use
 //! `crate::X` only for an `X` in a lower layer, and no set of files may import each other in
-//! a circle (through `crate::` or `super::` paths). Doc comments and `#[cfg(test)]` sections
-//! are not imports and are left out.
+//! a circle (through `crate::`, `super::`, `self::` or child-module paths, so a parent that
+//! uses its child while the child uses the parent is a circle too). The sources are parsed
+//! with syn: comments, strings and `#[cfg(test)]` items are not imports, wherever they are.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,104 +25,142 @@ fn declared_layers(lib_rs: &str) -> BTreeMap<String, usize> {
     out
 }
 
-/// Source without comments and without the `#[cfg(test)]` part at the end of a file.
-fn code_of(text: &str) -> String {
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
-    code.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// What one file uses: every path that starts at `crate`, `super` or `self`, or at a child
+/// module it declares (`mod x;` then `use x::Y`, or `x::f()`), in `use` items, expressions,
+/// types, and the tokens of macro calls. Items under `#[cfg(test)]`, comments and strings are
+/// not uses. Parsed by syn, so a `//` inside a string or a test module in the middle of a file
+/// changes nothing.
+#[derive(Default)]
+struct Uses {
+    children: BTreeSet<String>,
+    paths: Vec<Vec<String>>,
+    /// Paths of `pub use` items: a parent re-exporting its children's names is their facade,
+    /// not a user of them, so these make no edge into the file's own children.
+    reexports: Vec<Vec<String>>,
 }
 
-fn is_ident(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// Every `crate::…` and `super::…` path in `code`, as segments; a `{a, b::c}` group gives one
-/// path per member.
-fn paths_in(code: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let bytes: Vec<char> = code.chars().collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        let rest: String = bytes[i..bytes.len().min(i + 7)].iter().collect();
-        let starts = (rest.starts_with("crate::") || rest.starts_with("super::"))
-            && (i == 0 || !is_ident(bytes[i - 1]));
-        if !starts {
-            i += 1;
-            continue;
-        }
-        let (paths, end) = parse_path(&bytes, i);
-        out.extend(paths);
-        i = end.max(i + 1);
-    }
-    out
-}
-
-/// Parses `a::b::{c, d::e}` starting at `i`; returns the expanded paths and where it ended.
-fn parse_path(chars: &[char], mut i: usize) -> (Vec<Vec<String>>, usize) {
-    let mut prefix = Vec::new();
-    loop {
-        let start = i;
-        while i < chars.len() && is_ident(chars[i]) {
-            i += 1;
-        }
-        if i > start {
-            prefix.push(chars[start..i].iter().collect::<String>());
-        }
-        if chars.get(i) == Some(&':') && chars.get(i + 1) == Some(&':') {
-            i += 2;
-            if chars.get(i) == Some(&'{') {
-                let mut depth = 0;
-                let open = i;
-                while i < chars.len() {
-                    match chars[i] {
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                let inner: String = chars[open + 1..i.min(chars.len())].iter().collect();
-                let mut paths = Vec::new();
-                for member in split_top_level(&inner) {
-                    let member: Vec<char> = member.trim().chars().collect();
-                    let (sub, _) = parse_path(&member, 0);
-                    for s in sub {
-                        let mut p = prefix.clone();
-                        p.extend(s);
-                        paths.push(p);
-                    }
-                }
-                return (paths, i + 1);
+fn uses_of(text: &str) -> Uses {
+    let file = syn::parse_file(text).unwrap_or_else(|e| panic!("not Rust: {e}"));
+    let mut uses = Uses::default();
+    for item in &file.items {
+        if let syn::Item::Mod(m) = item {
+            if m.content.is_none() && !is_test(&m.attrs) {
+                uses.children.insert(m.ident.to_string());
             }
-            continue;
         }
-        return (vec![prefix], i);
+    }
+    syn::visit::Visit::visit_file(&mut uses, &file);
+    let children = uses.children.clone();
+    let relevant = |p: &Vec<String>| {
+        // A bare `self` is a receiver, not a module.
+        p.len() > 1
+            && p.first().is_some_and(|first| {
+                matches!(first.as_str(), "crate" | "super" | "self") || children.contains(first)
+            })
+    };
+    uses.paths.retain(relevant);
+    uses.reexports.retain(relevant);
+    uses
+}
+
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.parse_args::<syn::Meta>()
+                .is_ok_and(|m| m.path().is_ident("test"))
+    })
+}
+
+fn use_paths(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(p.ident.to_string());
+            use_paths(&p.tree, prefix, out);
+            prefix.pop();
+        }
+        syn::UseTree::Name(n) => out.push([prefix.clone(), vec![n.ident.to_string()]].concat()),
+        syn::UseTree::Rename(r) => out.push([prefix.clone(), vec![r.ident.to_string()]].concat()),
+        syn::UseTree::Glob(_) => out.push(prefix.clone()),
+        syn::UseTree::Group(g) => {
+            for t in &g.items {
+                use_paths(t, prefix, out);
+            }
+        }
     }
 }
 
-fn split_top_level(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0);
-    for c in s.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
+/// `a::b::c` sequences in a macro call's tokens (`format!("{}", crate::x::Y)`).
+fn token_paths(tokens: proc_macro2::TokenStream, out: &mut Vec<Vec<String>>) {
+    use proc_macro2::TokenTree;
+    let mut current: Vec<String> = Vec::new();
+    let mut colons = 0;
+    for t in tokens {
+        match t {
+            TokenTree::Ident(i) if current.is_empty() || colons == 2 => {
+                current.push(i.to_string());
+                colons = 0;
             }
-            _ => {}
+            TokenTree::Punct(p) if p.as_char() == ':' && !current.is_empty() && colons < 2 => {
+                colons += 1
+            }
+            other => {
+                if current.len() > 1 {
+                    out.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                colons = 0;
+                match other {
+                    TokenTree::Group(g) => token_paths(g.stream(), out),
+                    TokenTree::Ident(i) => current.push(i.to_string()),
+                    _ => {}
+                }
+            }
         }
-        cur.push(c);
     }
-    out.push(cur);
-    out.into_iter().filter(|m| !m.trim().is_empty()).collect()
+    if current.len() > 1 {
+        out.push(current);
+    }
+}
+
+impl<'ast> syn::visit::Visit<'ast> for Uses {
+    fn visit_item(&mut self, item: &'ast syn::Item) {
+        let attrs = match item {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Impl(i) => &i.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            syn::Item::Const(c) => &c.attrs,
+            syn::Item::Static(s) => &s.attrs,
+            syn::Item::Struct(s) => &s.attrs,
+            syn::Item::Enum(e) => &e.attrs,
+            _ => return syn::visit::visit_item(self, item),
+        };
+        if !is_test(attrs) {
+            syn::visit::visit_item(self, item);
+        }
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        let into = match u.vis {
+            syn::Visibility::Inherited => &mut self.paths,
+            _ => &mut self.reexports,
+        };
+        use_paths(&u.tree, &mut Vec::new(), into);
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        self.paths
+            .push(p.segments.iter().map(|s| s.ident.to_string()).collect());
+        syn::visit::visit_path(self, p);
+    }
+
+    /// `pub(super)` and `pub(crate)` name no item.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        token_paths(m.tokens.clone(), &mut self.paths);
+        syn::visit::visit_macro(self, m);
+    }
 }
 
 /// The module path of a source file: `src/proxy/plan.rs` is `[proxy, plan]`,
@@ -141,7 +180,8 @@ fn module_of(rel: &Path) -> Vec<String> {
     segs
 }
 
-/// Resolves a path used in `module` to an absolute module path (`super` climbs).
+/// Resolves a path used in `module` to an absolute module path (`super` climbs; `self` and
+/// a child's name start at `module`).
 fn absolute(module: &[String], path: &[String]) -> Vec<String> {
     let mut base: Vec<String> = Vec::new();
     let mut rest = path;
@@ -149,6 +189,9 @@ fn absolute(module: &[String], path: &[String]) -> Vec<String> {
         rest = &rest[1..];
     } else {
         base = module.to_vec();
+        if rest.first().map(String::as_str) == Some("self") {
+            rest = &rest[1..];
+        }
         while rest.first().map(String::as_str) == Some("super") {
             base.pop();
             rest = &rest[1..];
@@ -179,8 +222,10 @@ fn violations(lib_rs: &str, sources: &[(PathBuf, String)]) -> Vec<String> {
     for (rel, text) in sources {
         let module = module_of(rel);
         let Some(top) = module.first() else { continue };
-        for path in paths_in(&code_of(text)) {
-            let target = absolute(&module, &path);
+        let uses = uses_of(text);
+        let reexports = uses.reexports.iter().map(|p| (p, true));
+        for (path, reexport) in uses.paths.iter().map(|p| (p, false)).chain(reexports) {
+            let target = absolute(&module, path);
             let Some(used) = target.first() else { continue };
             if used != top {
                 match (rank(top), rank(used)) {
@@ -192,7 +237,8 @@ fn violations(lib_rs: &str, sources: &[(PathBuf, String)]) -> Vec<String> {
                     )),
                 }
             }
-            if let Some(file) = file_of(&files, &target).filter(|f| f != &module) {
+            let facade = reexport && target.starts_with(&module);
+            if let Some(file) = file_of(&files, &target).filter(|f| f != &module && !facade) {
                 edges.entry(module.clone()).or_default().insert(file);
             }
         }
@@ -307,6 +353,47 @@ fn the_checker_finds_upward_imports_and_cycles() {
         1,
         "peers do not import each other"
     );
+
+    // What the text-based checker missed: code after a test module, a path after a `//`
+    // inside a string, a path in a macro call, and a parent and child that use each other.
+    let after_tests = src(&[
+        (
+            "low.rs",
+            "#[cfg(test)]\nmod tests {}\nfn f() { let _ = \"http://x\"; crate::high::g() }",
+        ),
+        ("high.rs", ""),
+    ]);
+    let found = violations(lib, &after_tests);
+    assert!(
+        found.iter().any(|p| p.contains("crate::high::g")),
+        "{found:?}"
+    );
+    let in_macro = src(&[
+        ("low.rs", "fn f() { println!(\"{}\", crate::high::NAME) }"),
+        ("high.rs", ""),
+    ]);
+    assert_eq!(violations(lib, &in_macro).len(), 1);
+    let parent_child = src(&[
+        ("low.rs", ""),
+        (
+            "high/mod.rs",
+            "mod child;\nuse child::C;\npub struct P;\nfn f(_: C) {}",
+        ),
+        ("high/child.rs", "use super::P;\npub struct C(P);"),
+    ]);
+    let found = violations(lib, &parent_child);
+    assert_eq!(found, ["import cycle: high -> high::child"], "{found:?}");
+    // A parent that only re-exports its children's names is their facade, not a user.
+    let child_only = src(&[
+        ("low.rs", ""),
+        (
+            "high/mod.rs",
+            "mod child;\nmod other;\npub use child::C;\npub use other::O;",
+        ),
+        ("high/child.rs", "use super::other::O;\npub struct C(O);"),
+        ("high/other.rs", "pub struct O;"),
+    ]);
+    assert_eq!(violations(lib, &child_only), Vec::<String>::new());
 }
 
 /// Files of a few hundred lines with one job each: none over 400.

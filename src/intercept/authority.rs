@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
-use super::InterceptError;
+use super::error::InterceptError;
 use crate::pki::FileCa;
 
 /// How long a generated root and intermediate are valid. They live as long as the process, so

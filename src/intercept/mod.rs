@@ -3,14 +3,17 @@
 //! - `authority`: the CA (generated with name constraints, or from files) and minting;
 //! - `leaves`: host certificates per SNI name, cached, as a rustls certificate resolver;
 //! - `trust`: the files apps trust the CA by (`ca.pem`, `bundle.pem`, `truststore.p12`);
+//! - `error`: why a CA, a certificate or a trust file could not be made;
 //!
 //! The request side (SNI and Host checks, serving the decrypted HTTP) is `proxy::intercept`.
 
 pub mod authority;
+mod error;
 pub mod leaves;
 pub mod trust;
 
-use std::path::PathBuf;
+pub use error::InterceptError;
+
 use std::sync::Arc;
 
 use authority::Authority;
@@ -18,27 +21,7 @@ use leaves::Leaves;
 
 use crate::config::{CaSource, Config};
 use crate::metrics::InterceptMetrics;
-use crate::pki::{CaFileError, FileCa};
-
-#[derive(Debug, thiserror::Error)]
-pub enum InterceptError {
-    #[error("cannot make a certificate: {0}")]
-    Rcgen(#[from] rcgen::Error),
-    #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("interception CA: {0}")]
-    CaFile(#[from] CaFileError),
-    #[error("cannot write the trust files in {0}: {1}")]
-    Io(PathBuf, std::io::Error),
-    #[error("cannot write the Java truststore: {0}")]
-    Truststore(String),
-    #[error("the system clock is out of the range certificates can express")]
-    Clock,
-    #[error("proxy.intercept is not set in this config")]
-    NotConfigured,
-    #[error("proxy.intercept.ca is generate: that CA exists only inside the running proxy, which writes its trust files to proxy.intercept.trust_dir at start; `tokenproxy ca` works with a CA from files")]
-    GeneratedInProcess,
-}
+use crate::pki::FileCa;
 
 /// The trust anchor apps need for `config`'s interception CA, without starting a proxy: the
 /// `tokenproxy ca` subcommand. Only a CA from files can be had this way.

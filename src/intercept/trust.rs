@@ -15,7 +15,7 @@ use std::path::Path;
 use base64::Engine;
 use rustls_pki_types::CertificateDer;
 
-use super::InterceptError;
+use super::error::InterceptError;
 
 /// The Java truststore password (the JDK's customary default; a truststore holds no secret).
 pub const TRUSTSTORE_PASSWORD: &str = "changeit";

@@ -7,7 +7,8 @@ use http::{Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{DemoError, API_HOST};
+use super::error::DemoError;
+use super::peers::API_HOST;
 
 /// A minimal HTTP/1.1 GET (what curl would send), returning the response body.
 pub(super) async fn raw_get(

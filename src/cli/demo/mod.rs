@@ -8,7 +8,10 @@
 //! tokens are DPoP-bound; it prints what the upstream saw, and `curl` lines to try.
 
 mod calls;
+mod error;
 mod peers;
+
+pub use error::DemoError;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,28 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::error::StartError;
 use crate::serve;
 use calls::{h2c_get, https_get, raw_get};
-use peers::{echo_handler, token_endpoint};
-
-const CLIENT_ID: &str = "demo-client";
-const CLIENT_SECRET: &str = "demo-secret-not-for-production";
-const API_HOST: &str = "api.demo.internal";
-/// An upstream whose client asks for DPoP-bound tokens.
-const BOUND_HOST: &str = "bound.demo.internal";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("demo could not bind a loopback port: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("demo config is invalid: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Start(#[from] StartError),
-    #[error("demo self-check failed: {0}")]
-    Check(String),
-}
+use peers::{echo_handler, token_endpoint, API_HOST, BOUND_HOST, CLIENT_ID, CLIENT_SECRET};
 
 /// Runs the demo; with `once`, exits after the self-check instead of serving until `stop`.
 pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {

@@ -9,8 +9,13 @@ use base64::Engine;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{CLIENT_ID, CLIENT_SECRET};
 use crate::body::{full, Body};
+
+pub(super) const CLIENT_ID: &str = "demo-client";
+pub(super) const CLIENT_SECRET: &str = "demo-secret-not-for-production";
+pub(super) const API_HOST: &str = "api.demo.internal";
+/// An upstream whose client asks for DPoP-bound tokens.
+pub(super) const BOUND_HOST: &str = "bound.demo.internal";
 
 /// The demo authorization server: checks Basic credentials, issues a random token.
 pub(super) async fn token_endpoint(
