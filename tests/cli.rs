@@ -94,10 +94,17 @@ fn demo_shows_an_injected_token() {
     );
     assert!(stdout.contains("DEMONSTRATION ONLY"));
     // Through the forward listener, the reverse listener (HTTP/1.1 and HTTP/2), and an
-    // intercepted https:// call.
+    // intercepted https:// call; and one for the client with no secret.
     assert_eq!(
         stdout.matches(r#""authorization":"Bearer demo-"#).count(),
-        4,
+        5,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches(r#""authorization":"Bearer demo-fed-"#)
+            .count(),
+        1,
         "{stdout}"
     );
     assert!(stdout.contains("curl -x http://127.0.0.1:"));
@@ -109,7 +116,7 @@ fn demo_shows_an_injected_token() {
         "{stdout}"
     );
     assert!(stdout.contains(r#""htu":"http://127.0.0.1:"#), "{stdout}");
-    assert!(stdout.contains("Token requests made to the authorization server: 2"));
+    assert!(stdout.contains("Token requests made to the authorization server: 3"));
 }
 
 /// Writes a config whose token endpoint and upstream are unreachable (port 9): enough for the

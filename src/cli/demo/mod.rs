@@ -4,8 +4,10 @@
 //! echo upstream that answers with the `Authorization` header it received, and the proxy with
 //! a forward and a reverse listener, all on ephemeral 127.0.0.1 ports. It sends one request
 //! through each listener, and one `https://` request through the forward listener, which
-//! tokenproxy intercepts with a certificate from its generated CA, and one to an upstream whose
-//! tokens are DPoP-bound; it prints what the upstream saw, and `curl` lines to try.
+//! tokenproxy intercepts with a certificate from its generated CA, one to an upstream whose
+//! tokens are DPoP-bound, and one to an upstream whose client holds no secret (a token the
+//! demo's stand-in platform wrote to a file is its client assertion); it prints what the
+//! upstream saw, and `curl` lines to try.
 
 mod calls;
 mod error;
@@ -23,13 +25,19 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::serve;
 use calls::{h2c_get, https_get, raw_get};
-use peers::{echo_handler, token_endpoint, API_HOST, BOUND_HOST, CLIENT_ID, CLIENT_SECRET};
+use peers::{
+    echo_handler, token_endpoint, Platform, API_HOST, BOUND_HOST, CLIENT_ID, CLIENT_SECRET,
+    FED_HOST,
+};
 
 /// Runs the demo; with `once`, exits after the self-check instead of serving until `stop`.
 pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let peers = Peers::start(stop_rx).await?;
     let trust_dir = std::env::temp_dir().join(format!("tokenproxy-demo-{}", std::process::id()));
+    // The platform's token for the secretless client, written as kubelet would project it.
+    std::fs::create_dir_all(&trust_dir)?;
+    std::fs::write(trust_dir.join("token"), peers.platform.token()?)?;
     let proxy = crate::running::start(Config::from_yaml(&peers.config(&trust_dir))?).await?;
     let addrs = (
         proxy.forward_addr(),
@@ -92,17 +100,20 @@ struct Peers {
     echo: SocketAddr,
     /// Tokens the authorization server has issued.
     issued: Arc<AtomicU64>,
+    /// Signs the secretless client's token file; the authorization server checks it.
+    platform: Arc<Platform>,
 }
 
 impl Peers {
     async fn start(stop: watch::Receiver<bool>) -> Result<Peers, DemoError> {
         let issued = Arc::new(AtomicU64::new(0));
+        let platform = Arc::new(Platform::new()?);
         let idp = TcpListener::bind("127.0.0.1:0").await?;
         let idp_addr = idp.local_addr()?;
-        let counter = issued.clone();
+        let (counter, trusted) = (issued.clone(), platform.clone());
         tokio::spawn(serve::serve(
             idp,
-            move |req| token_endpoint(counter.clone(), req),
+            move |req| token_endpoint(counter.clone(), trusted.clone(), req),
             stop.clone(),
         ));
         let echo = TcpListener::bind("127.0.0.1:0").await?;
@@ -116,6 +127,7 @@ impl Peers {
             idp: idp_addr,
             echo: echo_addr,
             issued,
+            platform,
         })
     }
 
@@ -127,8 +139,10 @@ impl Peers {
             "proxy:\n  listen: 127.0.0.1:0\n  unmatched: deny\n  intercept:\n    ca: generate\n    trust_dir: {trust}\nadmin:\n  listen: 127.0.0.1:0\n\
              clients:\n  demo-idp:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n\
                \x20 demo-dpop:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    token_type: dpop\n\
+               \x20 demo-federated:\n    token_endpoint: http://{idp_addr}/token\n    auth_method: client_assertion\n    client_assertion: {{ file: {trust}/token }}\n\
              upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n\
-               \x20 demo-bound:\n    url: http://{echo_addr}\n    match: [{BOUND_HOST}]\n    client: demo-dpop\n    scopes: [api:read]\n"
+               \x20 demo-bound:\n    url: http://{echo_addr}\n    match: [{BOUND_HOST}]\n    client: demo-dpop\n    scopes: [api:read]\n\
+               \x20 demo-federated:\n    url: http://{echo_addr}\n    match: [{FED_HOST}]\n    client: demo-federated\n    scopes: [api:read]\n"
         )
     }
 }
@@ -159,13 +173,18 @@ async fn show_calls(
     .await?;
     println!("$ curl -x http://{fwd} http://{BOUND_HOST}/orders?id=42\n{bound}");
     println!("  (a DPoP-bound token: the upstream gets a new proof with each request, signed with a key only tokenproxy holds)\n");
+    let federated = raw_get(fwd, &format!("http://{FED_HOST}/orders?id=42"), FED_HOST).await?;
+    println!("$ curl -x http://{fwd} http://{FED_HOST}/orders?id=42\n{federated}");
+    println!("  (no secret: this client authenticated with a platform-issued token read from {trust}/token,");
+    println!("   as a pod does with its projected service-account token; see docs/no-long-lived-secret.md)\n");
     let bearer = [&via_forward, &via_reverse, &via_h2, &via_tls]
         .iter()
         .all(|r| r.contains("Bearer demo-"));
     let dpop = bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#);
-    if !(bearer && dpop) {
+    if !(bearer && dpop && federated.contains("Bearer demo-fed-")) {
         return Err(DemoError::Check(
-            "the upstream did not receive a bearer token and a DPoP-bound one".into(),
+            "the upstream did not receive a bearer token, a DPoP-bound one and a federated one"
+                .into(),
         ));
     }
     Ok(())
