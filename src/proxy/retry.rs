@@ -80,7 +80,9 @@ pub struct Sent<'a> {
     pub proved: Option<String>,
 }
 
-/// The one decision after a send.
+/// The one decision after a send. Inlined into the request's future: the answer is moved
+/// through it on every request, and a call would copy it twice (callgrind: +1%).
+#[inline(always)]
 pub fn next_step(
     up: &Upstream,
     wire: Wire,
