@@ -103,16 +103,14 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 async fn proxy_with(idp: &FakeIdp, echo: &Echo, client: &str) -> tokenproxy::Running {
-    let yaml = format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n{client}\
-         upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    client: idp\n",
-        idp.url(),
-        echo.url()
-    );
-    let config =
-        tokenproxy::Config::from_yaml_checked(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    tokenproxy::start(config).await.unwrap()
+    let config = TestConfig::new()
+        .forward()
+        .remove("tokens.wait_timeout")
+        .set("clients.idp.token_endpoint", idp.url())
+        .set("clients.idp.client_id", "orders")
+        .merge("clients.idp", client)
+        .upstream("api", &echo.url(), "api.example.com", "idp");
+    tokenproxy::start(config.config_checked()).await.unwrap()
 }
 
 /// Checks the last assertion: header, claims, and the signature under `verify`.

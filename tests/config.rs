@@ -1,6 +1,8 @@
 //! Config parsing and validation: shipped examples, valid and invalid fixtures.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -182,4 +184,20 @@ fn debug_of_a_config_masks_literal_secrets() {
     .unwrap();
     let shown = format!("{c:?}");
     assert!(!shown.contains("canary-Secret-4242"), "{shown}");
+}
+
+/// The tests' config builder (`common::TestConfig`) makes the YAML a user would write.
+#[test]
+fn keys_set_by_path_make_the_yaml_a_user_would_write() {
+    let c = common::TestConfig::new()
+        .forward()
+        .client("idp", "http://127.0.0.1:9/token", "s3cret")
+        .upstream("api", "http://127.0.0.1:8", "api.example.com", "idp")
+        .set("upstreams.api.scopes", serde_json::json!(["read"]))
+        .remove("tokens.wait_timeout");
+    let config = c.config();
+    assert_eq!(config.proxy.listen.unwrap().ip().to_string(), "127.0.0.1");
+    assert_eq!(config.upstreams[0].request.scopes, ["read"]);
+    assert_eq!(config.clients["idp"].client_id.as_deref(), Some("orders"));
+    assert!(!c.text().contains("wait_timeout"));
 }

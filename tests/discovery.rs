@@ -74,16 +74,17 @@ async fn proxy(
     issuer: &str,
     client_extra: &str,
 ) -> tokenproxy::Running {
-    let yaml = format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 2s\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    issuer: {issuer}\n    client_id: orders\n    client_secret: s3cret\n{client_extra}\
-         upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    client: idp\n",
-        echo.url()
-    );
+    let config = TestConfig::new()
+        .forward()
+        .set("tokens.wait_timeout", "2s")
+        .set(
+            "clients.idp",
+            serde_json::json!({"issuer": issuer, "client_id": "orders", "client_secret": "s3cret"}),
+        )
+        .merge("clients.idp", client_extra)
+        .upstream("api", &echo.url(), "api.example.com", "idp");
     let _ = idp;
-    tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
-        .await
-        .unwrap()
+    tokenproxy::start(config.config()).await.unwrap()
 }
 
 #[tokio::test]

@@ -52,16 +52,20 @@ fn dpop_token(token: &str) -> Answer {
 }
 
 async fn start(idp: &FakeIdp, echo: &Echo) -> tokenproxy::Running {
-    let yaml = format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 2s\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\n    token_type: dpop\n\
-         upstreams:\n  api:\n    url: {}/base\n    match: [api.example.com]\n    listen: 127.0.0.1:0\n    client: idp\n",
-        idp.url(),
-        echo.url()
-    );
-    tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
-        .await
-        .unwrap()
+    let config = TestConfig::new()
+        .forward()
+        .set("tokens.wait_timeout", "2s")
+        .remove("tokens.min_refresh_interval")
+        .client("idp", &idp.url(), "s3cret")
+        .set("clients.idp.token_type", "dpop")
+        .upstream(
+            "api",
+            &format!("{}/base", echo.url()),
+            "api.example.com",
+            "idp",
+        )
+        .set("upstreams.api.listen", "127.0.0.1:0");
+    tokenproxy::start(config.config()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

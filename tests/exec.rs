@@ -18,21 +18,33 @@ const SECRET: &str = "canary-exec-SECRET-91b2";
 
 /// A config for `idp`, with fixed forward and reverse ports (so `--ephemeral` matters).
 fn config_file(dir: &Path, token_endpoint: &str, echo: &Echo, extra_tokens: &str) -> PathBuf {
-    let cfg = dir.join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "proxy:\n  listen: 127.0.0.1:{}\nadmin:\n  listen: 127.0.0.1:{}\ntokens:\n  backoff_min: 100ms\n  backoff_max: 200ms\n{extra_tokens}\
-             clients:\n  idp:\n    token_endpoint: {token_endpoint}\n    client_id: orders\n    client_secret: {SECRET}\n\
-             upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    listen: 127.0.0.1:{}\n    client: idp\n    scopes: [api:read]\n",
-            free_port(),
-            free_port(),
-            echo.url(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    cfg
+    TestConfig::new()
+        .set("proxy.listen", format!("127.0.0.1:{}", free_port()))
+        .set("admin.listen", format!("127.0.0.1:{}", free_port()))
+        .remove("tokens.wait_timeout")
+        .remove("tokens.min_refresh_interval")
+        .merge("tokens", extra_tokens)
+        .client("idp", token_endpoint, SECRET)
+        .upstream("api", &echo.url(), "api.example.com", "idp")
+        .set("upstreams.api.listen", format!("127.0.0.1:{}", free_port()))
+        .set("upstreams.api.scopes", serde_json::json!(["api:read"]))
+        .write(dir)
+}
+
+/// `tokenproxy exec -c CFG --ephemeral -- PROGRAM -c SCRIPT` (`sh` or `python3`).
+async fn exec_script(cfg: &Path, program: &str, script: &str) -> std::process::Output {
+    let cfg = cfg.to_str().unwrap();
+    run(&[
+        "exec",
+        "-c",
+        cfg,
+        "--ephemeral",
+        "--",
+        program,
+        "-c",
+        script,
+    ])
+    .await
 }
 
 async fn run(args: &[&str]) -> std::process::Output {
@@ -53,17 +65,7 @@ async fn exec_gives_the_command_its_tokens_through_the_proxy_variables() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(dir.path(), &idp.url(), &echo, "");
-    let out = run(&[
-        "exec",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--ephemeral",
-        "--",
-        "python3",
-        "-c",
-        PYTHON_GETS,
-    ])
-    .await;
+    let out = exec_script(&cfg, "python3", PYTHON_GETS).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -90,17 +92,7 @@ async fn exec_sets_the_variables_it_documents() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(dir.path(), &idp.url(), &echo, "");
     let script = "echo HTTP_PROXY=$HTTP_PROXY; echo http_proxy=$http_proxy; echo NO_PROXY=$NO_PROXY; echo URL=$TOKENPROXY_URL_API; echo HTTPS_PROXY=${HTTPS_PROXY:-unset}";
-    let out = run(&[
-        "exec",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--ephemeral",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .await;
+    let out = exec_script(&cfg, "sh", script).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("HTTP_PROXY=http://127.0.0.1:"), "{text}");
     assert!(text.contains("http_proxy=http://127.0.0.1:"), "{text}");
@@ -123,17 +115,7 @@ async fn exec_exits_with_the_status_of_the_command() {
         ("kill -TERM $$", 128 + 15),
         ("kill -KILL $$", 128 + 9),
     ] {
-        let out = run(&[
-            "exec",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--ephemeral",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .await;
+        let out = exec_script(&cfg, "sh", script).await;
         assert_eq!(out.status.code(), Some(want), "{script}");
     }
     let missing = run(&[

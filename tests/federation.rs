@@ -71,17 +71,17 @@ fn kubelet_write(dir: &Path, n: u32, token: &str) -> PathBuf {
 
 /// A config with the given clients block and one upstream `api` (reverse and forward) that
 /// uses `client`.
-fn yaml(clients: &str, client: &str, echo: &Echo, extra: &str) -> String {
-    format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 2s\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n{clients}upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    client: {client}\n{extra}",
-        echo.url()
-    )
+fn yaml(clients: &str, client: &str, echo: &Echo, extra: &str) -> TestConfig {
+    TestConfig::new()
+        .forward()
+        .set("tokens.wait_timeout", "2s")
+        .merge("clients", clients)
+        .upstream("api", &echo.url(), "api.example.com", client)
+        .merge("upstreams.api", extra)
 }
 
-async fn start(yaml: &str) -> tokenproxy::Running {
-    let config = tokenproxy::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    tokenproxy::start(config).await.unwrap()
+async fn start(config: &TestConfig) -> tokenproxy::Running {
+    tokenproxy::start(config.config()).await.unwrap()
 }
 
 fn form(idp: &FakeIdp, i: usize) -> Vec<(String, String)> {

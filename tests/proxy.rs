@@ -80,15 +80,19 @@ async fn forward_injects_the_token_routed_by_target_not_host_header() {
 #[tokio::test]
 async fn client_secret_post_sends_credentials_in_the_body_with_extra_params() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
-    let yaml = format!(
-        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: \"a b:c\"\n    client_secret: \"p@ss:w+rd/=%&é\"\n    auth_method: client_secret_post\n\
-         upstreams:\n  api:\n    url: {}\n    listen: 127.0.0.1:0\n    client: idp\n    audience: https://api.example.com\n    resource: [https://a.example.com, https://b.example.com]\n    params: {{ tenant: acme }}\n",
-        idp.url(),
-        echo.url()
-    );
-    let p = tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
-        .await
-        .unwrap();
+    let config = TestConfig::new()
+        .remove("tokens")
+        .client("idp", &idp.url(), "p@ss:w+rd/=%&é")
+        .set("clients.idp.client_id", "a b:c")
+        .set("clients.idp.auth_method", "client_secret_post")
+        .set(
+            "upstreams.api",
+            serde_json::json!({"url": echo.url(), "listen": "127.0.0.1:0", "client": "idp",
+                "audience": "https://api.example.com",
+                "resource": ["https://a.example.com", "https://b.example.com"],
+                "params": {"tenant": "acme"}}),
+        );
+    let p = tokenproxy::start(config.config()).await.unwrap();
     let r = get(p.reverse_addr("api").unwrap(), "/x", "localhost", "").await;
     assert_eq!(r.status, 200);
     let seen = idp.seen.lock().unwrap()[0].clone();

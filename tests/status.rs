@@ -19,16 +19,14 @@ async fn status(admin: std::net::SocketAddr, json: bool) -> std::process::Output
 async fn a_ready_proxy_and_one_with_a_failing_upstream() {
     let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
     let down = format!("http://127.0.0.1:{}/token", free_port());
-    let yaml = format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 1s\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  good:\n    token_endpoint: {}\n    client_id: a\n    client_secret: s3cret\n  bad:\n    token_endpoint: {down}\n    client_id: a\n    client_secret: s3cret\n\
-         upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    client: good\n",
-        idp.url(),
-        echo.url()
-    );
-    let ready = tokenproxy::start(tokenproxy::Config::from_yaml(&yaml).unwrap())
-        .await
-        .unwrap();
+    let config = TestConfig::new()
+        .forward()
+        .set("tokens.wait_timeout", "1s")
+        .remove("tokens.min_refresh_interval")
+        .client("good", &idp.url(), "s3cret")
+        .client("bad", &down, "s3cret")
+        .upstream("api", &echo.url(), "api.example.com", "good");
+    let ready = tokenproxy::start(config.clone().config()).await.unwrap();
     eventually(|| idp.calls() >= 1).await;
     let out = status(ready.admin_addr().unwrap(), false).await;
     let table = String::from_utf8_lossy(&out.stdout);
@@ -49,10 +47,8 @@ async fn a_ready_proxy_and_one_with_a_failing_upstream() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["upstreams"][0]["upstream"], "api");
 
-    let failing = yaml.replace("client: good", "client: bad");
-    let not_ready = tokenproxy::start(tokenproxy::Config::from_yaml(&failing).unwrap())
-        .await
-        .unwrap();
+    let failing = config.set("upstreams.api.client", "bad");
+    let not_ready = tokenproxy::start(failing.config()).await.unwrap();
     let admin = not_ready.admin_addr().unwrap();
     let mut out = status(admin, false).await;
     for _ in 0..50 {

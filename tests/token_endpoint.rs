@@ -8,17 +8,20 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Answer, FakeIdp};
+use common::{Answer, FakeIdp, TestConfig};
 use tokenproxy::metrics::FetchOutcome;
 use tokenproxy::token::{Endpoint, FetchError, InvalidResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn endpoint(token_url: &str) -> Endpoint {
-    let yaml = format!(
-        "tokens:\n  fetch_timeout: 1s\nclients:\n  idp:\n    token_endpoint: {token_url}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://127.0.0.1:1\n    client: idp\n    scopes: [a]\n"
-    );
-    let c = tokenproxy::Config::from_yaml(&yaml).unwrap();
+    let c = TestConfig::new()
+        .remove("tokens")
+        .set("tokens.fetch_timeout", "1s")
+        .client("idp", token_url, "s3cret")
+        .upstream("u", "http://127.0.0.1:1", "127.0.0.1:1", "idp")
+        .set("upstreams.u.scopes", serde_json::json!(["a"]))
+        .config();
     let u = c.upstreams[0].clone();
     Endpoint::new(
         Arc::clone(&u.client),

@@ -20,6 +20,9 @@ use tokio::sync::watch;
 
 pub mod h2raw;
 pub mod tunnel;
+pub mod yaml;
+
+pub use yaml::TestConfig;
 
 /// One scripted answer of the fake authorization server.
 #[derive(Clone, Debug)]
@@ -403,15 +406,21 @@ pub async fn get_api(p: &tokenproxy::Running) -> RawResponse {
     .await
 }
 
-/// A config with one client at `idp` and the given upstreams block.
+/// A config with one client at `idp` and the given upstreams block (YAML text, for tests
+/// that spell the upstreams out).
 pub fn config(idp: &FakeIdp, proxy: &str, upstreams: &str) -> tokenproxy::Config {
-    let yaml = format!(
-        "proxy:\n{proxy}\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 5s\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\n\
-         upstreams:\n{upstreams}",
-        idp.url()
-    );
-    tokenproxy::Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    let yaml = format!("proxy:\n{proxy}\nupstreams:\n{upstreams}");
+    let mut value: serde_json::Value =
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let mut c = TestConfig::new().client("idp", &idp.url(), "s3cret");
+    for section in ["proxy", "upstreams"] {
+        if let Some(v) = value.get_mut(section).map(std::mem::take) {
+            if !v.is_null() {
+                c = c.set(section, v);
+            }
+        }
+    }
+    c.config()
 }
 
 /// Polls `f` every 10 ms for up to 5 s.
