@@ -49,13 +49,25 @@ async fn no_secret_or_token_leaks_anywhere_at_trace_level() {
     let (fwd, admin, rev) = (free_port(), free_port(), free_port());
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "proxy:\n  listen: 127.0.0.1:{fwd}\n  unmatched: deny\nadmin:\n  listen: 127.0.0.1:{admin}\ntokens:\n  min_refresh_interval: 50ms\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: {{ env: CANARY_SECRET }}\n\
-         upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    listen: 127.0.0.1:{rev}\n    client: idp\n  down:\n    url: http://127.0.0.1:{closed}\n    match: [down.example.com]\n    client: idp\n",
-        idp.url(), echo.url()
-    )).unwrap();
+    let cfg = TestConfig::new()
+        .remove("tokens.wait_timeout")
+        .set("proxy.listen", format!("127.0.0.1:{fwd}"))
+        .set("proxy.unmatched", "deny")
+        .set("admin.listen", format!("127.0.0.1:{admin}"))
+        .client("idp", &idp.url(), "unused")
+        .set(
+            "clients.idp.client_secret",
+            serde_json::json!({"env": "CANARY_SECRET"}),
+        )
+        .upstream("api", &echo.url(), "api.example.com", "idp")
+        .set("upstreams.api.listen", format!("127.0.0.1:{rev}"))
+        .upstream(
+            "down",
+            &format!("http://127.0.0.1:{closed}"),
+            "down.example.com",
+            "idp",
+        )
+        .write(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenproxy"))
         .args(["run", "-c", cfg.to_str().unwrap()])
         .env("RUST_LOG", "trace")

@@ -208,13 +208,15 @@ async fn the_dpop_key_never_shows() {
     let key_file = dir.path().join("dpop.pem");
     std::fs::write(&key_file, &pem).unwrap();
     let (fwd, admin) = (free_port(), free_port());
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "proxy:\n  listen: 127.0.0.1:{fwd}\nadmin:\n  listen: 127.0.0.1:{admin}\n\
-         clients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\n    token_type: dpop\n    dpop_key: {{ file: {} }}\n\
-         upstreams:\n  api:\n    url: {}\n    match: [api.example.com]\n    client: idp\n",
-        idp.url(), key_file.display(), echo.url()
-    )).unwrap();
+    let cfg = TestConfig::new()
+        .remove("tokens")
+        .set("proxy.listen", format!("127.0.0.1:{fwd}"))
+        .set("admin.listen", format!("127.0.0.1:{admin}"))
+        .client("idp", &idp.url(), "s3cret")
+        .set("clients.idp.token_type", "dpop")
+        .set("clients.idp.dpop_key.file", key_file.to_str().unwrap())
+        .upstream("api", &echo.url(), "api.example.com", "idp")
+        .write(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenproxy"))
         .args(["run", "-c", cfg.to_str().unwrap()])
         .env("RUST_LOG", "trace")

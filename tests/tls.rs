@@ -75,16 +75,25 @@ fn answer(req: Request<Incoming>) -> Response<Body> {
 }
 
 fn yaml(port: u16, client_ca: Option<&str>, upstream_ca: Option<&str>) -> String {
-    let line = |ca: Option<&str>| {
-        ca.map(|p| format!("    ca_file: {p}\n"))
-            .unwrap_or_default()
-    };
-    let (client_ca, upstream_ca) = (line(client_ca), line(upstream_ca));
-    format!(
-        "proxy:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ntokens:\n  wait_timeout: 3s\n  backoff_min: 100ms\n  backoff_max: 200ms\n\
-         clients:\n  idp:\n    token_endpoint: https://localhost:{port}/token\n    client_id: a\n    client_secret: b\n{client_ca}\
-         upstreams:\n  secure:\n    url: https://localhost:{port}\n    match: [secure.example.com]\n    client: idp\n{upstream_ca}"
-    )
+    let mut c = TestConfig::new()
+        .forward()
+        .set("tokens.wait_timeout", "3s")
+        .remove("tokens.min_refresh_interval")
+        .client("idp", &format!("https://localhost:{port}/token"), "b")
+        .set("clients.idp.client_id", "a")
+        .upstream(
+            "secure",
+            &format!("https://localhost:{port}"),
+            "secure.example.com",
+            "idp",
+        );
+    if let Some(ca) = client_ca {
+        c = c.set("clients.idp.ca_file", ca);
+    }
+    if let Some(ca) = upstream_ca {
+        c = c.set("upstreams.secure.ca_file", ca);
+    }
+    c.text()
 }
 
 /// Writes the CA to a file; keep the TempDir alive while the path is in use.
