@@ -119,6 +119,16 @@ fn parse_port(p: &str) -> Option<u16> {
     p.parse().ok().filter(|&n| n != 0)
 }
 
+/// True for `https`, and for `http` to a loopback host: where a credential (a token request,
+/// a runner's request token) may be sent.
+pub fn credential_safe(scheme: &str, host: Option<&str>) -> bool {
+    let loopback = || {
+        host.and_then(|h| normalize_host(h).ok())
+            .is_some_and(|h| is_loopback(&h))
+    };
+    scheme == "https" || (scheme == "http" && loopback())
+}
+
 /// True for `localhost` and loopback IP literals: the only plain-HTTP peers a token may reach
 /// without `allow_plaintext`.
 pub fn is_loopback(host: &str) -> bool {
@@ -343,5 +353,16 @@ mod tests {
         assert!(is_local_address("127.0.0.1".parse().unwrap()));
         // TEST-NET-2 (RFC 5737) is assigned to no machine.
         assert!(!is_local_address("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn credentials_go_over_https_or_to_loopback_only() {
+        assert!(credential_safe("https", Some("idp.example.com")));
+        assert!(credential_safe("http", Some("127.0.0.1")));
+        assert!(credential_safe("http", Some("LOCALHOST")));
+        assert!(credential_safe("http", Some("[::1]")));
+        assert!(!credential_safe("http", Some("idp.example.com")));
+        assert!(!credential_safe("ftp", Some("127.0.0.1")));
+        assert!(!credential_safe("http", None));
     }
 }

@@ -187,11 +187,23 @@ async fn expired_missing_and_truncated_assertions_are_never_sent_and_the_proxy_r
     assert_eq!(ready.status, 503);
 
     // Expired, then one that expires within the margin, then cut short (a half-written file).
-    std::fs::write(&path, platform_jwt("sa", now() - 30)).unwrap();
+    let expired = platform_jwt("sa", now() - 30);
+    std::fs::write(&path, &expired).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = get_api(&p).await;
     assert_eq!(r.json()["error"], "assertion_unavailable", "{r:?}");
     assert!(r.body.contains("expired"), "{r:?}");
+    // The answer, /status and /readyz say why, never with the token.
+    let status = get(admin, "/status", "x", "").await.body;
+    let ready = get(admin, "/readyz", "x", "").await.body;
+    for part in expired.split('.') {
+        for text in [&r.body, &status, &ready] {
+            assert!(
+                !text.contains(part),
+                "a part of the assertion leaked: {text}"
+            );
+        }
+    }
     std::fs::write(&path, platform_jwt("sa", now() + 3)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = get_api(&p).await;

@@ -15,7 +15,7 @@ use super::error::FetchError;
 use super::external::{present, Role};
 use super::wire::{basic_auth, ASSERTION_TYPE};
 use crate::config::{AuthMethod, Grant, Secret, SecretError};
-use crate::host::{is_loopback, normalize_host};
+use crate::host::credential_safe;
 use crate::jose::{key_file, x5t, Assertion, KeyError, SigningAlg, SigningKey};
 
 /// The form pairs and the `Authorization` header of one request's credentials.
@@ -234,10 +234,7 @@ impl Endpoint {
         let (_, facts) = key_file::load(source.read()?.expose(), a.signing_alg)?;
         let url = reqwest::Url::parse(&facts.token_uri.ok_or_else(none)?)
             .map_err(|_| FetchError::Discovery("the key file's token_uri is not a URL".into()))?;
-        let host = url.host_str().and_then(|h| normalize_host(h).ok());
-        if url.scheme() == "https"
-            || (url.scheme() == "http" && host.as_deref().is_some_and(is_loopback))
-        {
+        if credential_safe(url.scheme(), url.host_str()) {
             Ok(url)
         } else {
             Err(FetchError::Discovery(

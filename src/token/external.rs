@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::error::{read_capped, transport};
 pub use super::error::{AssertionError, Problem, Role};
 use crate::config::{token_types, ExternalToken, JwtSource, Secret, ACTIONS_TOKEN, ACTIONS_URL};
-use crate::host::{is_loopback, normalize_host};
+use crate::host::credential_safe;
 use crate::jose::{peek, Peeked};
 
 /// A token is not sent when it expires sooner than this: it must outlive the round trip and
@@ -113,9 +113,7 @@ async fn github_actions(http: &reqwest::Client, audience: Option<&str>) -> Resul
     );
     let mut url =
         reqwest::Url::parse(&url).map_err(|_| gh(format!("{ACTIONS_URL} is not a URL")))?;
-    let host = url.host_str().and_then(|h| normalize_host(h).ok());
-    let safe = url.scheme() == "https" || host.as_deref().is_some_and(is_loopback);
-    if !safe {
+    if !credential_safe(url.scheme(), url.host_str()) {
         return Err(gh(format!(
             "{ACTIONS_URL} must be https (or http on loopback)"
         )));
