@@ -1,6 +1,7 @@
 //! The real binary: flags, exit codes, the demo, and a graceful stop on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -119,16 +120,22 @@ fn demo_shows_an_injected_token() {
     assert!(stdout.contains("Token requests made to the authorization server: 3"));
 }
 
+/// A config with only an admin listener on port 0 (no token timings: the defaults).
+fn bare() -> common::TestConfig {
+    common::TestConfig::new().remove("tokens")
+}
+
 /// Writes a config whose token endpoint and upstream are unreachable (port 9): enough for the
 /// process to start, serve its admin listener and stop.
 fn unreachable_config(dir: &std::path::Path, secret: &str) -> std::path::PathBuf {
-    let cfg = dir.join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!("admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: {secret}\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    listen: 127.0.0.1:0\n    client: idp\n"),
-    )
-    .unwrap();
-    cfg
+    bare()
+        .client("idp", "http://127.0.0.1:9/token", secret)
+        .set("clients.idp.client_id", "a")
+        .set(
+            "upstreams.u",
+            json!({"url": "http://127.0.0.1:9", "listen": "127.0.0.1:0", "client": "idp"}),
+        )
+        .write(dir)
 }
 
 #[test]
@@ -233,11 +240,15 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let (idp, echo) = (common::FakeIdp::start().await, common::Echo::start().await);
     let (rev, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "proxy:\n  drain_timeout: 5s\nadmin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: {}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
-        idp.url(), echo.url()
-    )).unwrap();
+    let cfg = bare()
+        .set("proxy.drain_timeout", "5s")
+        .set("admin.listen", format!("127.0.0.1:{admin}"))
+        .client("idp", &idp.url(), "s3cret")
+        .set(
+            "upstreams.u",
+            json!({"url": echo.url(), "listen": format!("127.0.0.1:{rev}"), "client": "idp"}),
+        )
+        .write(dir.path());
     let (mut child, _out, _) = spawn_binary(&cfg);
     let rev: std::net::SocketAddr = format!("127.0.0.1:{rev}").parse().unwrap();
     common::eventually(|| idp.calls() == 1).await;
@@ -357,11 +368,10 @@ async fn a_1_gib_upload_streams_through_with_flat_memory() {
     let idp = common::FakeIdp::start().await;
     let rev = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://{sink_addr}\n    listen: 127.0.0.1:{rev}\n    client: idp\n",
-        idp.url()
-    )).unwrap();
+    let cfg = bare()
+        .client("idp", &idp.url(), "s3cret")
+        .set("upstreams.u", json!({"url": format!("http://{sink_addr}"), "listen": format!("127.0.0.1:{rev}"), "client": "idp"}))
+        .write(dir.path());
     let (mut child, _out, _) = spawn_binary(&cfg);
     let before = vm_hwm_kib(child.id());
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", rev))
@@ -396,11 +406,11 @@ async fn wait_returns_once_ready_and_times_out_otherwise() {
     *idp.default_delay.lock().unwrap() = Duration::from_millis(700);
     let admin = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "admin:\n  listen: 127.0.0.1:{admin}\nclients:\n  idp:\n    token_endpoint: {}\n    client_id: orders\n    client_secret: s3cret\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    match: [u.example]\n    client: idp\n",
-        idp.url()
-    )).unwrap();
+    let cfg = bare()
+        .set("admin.listen", format!("127.0.0.1:{admin}"))
+        .client("idp", &idp.url(), "s3cret")
+        .upstream("u", "http://127.0.0.1:9", "u.example", "idp")
+        .write(dir.path());
     let (mut child, _out, _) = spawn_binary(&cfg);
     let started = Instant::now();
     let waited = tokio::task::spawn_blocking(move || {
@@ -455,13 +465,15 @@ async fn wait_returns_once_ready_and_times_out_otherwise() {
 #[test]
 fn a_forward_listener_off_loopback_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
     // Bound for a moment on an ephemeral port; no traffic is sent to it.
-    std::fs::write(
-        &cfg,
-        "proxy:\n  listen: 0.0.0.0:0\nadmin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    client: idp\n",
-    )
-    .unwrap();
+    let cfg = bare()
+        .set("proxy.listen", "0.0.0.0:0")
+        .client("idp", "http://127.0.0.1:9/token", "b")
+        .set(
+            "upstreams.u",
+            json!({"url": "http://127.0.0.1:9", "client": "idp"}),
+        )
+        .write(dir.path());
     let (mut child, _out, log) = spawn_binary(&cfg);
     signal(&child, "-TERM");
     child.wait().unwrap();

@@ -2,6 +2,8 @@
 //! shippers read must carry no colour codes. `NO_COLOR` turns colour off on a terminal too.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,13 +12,14 @@ const ESC: char = '\u{1b}';
 
 /// A config whose token endpoint is unreachable: the process starts, logs, and stops.
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let cfg = dir.join("c.yaml");
-    std::fs::write(
-        &cfg,
-        "admin:\n  listen: 127.0.0.1:0\nclients:\n  idp:\n    token_endpoint: http://127.0.0.1:9/token\n    client_id: a\n    client_secret: b\nupstreams:\n  u:\n    url: http://127.0.0.1:9\n    listen: 127.0.0.1:0\n    client: idp\n",
-    )
-    .unwrap();
-    cfg
+    common::TestConfig::new()
+        .remove("tokens")
+        .client("idp", "http://127.0.0.1:9/token", "b")
+        .set(
+            "upstreams.u",
+            serde_json::json!({"url": "http://127.0.0.1:9", "listen": "127.0.0.1:0", "client": "idp"}),
+        )
+        .write(dir)
 }
 
 /// Runs `cmd` until `log` holds the start line, stops it with SIGTERM, returns the log.
