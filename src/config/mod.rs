@@ -89,6 +89,10 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// TLS interception of CONNECT to matched hosts; `None`: CONNECT to them is refused.
     pub intercept: Option<InterceptConfig>,
+    /// Without `intercept`: a CONNECT to a matched host (other than port 443) is answered and
+    /// a plaintext HTTP/1 or HTTP/2 request inside it is served with the token; TLS inside is
+    /// closed with a log line that says to configure interception.
+    pub connect_plaintext: bool,
 }
 
 /// `proxy.intercept`.

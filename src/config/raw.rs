@@ -68,6 +68,8 @@ pub struct RawProxy {
     pub http2_max_pending_reset_streams: Option<usize>,
     pub http2_max_error_reset_streams: Option<usize>,
     pub intercept: Option<RawIntercept>,
+    /// CONNECT to a matched host carrying plaintext HTTP is served without a CA (default true).
+    pub connect_plaintext: Option<bool>,
 }
 
 /// `proxy.intercept`: TLS interception of CONNECT to matched hosts.

@@ -130,6 +130,7 @@ impl InterceptMetrics {
             "tls_error",
             "timeout",
             "closed",
+            "not_intercepted",
         ];
         for r in reasons {
             m.handshake_failures.with_label_values(&[r]);

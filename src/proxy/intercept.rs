@@ -6,7 +6,9 @@
 //! pipeline, as HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise. A plaintext HTTP/1
 //! request line (what undici sends for `http://` through a proxy), or the HTTP/2 preface, is
 //! served the same way without TLS. Anything else closes the tunnel. Every way it ends is
-//! counted. The app's own client certificate is never asked for.
+//! counted. The app's own client certificate is never asked for. Without `proxy.intercept`,
+//! `proxy.connect_plaintext` opens the same tunnels for plaintext only: TLS in them is closed
+//! (`not_intercepted`) with a log line that says how to get a token onto it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -88,7 +90,15 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(interceptor) = app.interceptor.clone() else {
-        return refuse(&app, &target, "tls_error", "interception is not configured");
+        // A plaintext-only tunnel (`proxy.connect_plaintext`) that carries TLS.
+        tracing::warn!(target = %target.display(),
+            "TLS inside a CONNECT tunnel to a host that gets tokens needs proxy.intercept (tokenproxy's CA), or have the app call http:// through the proxy");
+        return refuse(
+            &app,
+            &target,
+            "not_intercepted",
+            "interception is not configured",
+        );
     };
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout(wait, acceptor).await {

@@ -93,6 +93,13 @@ fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
             let up = up.clone();
             return Ok(Plan::Intercept { up, target });
         }
+        // No CA: a tunnel that will carry plaintext HTTP (Python websockets and undici send
+        // CONNECT host:80 for ws:// and http://) is served all the same; port 443 is TLS's,
+        // and gets the clear refusal below rather than a tunnel closed at the ClientHello.
+        if interceptor.is_none() && snap.config.proxy.connect_plaintext && target.port != 443 {
+            let up = up.clone();
+            return Ok(Plan::Intercept { up, target });
+        }
         let authority = target.display();
         tracing::warn!(upstream = %up.name, target = %authority,
             "refused CONNECT to a host that gets tokens: have the app call http://{authority}/... through the proxy; tokenproxy speaks TLS upstream");
@@ -111,9 +118,12 @@ fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
 /// tunnel's host and port.
 fn intercepted<B>(snap: &Snapshot, tunnel: &Target, req: &Request<B>) -> Result<Plan, ProxyError> {
     check_request(req.headers())?;
+    // Without a CA, `connect_plaintext` tunnels (plaintext only) serve every matched upstream.
+    let proxy = &snap.config.proxy;
+    let plaintext_tunnels = proxy.intercept.is_none() && proxy.connect_plaintext;
     let Some(up) = snap
         .route(&tunnel.host, tunnel.port)
-        .filter(|u| u.config.intercept)
+        .filter(|u| u.config.intercept || plaintext_tunnels)
     else {
         return Err(ProxyError::UpstreamRemoved(tunnel.display()));
     };

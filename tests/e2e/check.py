@@ -34,6 +34,7 @@ import federation_checks
 import h2_checks
 import intercept_checks
 import mtls_checks
+import plaintext_checks
 import sharing_checks
 
 from procs import free_port, stop
@@ -337,6 +338,7 @@ def run_checks(env):
     assertion_checks.checks(env, check)
     mtls_checks.checks(env, check)
     federation_checks.checks(env, check, start, wait_http)
+    plaintext_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":

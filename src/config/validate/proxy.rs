@@ -37,6 +37,7 @@ impl Validator<'_> {
             ),
             limits: self.limits(p),
             intercept: p.intercept.as_ref().and_then(|i| self.intercept(i)),
+            connect_plaintext: p.connect_plaintext.unwrap_or(true),
         }
     }
 
