@@ -120,6 +120,10 @@ fn upstream_status(u: &Upstream) -> Value {
         "failures": s.failures,
         "auth_method": u.config.client.auth_method.as_str(),
         "grant": u.config.client.grant.as_str(),
+        "scopes": {
+            "requested": &u.config.request.scopes,
+            "granted": s.granted_scope.as_deref().map(|g| g.split(' ').filter(|x| !x.is_empty()).collect::<Vec<_>>()),
+        },
         "credential": credential(&u.config.client),
         "presented": presented(&u.config.client),
         // The upstreams whose token requests are the same share one token (and its fetches

@@ -79,10 +79,7 @@ impl Fetcher for Script {
 }
 
 fn token(t: &str, life: Duration) -> Issued {
-    Issued {
-        token: AccessToken::parse(t).unwrap(),
-        lifetime: life,
-    }
+    Issued::new(AccessToken::parse(t).unwrap(), life)
 }
 
 fn secs(s: u64) -> Duration {

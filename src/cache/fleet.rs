@@ -230,10 +230,7 @@ fn judge(entry: Entry, now_ms: u64, refused: Option<&HeaderValue>, kind: TokenTy
     if left.saturating_mul(10) <= lifetime.saturating_mul(3) {
         return Judged::Stale;
     }
-    Judged::Fresh(Issued {
-        token,
-        lifetime: Duration::from_millis(left),
-    })
+    Judged::Fresh(Issued::new(token, Duration::from_millis(left)))
 }
 
 fn now_ms() -> u64 {

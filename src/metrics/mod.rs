@@ -40,6 +40,8 @@ pub struct Metrics {
     pub client_certificate_expiry: GaugeVec,
     pub token_expiry: GaugeVec,
     pub upstream_auth_retries: IntCounterVec,
+    /// Tokens granted with scopes beyond those asked for.
+    pub token_scope_broader: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: IntGauge,
     pub intercept: InterceptMetrics,
@@ -169,6 +171,9 @@ impl Metrics {
                 "Unix time at which the current token expires, by upstream.", &["upstream"])?,
             upstream_auth_retries: counters(r, "tokenproxy_upstream_auth_retries_total",
                 "Upstream 401 answers that made tokenproxy fetch a new token.", &["upstream"])?,
+            token_scope_broader: counters(r, "tokenproxy_token_scope_broader_total",
+                "Tokens the authorization server granted with scopes beyond those asked for, by upstream.",
+                &["upstream"])?,
             config_reloads: counters(r, "tokenproxy_config_reloads_total",
                 "Config reloads, by outcome.", &["outcome"])?,
             config_last_reload_successful: int_gauge(r, "tokenproxy_config_last_reload_successful",
@@ -211,6 +216,7 @@ impl Metrics {
                 .with_label_values(&[upstream, outcome.as_str()]);
         }
         self.upstream_auth_retries.with_label_values(&[upstream]);
+        self.token_scope_broader.with_label_values(&[upstream]);
         self.upgrades.with_label_values(&[upstream]);
         self.token_expiry.with_label_values(&[upstream]);
         self.token_fetch_duration.with_label_values(&[upstream]);

@@ -61,4 +61,6 @@ pub struct Status {
     pub consecutive_failures: u32,
     /// The last failure was a missing, unreadable or expired presented token.
     pub assertion_failing: bool,
+    /// The `scope` the server granted with the current token, when it said.
+    pub granted_scope: Option<String>,
 }

@@ -16,7 +16,8 @@ use super::discovery::Discovery;
 use super::error::FetchError;
 use super::error::{read_capped, transport};
 use super::response::{
-    check_issued_token_type, parse_error_code, parse_success_as, InvalidResponse, Issued,
+    broader_than, check_issued_token_type, parse_error_code, parse_success_as, InvalidResponse,
+    Issued,
 };
 use super::wire::{form_body, retry_after, DPOP, DPOP_NONCE};
 
@@ -34,6 +35,8 @@ pub struct Endpoint {
     form_base: String,
     /// `grant: jwt_bearer` with `scopes_in: assertion`: the `scope` claim.
     pub(super) scope_claim: Option<String>,
+    /// The scopes asked for, to tell a broader grant.
+    requested: Vec<String>,
     default_lifetime: Duration,
     /// `tokenproxy_token_fetches_by_auth_method_total`.
     by_method: prometheus::IntCounterVec,
@@ -124,6 +127,7 @@ impl Endpoint {
             http,
             form_base: form_body(client.grant, request, !in_assertion),
             scope_claim,
+            requested: request.scopes.clone(),
             default_lifetime: settings.default_lifetime,
             by_method: metrics.token_fetches_by_auth_method.clone(),
             by_grant: metrics.token_fetches_by_grant.clone(),
@@ -257,12 +261,9 @@ impl Endpoint {
             if self.client.grant == Grant::TokenExchange {
                 check_issued_token_type(&body)?;
             }
-            return Ok(parse_success_as(
-                &body,
-                self.default_lifetime,
-                now.as_secs(),
-                kind,
-            )?);
+            let mut issued = parse_success_as(&body, self.default_lifetime, now.as_secs(), kind)?;
+            issued.broader = broader_than(&self.requested, issued.scope.as_deref());
+            return Ok(issued);
         }
     }
 

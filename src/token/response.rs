@@ -111,6 +111,35 @@ pub enum InvalidResponse {
 pub struct Issued {
     pub token: AccessToken,
     pub lifetime: Duration,
+    /// The `scope` the server says it granted (RFC 6749 §5.1), when it says.
+    pub scope: Option<String>,
+    /// The server granted scopes that were not asked for (set by the endpoint client).
+    pub broader: bool,
+}
+
+impl Issued {
+    /// A token with no word on its scope (from the shared cache, or a test).
+    pub fn new(token: AccessToken, lifetime: Duration) -> Issued {
+        Issued {
+            token,
+            lifetime,
+            scope: None,
+            broader: false,
+        }
+    }
+}
+
+/// True when `granted` names a scope that `requested` does not (scopes are space-separated
+/// sets, RFC 6749 §3.3). Nothing asked for, or nothing said, is never broader: the server's
+/// defaults then are what the client meant.
+pub fn broader_than(requested: &[String], granted: Option<&str>) -> bool {
+    match granted {
+        Some(g) if !requested.is_empty() => g
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .any(|s| !requested.iter().any(|r| r == s)),
+        _ => false,
+    }
 }
 
 impl Issued {
@@ -158,7 +187,24 @@ pub fn parse_success_as(
             None => default_lifetime,
         },
     };
-    Ok(Issued { token, lifetime })
+    let scope = obj
+        .get("scope")
+        .and_then(Value::as_str)
+        .map(|s| printable_scope(s, 1024));
+    Ok(Issued {
+        token,
+        lifetime,
+        scope,
+        broader: false,
+    })
+}
+
+/// A scope string kept for `/status`: its printable characters and spaces, capped.
+fn printable_scope(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(max)
+        .collect()
 }
 
 fn expires_in(v: &Value) -> Result<Duration, InvalidResponse> {

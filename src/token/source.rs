@@ -41,6 +41,8 @@ struct Shared {
     last_forced: Mutex<Option<Instant>>,
     /// The token that 401 refused, until the next fetch is asked not to bring it back.
     refused: Mutex<Option<HeaderValue>>,
+    /// A broader grant than asked for has been logged (once per source).
+    warned_broader: std::sync::atomic::AtomicBool,
     status: Mutex<Status>,
     metrics: Metrics,
 }
@@ -82,6 +84,7 @@ impl TokenSource {
             refresh_now: Notify::new(),
             last_forced: Mutex::new(None),
             refused: Mutex::new(None),
+            warned_broader: std::sync::atomic::AtomicBool::new(false),
             status: Mutex::new(Status::default()),
             metrics,
         });
@@ -315,12 +318,35 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         status.fetches += 1;
         status.consecutive_failures = 0;
         status.assertion_failing = false;
+        status.granted_scope = issued.scope.clone();
+    }
+    if issued.broader {
+        note_broader(shared, issued.scope.as_deref());
     }
     tracing::info!(upstream = %shared.upstreams.label(), expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
     // 75-80% of the lifetime, and in any case well before the token stops being usable.
     lifetime
         .mul_f64(0.75 + 0.05 * jitter())
         .min(usable.mul_f64(0.9))
+}
+
+/// Least privilege (the seed's security notes): a grant broader than the request is counted
+/// per upstream and logged once per source. Scopes are not secrets.
+fn note_broader(shared: &Shared, granted: Option<&str>) {
+    for name in shared.upstreams.names() {
+        shared
+            .metrics
+            .token_scope_broader
+            .with_label_values(&[&name])
+            .inc();
+    }
+    if !shared
+        .warned_broader
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(upstream = %shared.upstreams.label(), granted = granted.unwrap_or_default(),
+            "the authorization server granted scopes beyond those asked for; narrow the client's grant at the server (least privilege)");
+    }
 }
 
 fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
