@@ -14,10 +14,10 @@ use http::{HeaderMap, StatusCode};
 
 use super::discovery::Discovery;
 use super::error::FetchError;
+use super::error::InvalidResponse;
 use super::error::{read_capped, transport};
 use super::response::{
-    broader_than, check_issued_token_type, parse_error_code, parse_success_as, InvalidResponse,
-    Issued,
+    broader_than, check_issued_token_type, parse_error_code, parse_success_as, Issued,
 };
 use super::wire::{form_body, retry_after, DPOP, DPOP_NONCE};
 

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::response::InvalidResponse;
 use crate::config::SecretError;
 use crate::jose::{KeyError, ShapeError};
 use crate::metrics::FetchOutcome;
@@ -164,4 +163,39 @@ pub fn transport(e: reqwest::Error) -> FetchError {
         source = s.source();
     }
     FetchError::Transport(msg)
+}
+
+/// Why a token answer was refused. Messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResponse {
+    #[error("body is not a JSON object")]
+    NotJson,
+    #[error("access_token is missing or not a string")]
+    MissingToken,
+    #[error("access_token is empty")]
+    EmptyToken,
+    #[error("access_token is {0} bytes, over the 8 KiB cap")]
+    TokenTooLong(usize),
+    #[error("access_token has characters outside RFC 6750 b64token")]
+    TokenSyntax,
+    #[error("token_type is missing")]
+    MissingTokenType,
+    #[error("token_type {0:?} is not {1}")]
+    WrongTokenType(String, &'static str),
+    #[error("expires_in is not a positive whole number of seconds")]
+    BadExpiresIn,
+    #[error("the JWT exp claim is in the past")]
+    ExpiredJwt,
+    #[error("body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("answered with redirect {0}; redirects are not followed")]
+    Redirect(u16),
+    #[error("body could not be read in time: {0}")]
+    BodyUnreadable(String),
+    #[error("issued_token_type is missing (RFC 8693 §2.2.1 requires it)")]
+    MissingIssuedTokenType,
+    #[error(
+        "issued_token_type {0:?} is not an access token (access_token or jwt); nothing to inject"
+    )]
+    NotAnAccessToken(String),
 }

@@ -24,6 +24,7 @@ pub use current::{Bound, Status, Token, Unavailable};
 pub use dpop::{client_dpop, dpop_key, ClientDpop};
 pub use endpoint::Endpoint;
 pub use error::FetchError;
+pub use error::InvalidResponse;
 pub use fetcher::{Ask, Fetcher, Fetching};
-pub use response::{AccessToken, InvalidResponse, Issued};
+pub use response::{AccessToken, Issued};
 pub use source::TokenSource;

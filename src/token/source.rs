@@ -10,6 +10,7 @@
 //! full jitter on failure, honouring `Retry-After`. An old token stays in use until it expires,
 //! less a small skew. All times are on tokio's clock, so tests run on a paused one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +43,7 @@ struct Shared {
     /// The token that 401 refused, until the next fetch is asked not to bring it back.
     refused: Mutex<Option<HeaderValue>>,
     /// A broader grant than asked for has been logged (once per source).
-    warned_broader: std::sync::atomic::AtomicBool,
+    warned_broader: AtomicBool,
     status: Mutex<Status>,
     metrics: Metrics,
 }
@@ -84,7 +85,7 @@ impl TokenSource {
             refresh_now: Notify::new(),
             last_forced: Mutex::new(None),
             refused: Mutex::new(None),
-            warned_broader: std::sync::atomic::AtomicBool::new(false),
+            warned_broader: AtomicBool::new(false),
             status: Mutex::new(Status::default()),
             metrics,
         });
@@ -333,17 +334,11 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
 /// Least privilege (the seed's security notes): a grant broader than the request is counted
 /// per upstream and logged once per source. Scopes are not secrets.
 fn note_broader(shared: &Shared, granted: Option<&str>) {
+    let counter = &shared.metrics.token_scope_broader;
     for name in shared.upstreams.names() {
-        shared
-            .metrics
-            .token_scope_broader
-            .with_label_values(&[&name])
-            .inc();
+        counter.with_label_values(&[&name]).inc();
     }
-    if !shared
-        .warned_broader
-        .swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
+    if !shared.warned_broader.swap(true, Ordering::Relaxed) {
         tracing::warn!(upstream = %shared.upstreams.label(), granted = granted.unwrap_or_default(),
             "the authorization server granted scopes beyond those asked for; narrow the client's grant at the server (least privilege)");
     }
