@@ -4,7 +4,8 @@
 //! `Authorization: Bearer <token>` to the app's outgoing requests. The modules are layers,
 //! listed below lowest first; each imports only from the layers beneath it:
 //!
-//! - foundations: [`body`] (the one body type), [`host`] (host rules and the loop rule),
+//! - foundations: [`body`] (the one body type), [`host`] (host and path rules, `match`
+//!   patterns, the loop rule),
 //!   [`jose`] (client assertions signed with ring), [`metrics`], [`pki`] (CA files), [`sink`]
 //!   (batched lines, the access log's),
 //!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);

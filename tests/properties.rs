@@ -78,6 +78,61 @@ fn host_like() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._x\\-]{0,6}(\\.[0-9a-fA-Fx_-]{0,4}){0,4}\\.?|[0-9.]{0,16}|\\PC{0,12}"
 }
 
+/// Path segments that servers read differently.
+const PATH_PIECES: &[&str] = &[
+    "orders", "users", "archive", "..", ".", "", "..;", "x;v=1", "%2e%2e", "%2E", "%2f", "%2F..",
+    "a%2Fb", "%5c..", "\\..", "%6Frders",
+];
+
+/// Removes dot segments from `/`-separated segments (RFC 3986 §5.2.4).
+fn resolve<'a>(segments: impl Iterator<Item = &'a str>, keep_empty: bool) -> String {
+    let segments: Vec<&str> = segments.collect();
+    let mut out: Vec<&str> = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            "" if !keep_empty && !last => {}
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// A strict server: `%2e` is a dot, `%2f` is data.
+fn rfc_reading(path: &str) -> String {
+    let decoded = path
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%6F", "o");
+    resolve(decoded.split('/').skip(1), true)
+}
+
+/// nginx with merge_slashes, a server that decodes `%2F` and `%5C`, and Tomcat's `;`.
+fn forgiving_reading(path: &str) -> String {
+    let decoded = path
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%6F", "o")
+        .replace(['\\'], "/")
+        .replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%5c", "/")
+        .replace("%5C", "/");
+    let segments = decoded
+        .split('/')
+        .skip(1)
+        .map(|s| s.split(';').next().unwrap_or(""));
+    resolve(segments, false)
+}
+
 proptest! {
     #[test]
     fn normalising_never_panics_and_is_idempotent(raw in "\\PC{0,40}") {
@@ -109,11 +164,33 @@ proptest! {
             .collect();
         let router = Router::new(table.iter().map(Vec::as_slice));
         let target = normalize_host(&target).unwrap();
-        match router.route(&target, port) {
+        match router.route(&target, port, "/").unwrap().index {
             Some(i) => prop_assert!(table[i].iter().any(|p| p.matches(&target, port)),
                 "routed {target}:{port} to {i} whose patterns do not match"),
             None => prop_assert!(!table.iter().flatten().any(|p| p.matches(&target, port)),
                 "{target}:{port} matches a pattern but was not routed"),
+        }
+    }
+
+    #[test]
+    fn a_prefix_token_never_reaches_a_path_outside_it_on_any_reading(
+        segments in prop::collection::vec(prop::sample::select(PATH_PIECES), 0..7),
+    ) {
+        let table = [
+            vec![HostPattern::parse("api.example.com").unwrap()],
+            vec![HostPattern::parse("api.example.com/orders/*").unwrap()],
+        ];
+        let router = Router::new(table.iter().map(Vec::as_slice));
+        let path = format!("/{}", segments.join("/"));
+        let Ok(routed) = router.route("api.example.com", 443, &path) else {
+            return Ok(()); // refused: no token at all
+        };
+        let sent = routed.path.clone().unwrap_or_else(|| path.clone());
+        prop_assert_eq!(tokenproxy::host::strict(&sent).unwrap(), sent.clone(), "sent in normal form");
+        for reading in [rfc_reading(&sent), forgiving_reading(&sent)] {
+            let inside = reading == "/orders" || reading.starts_with("/orders/");
+            prop_assert_eq!(routed.index == Some(1), inside,
+                "{} (sent as {}, read as {}) got upstream {:?}", path, sent, reading, routed.index);
         }
     }
 

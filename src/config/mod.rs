@@ -243,7 +243,8 @@ pub struct UpstreamConfig {
     pub existing_authorization: ExistingAuthorization,
     pub allow_plaintext: bool,
     pub ca_file: Option<PathBuf>,
-    /// CONNECT to this upstream's hosts is intercepted (needs `proxy.intercept`).
+    /// CONNECT to this upstream's hosts is served inside the proxy: TLS intercepted (with
+    /// `proxy.intercept`) or plaintext (`proxy.connect_plaintext`); `false` refuses it.
     pub intercept: bool,
     /// The client's mTLS certificate is presented to this upstream.
     pub client_certificate: bool,

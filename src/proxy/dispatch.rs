@@ -44,9 +44,10 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
             };
             (Some(up), result)
         }
-        Plan::Passthrough => {
+        Plan::Passthrough(uri) => {
             let timeout = config.proxy.request_timeout;
-            let result = send::passthrough(&snap.passthrough, req, timeout, wire, &mut trail).await;
+            let clients = &snap.passthrough;
+            let result = send::passthrough(clients, req, uri, timeout, wire, &mut trail).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, UNMATCHED, client, r)),
                 None => result,

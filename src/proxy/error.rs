@@ -13,6 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, Body};
 use crate::host::HostError;
+use crate::upstream::RouteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -55,6 +56,8 @@ pub enum ProxyError {
     BodyUnreadable(String),
     #[error("request path cannot be forwarded")]
     PathNotForwardable,
+    #[error("{0}")]
+    BadPath(#[from] RouteError),
     #[error("scheme {0:?} is not proxied")]
     SchemeNotProxied(String),
     #[error("the forward listener takes absolute-form requests (http://host/path): use it as HTTP_PROXY, or give the upstream a reverse listener")]
@@ -96,6 +99,7 @@ impl ProxyError {
             Loop { .. }
             | BodyUnreadable(_)
             | PathNotForwardable
+            | BadPath(_)
             | SchemeNotProxied(_)
             | NotAbsoluteForm
             | TargetWithoutHost

@@ -1,12 +1,14 @@
 //! Step one of every request: what is it, and where does it go? Decided before any I/O.
 //!
-//! The forward listener (`HTTP_PROXY`) routes absolute-form requests by their target, never
-//! by the Host header: a matched one goes to its upstream's `url` with the token, an
-//! unmatched one is passed through untouched or denied. `CONNECT` to an unmatched host
-//! becomes an opaque tunnel under `passthrough`; to a matched host it is refused, because a
-//! tunnel cannot carry a token. A reverse listener serves one upstream, named by the
-//! listener: the request's path and query are appended to that upstream's `url`.
+//! The forward listener (`HTTP_PROXY`) routes absolute-form requests by their target (host,
+//! port and, where a pattern has one, path prefix), never by the Host header: a matched one
+//! goes to its upstream's `url` with the token, an unmatched one is passed through or denied.
+//! `CONNECT` to an unmatched host becomes an opaque tunnel under `passthrough`; to a matched
+//! host it is intercepted, served as plaintext, or refused. Inside such a tunnel each request
+//! is routed by its path like a forward one. A reverse listener serves one upstream, named by
+//! the listener: the request's path and query are appended to that upstream's `url`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::HOST;
@@ -36,8 +38,9 @@ pub enum Entry {
 pub enum Plan {
     /// Send to a matched upstream with its token; `uri` is the target to send.
     Matched { up: Arc<Upstream>, uri: Uri },
-    /// No upstream matched: forward as asked, without a token.
-    Passthrough,
+    /// No upstream matched: forward without a token, as asked or to this URI (a normalised
+    /// path, or the absolute form of a request inside a tunnel).
+    Passthrough(Option<Uri>),
     /// CONNECT to an unmatched host: splice bytes both ways.
     Tunnel(Target),
     /// CONNECT to a matched host that can be intercepted: serve what the tunnel carries.
@@ -53,7 +56,7 @@ pub enum Plan {
 pub fn resolve<B>(app: &App, snap: &Snapshot, entry: &Entry, req: &Request<B>) -> Plan {
     let plan = match entry {
         Entry::Reverse(name) => Ok(reverse(snap, name, req)),
-        Entry::Intercepted(tunnel) => intercepted(snap, tunnel, req),
+        Entry::Intercepted(tunnel) => intercepted(app, snap, tunnel, req),
         Entry::Forward if req.method() == Method::CONNECT => connect(app, snap, req.uri()),
         Entry::Forward => forward(app, snap, req),
     };
@@ -77,26 +80,30 @@ fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>) -> Plan {
 fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, ProxyError> {
     check_request(req.headers())?;
     let target = Target::parse(req.uri())?;
-    let Some(up) = snap.route(&target.host, target.port) else {
+    let (up, path) = snap.route(&target.host, target.port, req.uri().path())?;
+    let uri = with_path(req.uri(), path)?;
+    let Some(up) = up else {
         unmatched(app, snap, &target)?;
-        return Ok(Plan::Passthrough);
+        return Ok(Plan::Passthrough(owned(uri)));
     };
-    let uri = upstream_uri(up, &target, req.uri(), || Ok(req.uri().clone()));
+    let uri = upstream_uri(up, &target, &uri, || Ok(uri.clone().into_owned()));
     Ok(matched(up, uri))
 }
 
 fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
     let target = Target::connect(uri)?;
-    if let Some(up) = snap.route(&target.host, target.port) {
+    if let Some(up) = snap.claim(&target.host, target.port) {
         let interceptor = app.interceptor.as_ref();
-        if up.config.intercept && interceptor.is_some_and(|i| i.covers(&target.host)) {
+        let served = up.config.intercept;
+        if served && interceptor.is_some_and(|i| i.covers(&target.host)) {
             let up = up.clone();
             return Ok(Plan::Intercept { up, target });
         }
         // No CA: a tunnel that will carry plaintext HTTP (Python websockets and undici send
         // CONNECT host:80 for ws:// and http://) is served all the same; port 443 is TLS's,
         // and gets the clear refusal below rather than a tunnel closed at the ClientHello.
-        if interceptor.is_none() && snap.config.proxy.connect_plaintext && target.port != 443 {
+        let plaintext = snap.config.proxy.connect_plaintext && target.port != 443;
+        if served && interceptor.is_none() && plaintext {
             let up = up.clone();
             return Ok(Plan::Intercept { up, target });
         }
@@ -113,17 +120,20 @@ fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
     Ok(Plan::Tunnel(target))
 }
 
-/// A request inside an intercepted tunnel goes to the upstream the CONNECT named, and may
-/// not name another host (domain fronting): `Host`, or an absolute-form target, must be the
-/// tunnel's host and port.
-fn intercepted<B>(snap: &Snapshot, tunnel: &Target, req: &Request<B>) -> Result<Plan, ProxyError> {
+/// A request inside an intercepted tunnel is routed by its path among the upstreams of the
+/// host the CONNECT named, and may not name another host (domain fronting): `Host`, or an
+/// absolute-form target, must be the tunnel's host and port. A path no upstream claims is
+/// passed through like an unmatched forward request.
+fn intercepted<B>(
+    app: &App,
+    snap: &Snapshot,
+    tunnel: &Target,
+    req: &Request<B>,
+) -> Result<Plan, ProxyError> {
     check_request(req.headers())?;
-    // Without a CA, `connect_plaintext` tunnels (plaintext only) serve every matched upstream.
-    let proxy = &snap.config.proxy;
-    let plaintext_tunnels = proxy.intercept.is_none() && proxy.connect_plaintext;
-    let Some(up) = snap
-        .route(&tunnel.host, tunnel.port)
-        .filter(|u| u.config.intercept || plaintext_tunnels)
+    let Some(claimed) = snap
+        .claim(&tunnel.host, tunnel.port)
+        .filter(|u| u.config.intercept)
     else {
         return Err(ProxyError::UpstreamRemoved(tunnel.display()));
     };
@@ -137,12 +147,41 @@ fn intercepted<B>(snap: &Snapshot, tunnel: &Target, req: &Request<B>) -> Result<
     if !same {
         let why = ProxyError::Misdirected(tunnel.display());
         return Ok(Plan::Refused {
-            up: Some(up.clone()),
+            up: Some(claimed.clone()),
             why,
         });
     }
-    let uri = upstream_uri(up, tunnel, req.uri(), || absolute(tunnel, req.uri()));
+    let (up, path) = snap.route(&tunnel.host, tunnel.port, req.uri().path())?;
+    let uri = with_path(req.uri(), path)?;
+    let Some(up) = up else {
+        unmatched(app, snap, tunnel)?;
+        return Ok(Plan::Passthrough(Some(absolute(tunnel, &uri)?)));
+    };
+    let uri = upstream_uri(up, tunnel, &uri, || absolute(tunnel, &uri));
     Ok(matched(up, uri))
+}
+
+/// `uri` with its path replaced by the normalised one routing chose, query kept.
+fn with_path(uri: &Uri, path: Option<String>) -> Result<Cow<'_, Uri>, ProxyError> {
+    let Some(path) = path else {
+        return Ok(Cow::Borrowed(uri));
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.try_into().map_err(|_| ProxyError::PathNotForwardable)?);
+    Uri::from_parts(parts)
+        .map(Cow::Owned)
+        .map_err(|_| ProxyError::PathNotForwardable)
+}
+
+fn owned(uri: Cow<'_, Uri>) -> Option<Uri> {
+    match uri {
+        Cow::Owned(uri) => Some(uri),
+        Cow::Borrowed(_) => None,
+    }
 }
 
 /// Where a matched forward-mode request goes: under the upstream's `url`, or, for an upstream

@@ -65,16 +65,19 @@ impl Head {
     }
 }
 
-/// Sends an unmatched request as it is, minus hop-by-hop headers: never a token.
+/// Sends an unmatched request as it is (to `uri` if given), minus hop-by-hop headers: never
+/// a token.
 pub async fn passthrough(
     clients: &Clients,
     req: Request<Incoming>,
+    uri: Option<Uri>,
     timeout: Duration,
     wire: Wire,
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let mut head = Head::new(parts.method, parts.uri, parts.headers);
+    let uri = uri.unwrap_or(parts.uri);
+    let mut head = Head::new(parts.method, uri, parts.headers);
     if wire == Wire::Http1 {
         super::upgrade::restore(&mut head.headers);
     }

@@ -23,7 +23,7 @@ use crate::jose::Nonces;
 use crate::metrics::{DpopServer, Metrics, RequestMetrics};
 use crate::token::timing::Jitter;
 use crate::token::{client_dpop, ClientDpop, TokenSource};
-use crate::upstream::{Clients, Connectors, OriginPool, Route, Router};
+use crate::upstream::{Clients, Connectors, OriginPool, Route, RouteError, Router};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -113,10 +113,23 @@ impl Snapshot {
         })
     }
 
-    /// The upstream a forward-mode target (normalised host and port) belongs to.
-    pub fn route(&self, host: &str, port: u16) -> Option<&Arc<Upstream>> {
+    /// The upstream a forward-mode target (normalised host and port, and the request's path)
+    /// belongs to, with the normalised path to send if routing changed it.
+    pub fn route(
+        &self,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<(Option<&Arc<Upstream>>, Option<String>), RouteError> {
+        let routed = self.router.route(host, port, path)?;
+        let up = routed.index.and_then(|i| self.upstreams.get(i));
+        Ok((up, routed.path))
+    }
+
+    /// The upstream that claims a host and port at all (a CONNECT names no path).
+    pub fn claim(&self, host: &str, port: u16) -> Option<&Arc<Upstream>> {
         self.router
-            .route(host, port)
+            .claim(host, port)
             .and_then(|i| self.upstreams.get(i))
     }
 

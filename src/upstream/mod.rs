@@ -8,7 +8,7 @@
 //!   destination is not fixed (passthrough and url-less upstreams).
 //! - `error`: why a send failed;
 //! - `reuse`: whether a response came over a new connection or a reused one;
-//! - `router`: which upstream a forward-mode target host belongs to.
+//! - `router`: which upstream a forward-mode target belongs to, by host, port and path.
 //!
 //! Nothing here knows about tokens or the config snapshot; `snapshot` assembles these parts
 //! per upstream and `proxy` decides what to send where.
@@ -27,7 +27,7 @@ pub use client::{Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
 pub use reuse::{Report, Reuse};
-pub use router::Router;
+pub use router::{RouteError, Routed, Router};
 
 /// Where an upstream's requests go.
 pub enum Route {

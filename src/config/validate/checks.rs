@@ -56,10 +56,13 @@ impl Validator<'_> {
         }
     }
 
-    /// A host and port may belong to one upstream only. The key named is `match`, or `url`
-    /// when the patterns were derived from it.
+    /// A host, port and path prefix may belong to one upstream only. The key named is
+    /// `match`, or `url` when the patterns were derived from it. Upstreams sharing a host by
+    /// path must agree on `intercept`, since a CONNECT names the host alone.
     pub(super) fn check_patterns(&mut self, c: &Config, raw: &RawConfig) {
-        let mut claimed: HashMap<(String, bool, u16), String> = HashMap::new();
+        type Origin = (String, bool, u16);
+        let mut claimed: HashMap<(Origin, Option<String>), String> = HashMap::new();
+        let mut served: HashMap<Origin, (bool, String)> = HashMap::new();
         for u in &c.upstreams {
             let explicit = raw
                 .upstreams
@@ -67,17 +70,36 @@ impl Validator<'_> {
                 .is_some_and(|r| r.match_hosts.is_some());
             let key = if explicit { "match" } else { "url" };
             for p in &u.match_hosts {
-                let ports = p.port.map_or(vec![80, 443], |port| vec![port]);
+                let ports = p.port.map_or(vec![443, 80], |port| vec![port]);
                 for port in ports {
-                    let id = (p.host.clone(), p.wildcard, port);
+                    let origin = (p.host.clone(), p.wildcard, port);
+                    let id = (origin.clone(), p.path.clone());
                     match claimed.get(&id) {
                         Some(other) if other != &u.name => {
-                            let msg =
-                                format!("{p} (port {port}) is already claimed by upstream {other}");
+                            let msg = format!(
+                                "{p} (port {port}) is already claimed by upstream {other}; \
+                                 an upstream reached only through its reverse listener takes match: []"
+                            );
                             self.problem(&["upstreams", &u.name, key], msg);
+                            break; // once per pattern, not once per default port
                         }
                         _ => {
                             claimed.insert(id, u.name.clone());
+                        }
+                    }
+                    match served.get(&origin) {
+                        Some((intercept, other)) if *intercept != u.intercept => {
+                            let msg = format!(
+                                "upstream {other} shares {} (port {port}) and says intercept: {intercept}; \
+                                 upstreams on one host must agree, as a CONNECT names only the host",
+                                p.host
+                            );
+                            self.problem(&["upstreams", &u.name, "intercept"], msg);
+                            break;
+                        }
+                        Some(_) => {}
+                        None => {
+                            served.insert(origin, (u.intercept, u.name.clone()));
                         }
                     }
                 }

@@ -40,7 +40,6 @@ pub fn from_yaml(text: &str, check_sources: bool) -> Result<Config, Vec<Problem>
     let mut v = Validator {
         text,
         check_sources,
-        intercepting: raw.proxy.intercept.is_some(),
         problems: Vec::new(),
     };
     let config = v.config(&raw);
@@ -55,8 +54,6 @@ pub fn from_yaml(text: &str, check_sources: bool) -> Result<Config, Vec<Problem>
 struct Validator<'a> {
     text: &'a str,
     check_sources: bool,
-    /// `proxy.intercept` is set: upstreams are intercepted unless they say otherwise.
-    intercepting: bool,
     problems: Vec<Problem>,
 }
 

@@ -68,7 +68,7 @@ impl Validator<'_> {
             existing_authorization: u.existing_authorization,
             allow_plaintext: u.allow_plaintext,
             ca_file,
-            intercept: self.intercepting && u.intercept.unwrap_or(true),
+            intercept: u.intercept.unwrap_or(true),
             client_certificate: u.client_certificate,
             protocol: u.protocol,
         })
@@ -150,11 +150,10 @@ impl Validator<'_> {
     ) -> Vec<HostPattern> {
         let Some(list) = &u.match_hosts else {
             return match url {
-                Some(url) => vec![HostPattern {
-                    host: url.host.clone(),
-                    wildcard: false,
-                    port: (url.port != url.scheme.default_port()).then_some(url.port),
-                }],
+                Some(url) => vec![HostPattern::host(
+                    url.host.clone(),
+                    (url.port != url.scheme.default_port()).then_some(url.port),
+                )],
                 None if u.url.is_none() => {
                     self.problem(&["upstreams", name], "needs url, match, or both");
                     Vec::new()
