@@ -34,6 +34,7 @@ import federation_checks
 import h2_checks
 import intercept_checks
 import mtls_checks
+import path_checks
 import plaintext_checks
 import sharing_checks
 
@@ -339,6 +340,7 @@ def run_checks(env):
     mtls_checks.checks(env, check)
     federation_checks.checks(env, check, start, wait_http)
     plaintext_checks.checks(env, check, start, wait_http)
+    path_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":
