@@ -23,6 +23,7 @@ use crate::config::{ClientConfig, ExternalToken};
 use crate::jose::key_file;
 use crate::snapshot::{App, Upstream};
 use crate::token::ClientDpop;
+use crate::upstream::Route;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -33,6 +34,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/metrics" => {
+            observe_pools(&app);
             let mut resp = Response::new(full(app.metrics.render()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -96,6 +98,40 @@ fn status(app: &App) -> Value {
     json!({ "version": env!("CARGO_PKG_VERSION"), "upstreams": upstreams, "cache": cache })
 }
 
+/// The connection gauges, read from each upstream's pool as the scrape happens.
+fn observe_pools(app: &App) {
+    let m = &app.metrics;
+    for u in &app.snapshot.load().upstreams {
+        let Route::Url(pool) = &u.route else { continue };
+        let name: &str = &u.name;
+        let set = |state, n: usize| {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            m.upstream_connections
+                .with_label_values(&[name, state])
+                .set(n);
+        };
+        set("in_use", pool.slots.in_use());
+        set("idle", pool.idle_count());
+        let waiting = i64::try_from(pool.slots.waiting()).unwrap_or(i64::MAX);
+        m.upstream_waiting.with_label_values(&[name]).set(waiting);
+    }
+}
+
+/// An upstream's connection limits and what is in use now; `null` without a `url`.
+fn connections(u: &Upstream) -> Value {
+    let Route::Url(pool) = &u.route else {
+        return Value::Null;
+    };
+    let limits = u.config.limits;
+    json!({
+        "in_use": pool.slots.in_use(),
+        "idle": pool.idle_count(),
+        "waiting": pool.slots.waiting(),
+        "max_connections": limits.max_connections,
+        "max_pending": limits.max_pending,
+    })
+}
+
 fn upstream_status(u: &Upstream) -> Value {
     let now = Instant::now();
     let s = u.tokens.status();
@@ -124,6 +160,7 @@ fn upstream_status(u: &Upstream) -> Value {
             "requested": &u.config.request.scopes,
             "granted": s.granted_scope.as_deref().map(|g| g.split(' ').filter(|x| !x.is_empty()).collect::<Vec<_>>()),
         },
+        "connections": connections(u),
         "credential": credential(&u.config.client),
         "presented": presented(&u.config.client),
         // The upstreams whose token requests are the same share one token (and its fetches

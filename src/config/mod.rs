@@ -37,7 +37,7 @@ pub use raw::{
 };
 pub use secret::{readable_by_others, Secret, SecretError, SecretSource};
 
-use crate::host::HostPattern;
+use crate::host::{DenyList, HostPattern};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +93,28 @@ pub struct ProxyConfig {
     /// a plaintext HTTP/1 or HTTP/2 request inside it is served with the token; TLS inside is
     /// closed with a log line that says to configure interception.
     pub connect_plaintext: bool,
+    /// Addresses that passthrough requests and opaque tunnels may not connect to (checked on
+    /// the resolved address); matched upstreams are not subject to it.
+    pub deny_destinations: DenyList,
+}
+
+/// `max_connections` and `max_pending` of an upstream: HTTP/1.1 connections busy with a
+/// request plus HTTP/2 streams open, at most; requests waiting for one, at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginLimits {
+    pub max_connections: usize,
+    pub max_pending: usize,
+}
+
+impl Default for OriginLimits {
+    /// Envoy's circuit-breaker defaults: far above what one app sends, low enough to stop a
+    /// runaway client from opening thousands of connections to one backend.
+    fn default() -> Self {
+        OriginLimits {
+            max_connections: 1024,
+            max_pending: 1024,
+        }
+    }
 }
 
 /// `proxy.intercept`.
@@ -248,6 +270,8 @@ pub struct UpstreamConfig {
     pub intercept: bool,
     /// The client's mTLS certificate is presented to this upstream.
     pub client_certificate: bool,
+    /// How many requests may be on the wire to the `url` at once, and wait for that.
+    pub limits: OriginLimits,
     pub protocol: UpstreamProtocol,
 }
 

@@ -70,6 +70,9 @@ pub struct RawProxy {
     pub intercept: Option<RawIntercept>,
     /// CONNECT to a matched host carrying plaintext HTTP is served without a CA (default true).
     pub connect_plaintext: Option<bool>,
+    /// CIDRs and words (`metadata`, `private`, `loopback`) passthrough and tunnels may not reach.
+    #[serde(default)]
+    pub deny_destinations: Vec<String>,
 }
 
 /// `proxy.intercept`: TLS interception of CONNECT to matched hosts.
@@ -143,6 +146,10 @@ pub struct RawUpstream {
     /// How to speak to the upstream: `auto`, `http1`, `http2`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Connections (HTTP/1.1) or streams (HTTP/2) to the `url` at once; more requests queue.
+    pub max_connections: Option<usize>,
+    /// Requests queued for a connection at most; more get 503 upstream_overloaded.
+    pub max_pending: Option<usize>,
 }
 
 /// `access_log`: one line per request through a proxy listener, off by default.

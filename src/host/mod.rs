@@ -9,9 +9,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+mod deny;
 mod path;
 mod pattern;
 
+pub use deny::{BadDestination, DenyList};
 pub use path::{lenient, strict, under, PathError};
 pub use pattern::HostPattern;
 

@@ -10,7 +10,7 @@ mod outcome;
 mod register;
 
 pub use outcome::FetchOutcome;
-use register::{counter, counters, gauge, gauges, histograms, int_gauge};
+use register::{counter, counters, gauge, gauges, histograms, int_gauge, int_gauges};
 
 use std::sync::OnceLock;
 
@@ -49,6 +49,15 @@ pub struct Metrics {
     pub upgrades: IntCounterVec,
     /// Upgraded connections open now.
     pub upgraded_open: IntGauge,
+    /// Connection slots of an upstream's `url` (`state`: `in_use`, HTTP/1.1 connections busy
+    /// and HTTP/2 streams open; `idle`, HTTP/1.1 connections kept for reuse), set at scrape.
+    pub upstream_connections: IntGaugeVec,
+    /// Requests waiting for a connection slot, by upstream, set at scrape.
+    pub upstream_waiting: IntGaugeVec,
+    /// Requests refused because `max_pending` were already waiting, by upstream.
+    pub upstream_overloaded: IntCounterVec,
+    /// Passthrough requests and tunnels refused by `deny_destinations`, by `via`.
+    pub destinations_denied: IntCounterVec,
     pub cache: CacheMetrics,
     pub dpop: DpopMetrics,
 }
@@ -183,6 +192,18 @@ impl Metrics {
                 &["upstream"])?,
             upgraded_open: int_gauge(r, "tokenproxy_upgraded_connections",
                 "Upgraded (WebSocket) connections open now.")?,
+            upstream_connections: int_gauges(r, "tokenproxy_upstream_connections",
+                "Connections to an upstream's url, by state: in_use (HTTP/1.1 connections serving a request plus open HTTP/2 streams, bounded by max_connections) and idle.",
+                &["upstream", "state"])?,
+            upstream_waiting: int_gauges(r, "tokenproxy_upstream_waiting_requests",
+                "Requests waiting for a connection to an upstream (max_connections reached), bounded by max_pending.",
+                &["upstream"])?,
+            upstream_overloaded: counters(r, "tokenproxy_upstream_overloaded_total",
+                "Requests answered 503 upstream_overloaded because max_pending requests were already waiting, by upstream.",
+                &["upstream"])?,
+            destinations_denied: counters(r, "tokenproxy_destinations_denied_total",
+                "Passthrough requests (via=passthrough) and CONNECT tunnels (via=tunnel) refused by proxy.deny_destinations.",
+                &["via"])?,
             intercept: InterceptMetrics::register(r)?,
             cache: CacheMetrics::register(r)?,
             dpop: DpopMetrics::register(r)?,
@@ -206,6 +227,9 @@ impl Metrics {
         for outcome in ["success", "failure"] {
             m.config_reloads.with_label_values(&[outcome]);
         }
+        for via in ["passthrough", "tunnel"] {
+            m.destinations_denied.with_label_values(&[via]);
+        }
         Ok(m)
     }
 
@@ -218,6 +242,7 @@ impl Metrics {
         self.upstream_auth_retries.with_label_values(&[upstream]);
         self.token_scope_broader.with_label_values(&[upstream]);
         self.upgrades.with_label_values(&[upstream]);
+        self.upstream_overloaded.with_label_values(&[upstream]);
         self.token_expiry.with_label_values(&[upstream]);
         self.token_fetch_duration.with_label_values(&[upstream]);
     }

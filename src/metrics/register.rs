@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 type Result<T> = std::result::Result<T, prometheus::Error>;
@@ -29,6 +29,10 @@ pub fn gauge(r: &Registry, name: &str, help: &str) -> Result<Gauge> {
 
 pub fn int_gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge> {
     on(r, IntGauge::new(name, help)?)
+}
+
+pub fn int_gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec> {
+    on(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 pub fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec> {

@@ -74,6 +74,21 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
             (up, Err(why))
         }
     };
+    match (&result, &up) {
+        (Err(ProxyError::DestinationDenied(_)), _) => {
+            let via = if is_connect { "tunnel" } else { "passthrough" };
+            let denied = &app.metrics.destinations_denied;
+            denied.with_label_values(&[via]).inc();
+        }
+        (Err(ProxyError::UpstreamOverloaded(_)), Some(up)) => {
+            let name: &str = &up.name;
+            app.metrics
+                .upstream_overloaded
+                .with_label_values(&[name])
+                .inc();
+        }
+        _ => {}
+    }
     let (resp, error) = finish(&app.unmatched, up.as_deref(), started, result, caller);
     match arrival {
         None => resp,

@@ -38,6 +38,12 @@ pub enum ProxyError {
     // Refusals by policy.
     #[error("no upstream matches {0} and unmatched requests are denied (proxy.unmatched: deny)")]
     UnmatchedDenied(String),
+    #[error(
+        "the upstream is at its connection limit and its queue is full ({0}); try again shortly"
+    )]
+    UpstreamOverloaded(String),
+    #[error("{0}: the destination is in proxy.deny_destinations")]
+    DestinationDenied(String),
     #[error("{0} gets tokens, and a CONNECT tunnel cannot carry one: call it with an http:// URL through the proxy and tokenproxy will speak TLS to the upstream")]
     TunnelRefused(String),
     #[error(
@@ -87,6 +93,7 @@ impl ProxyError {
         match self {
             TokenUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             AssertionUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "assertion_unavailable"),
+            UpstreamOverloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded"),
             UpstreamUnreachable(_) | UpstreamRefusedStream(_) | UpstreamRemoved(_) | NoUrl(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
@@ -94,6 +101,7 @@ impl ProxyError {
             UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
             TunnelRefused(_) => (StatusCode::FORBIDDEN, "tunnel_refused"),
+            DestinationDenied(_) => (StatusCode::FORBIDDEN, "destination_denied"),
             PlaintextRefused(_) => (StatusCode::FORBIDDEN, "plaintext_refused"),
             Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
             Loop { .. }
@@ -137,6 +145,11 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if code == "upstream_overloaded" {
+            // The queue drains in about one request time; a second is a polite first retry.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         let closes = status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST;
         if closes && !http2 {
             // After a malformed request the connection's framing cannot be trusted; after a

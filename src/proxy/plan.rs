@@ -219,6 +219,16 @@ fn unmatched(app: &App, snap: &Snapshot, target: &Target) -> Result<(), ProxyErr
     if snap.config.proxy.unmatched == Unmatched::Deny {
         return Err(ProxyError::UnmatchedDenied(target.display()));
     }
+    // A name is checked on the addresses it resolves to, when connecting; an IP literal is
+    // never resolved, so it is checked here.
+    if snap
+        .config
+        .proxy
+        .deny_destinations
+        .denies_literal(&target.host)
+    {
+        return Err(ProxyError::DestinationDenied(target.display()));
+    }
     if app.is_own_listener(&target.host, target.port) {
         return Err(ProxyError::Loop {
             host: target.host.clone(),

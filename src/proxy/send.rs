@@ -103,10 +103,10 @@ pub async fn send(
     trail.departing(&mut req);
     let request = async {
         match transport {
-            Transport::Pool(pool) => pool
-                .send(req, wire)
-                .await
-                .map_err(|e| classify(&e, pool_error_is_user(&e))),
+            Transport::Pool(pool) => pool.send(req, wire).await.map_err(|e| match e {
+                PoolError::Overloaded(_) => ProxyError::UpstreamOverloaded(e.to_string()),
+                e => classify(&e, pool_error_is_user(&e)),
+            }),
             Transport::Client(clients) => clients
                 .for_wire(wire)
                 .request(req)
@@ -135,7 +135,9 @@ pub async fn send(
 /// A failure while streaming the app's request body (bad chunked framing, a client that went
 /// away) is the app's fault, not the upstream's: 400, which also closes the connection.
 fn classify(e: &(dyn std::error::Error + 'static), user_body: bool) -> ProxyError {
-    if user_body {
+    if let Some(denied) = crate::upstream::denied_in(e) {
+        ProxyError::DestinationDenied(denied.host.clone())
+    } else if user_body {
         ProxyError::BodyUnreadable(error_chain(e))
     } else if never_processed(e) {
         ProxyError::UpstreamRefusedStream(error_chain(e))

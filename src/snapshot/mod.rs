@@ -23,7 +23,7 @@ use crate::jose::Nonces;
 use crate::metrics::{DpopServer, Metrics, RequestMetrics};
 use crate::token::timing::Jitter;
 use crate::token::{client_dpop, ClientDpop, TokenSource};
-use crate::upstream::{Clients, Connectors, OriginPool, Route, RouteError, Router};
+use crate::upstream::{Clients, Connectors, OriginPool, Resolver, Route, RouteError, Router};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -70,11 +70,15 @@ impl Snapshot {
     ) -> Result<Snapshot, StartError> {
         let mut connectors = ConnectorCache::new(config.proxy.connect_timeout);
         let report = config.access_log.enabled;
-        let passthrough = Clients::new(
-            &connectors.get(&None, None)?,
-            UpstreamProtocol::Auto,
-            report,
-        );
+        // Passthrough has connectors of its own: they resolve through the deny list.
+        let deny = Arc::new(config.proxy.deny_destinations.clone());
+        let guarded = Connectors::new(
+            None,
+            config.proxy.connect_timeout,
+            None,
+            Resolver::new(Some(deny)),
+        )?;
+        let passthrough = Clients::new(&guarded, UpstreamProtocol::Auto, report);
         let (cache, same_cache) = shared_cache(&config, metrics, previous)?;
         let carried = match previous {
             Some(p) if same_cache && p.config.tokens == config.tokens => p.sources.clone(),
@@ -166,7 +170,13 @@ impl ConnectorCache {
         let client_cert = cert
             .and_then(|c| c.tls_client.as_ref())
             .map(|t| t.resolver());
-        let c = Connectors::new(ca_file.as_deref(), self.connect_timeout, client_cert)?;
+        let resolver = Resolver::new(None);
+        let c = Connectors::new(
+            ca_file.as_deref(),
+            self.connect_timeout,
+            client_cert,
+            resolver,
+        )?;
         self.made.insert(id, c.clone());
         Ok(c)
     }
@@ -181,12 +191,14 @@ fn route(
     let cert = u.client_certificate.then_some(&*u.client);
     let connector = connectors.get(&u.ca_file, cert)?;
     Ok(match &u.url {
-        Some(url) => Route::Url(OriginPool::new(url, connector, u.protocol).map_err(|e| {
-            StartError::UpstreamUrl {
-                upstream: u.name.clone(),
-                reason: e.to_string(),
-            }
-        })?),
+        Some(url) => Route::Url(
+            OriginPool::new(url, connector, u.protocol, u.limits).map_err(|e| {
+                StartError::UpstreamUrl {
+                    upstream: u.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+        ),
         None => Route::AsAsked(Box::new(Clients::new(&connector, u.protocol, report))),
     })
 }

@@ -14,6 +14,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::resolve::Resolver;
 use super::reuse::Marked;
 use super::Wire;
 use crate::body::Body;
@@ -21,7 +22,7 @@ use crate::config::UpstreamProtocol;
 use crate::tls::{client_config_with, ReloadingClientCert, TlsError};
 
 pub type HttpClient = Client<Marked<Connector>, Body>;
-pub type Connector = HttpsConnector<HttpConnector>;
+pub type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
 /// TCP (no Nagle, bounded connect) plus TLS by rustls where the scheme is https, presenting
 /// the client certificate when the server asks (certificate-bound tokens).
@@ -36,12 +37,14 @@ pub struct Connectors {
 }
 
 impl Connectors {
+    /// `resolver` says which addresses may be connected to (all, for upstreams).
     pub fn new(
         ca_file: Option<&Path>,
         connect_timeout: Duration,
         client_cert: Option<Arc<ReloadingClientCert>>,
+        resolver: Resolver,
     ) -> Result<Connectors, TlsError> {
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));

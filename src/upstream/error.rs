@@ -1,6 +1,7 @@
 //! Why a request could not be sent to an upstream, or its answer not read.
 
 use crate::body::BoxError;
+use crate::config::OriginLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -10,4 +11,6 @@ pub enum PoolError {
     Http(#[from] hyper::Error),
     #[error("connection closed before the request could be sent")]
     Closed,
+    #[error("{} requests are already waiting for one of {} connections", .0.max_pending, .0.max_connections)]
+    Overloaded(OriginLimits),
 }

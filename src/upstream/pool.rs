@@ -14,37 +14,29 @@
 //! once upgraded.
 
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::uri::InvalidUri;
 use http::{Request, Response, Uri};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::Connection as _;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::client::{Connector, Connectors};
-use super::conn::{Conn, Io};
+use super::conn::{Conn, IdleConns, Io};
 use super::error::PoolError;
 use super::h2::H2Conns;
+use super::pooled::{holding, PooledBody};
 use super::reuse::{Report, Reuse};
+use super::slots::{Slot, Slots};
 use super::Wire;
 use crate::body::{Body, BoxError};
-use crate::config::{Scheme, UpstreamProtocol, UpstreamUrl};
-
-/// Idle connections kept per origin.
-const MAX_IDLE: usize = 256;
-/// An idle connection older than this is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::config::{OriginLimits, Scheme, UpstreamProtocol, UpstreamUrl};
 
 /// What `protocol: auto` over TLS has learnt of the origin from ALPN.
 const ALPN_UNKNOWN: u8 = 0;
@@ -63,8 +55,10 @@ pub struct OriginPool {
     tls: bool,
     /// ALPN's answer so far, for `protocol: auto` over TLS.
     alpn: AtomicU8,
-    idle: Mutex<Vec<Conn>>,
+    idle: Arc<IdleConns>,
     h2: H2Conns,
+    /// `max_connections` and `max_pending`.
+    pub slots: Slots,
 }
 
 impl OriginPool {
@@ -72,6 +66,7 @@ impl OriginPool {
         url: &UpstreamUrl,
         connectors: Connectors,
         protocol: UpstreamProtocol,
+        limits: OriginLimits,
     ) -> Result<Arc<Self>, http::Error> {
         let authority = url.authority();
         Ok(Arc::new(OriginPool {
@@ -86,8 +81,9 @@ impl OriginPool {
             protocol,
             tls: url.scheme == Scheme::Https,
             alpn: AtomicU8::new(ALPN_UNKNOWN),
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
             h2: H2Conns::default(),
+            slots: Slots::new(limits),
         }))
     }
 
@@ -111,27 +107,9 @@ impl OriginPool {
         format!("{scheme}://{}", self.host.to_str().unwrap_or(""))
     }
 
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(conn) = idle.pop() {
-            if conn.alive() && conn.idle_since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection for reuse if it is open and idle; one still busy (say, sending a
-    /// request body the upstream answered without reading) is closed instead.
-    fn put(&self, mut conn: Conn) {
-        if !conn.alive() || !conn.sender.is_ready() {
-            return;
-        }
-        conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
+    /// Idle HTTP/1.1 connections now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
     }
 
     async fn dial(&self, connector: &Connector) -> Result<Io, PoolError> {
@@ -164,46 +142,55 @@ impl OriginPool {
         req: Request<Body>,
         wire: Wire,
     ) -> Result<Response<Body>, PoolError> {
+        let slot = self.slots.take().await?;
         // Everything but the HTTP/1.1 path is boxed: inline, its state would make every
-        // request's future larger, and the HTTP/1.1 path is the one to keep lean.
+        // request's future larger, and the HTTP/1.1 path is the one to keep lean. A WebSocket
+        // handshake holds its slot until the answer; the upgraded connection is not counted.
         match (wire, self.protocol) {
             (Wire::Http1, _) => Box::pin(self.upgrade(req)).await,
             (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => {
-                Box::pin(self.send_h2(req, &self.connectors.http2)).await
+                Box::pin(self.send_h2(req, &self.connectors.http2, slot)).await
             }
-            (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None).await,
-            (Wire::Default, UpstreamProtocol::Auto) if !self.tls => self.send_h1(req, None).await,
+            (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None, slot).await,
+            (Wire::Default, UpstreamProtocol::Auto) if !self.tls => {
+                self.send_h1(req, None, slot).await
+            }
             (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
-                ALPN_HTTP1 => self.send_h1(req, None).await,
-                ALPN_H2 => Box::pin(self.send_h2(req, &self.connectors.http2)).await,
-                _ => Box::pin(self.probe(req)).await,
+                ALPN_HTTP1 => self.send_h1(req, None, slot).await,
+                ALPN_H2 => Box::pin(self.send_h2(req, &self.connectors.http2, slot)).await,
+                _ => Box::pin(self.probe(req, slot)).await,
             },
         }
     }
 
     /// The first request of `protocol: auto` over TLS: connects offering both versions and
     /// keeps the server's choice.
-    async fn probe(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, PoolError> {
+    async fn probe(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        slot: Slot,
+    ) -> Result<Response<Body>, PoolError> {
         let io = self.dial(&self.connectors.any).await?;
         if io.connected().is_negotiated_h2() {
             self.alpn.store(ALPN_H2, Ordering::Relaxed);
             let req = self.absolute(req)?;
             let resp = self.h2.send(|| async { Ok(io) }, req).await?;
-            return Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+            return Ok(holding(resp, slot));
         }
         self.alpn.store(ALPN_HTTP1, Ordering::Relaxed);
         let conn = Self::http1(io).await?;
-        self.send_h1(req, Some(conn)).await
+        self.send_h1(req, Some(conn), slot).await
     }
 
     async fn send_h2(
         &self,
         req: Request<Body>,
         connector: &Connector,
+        slot: Slot,
     ) -> Result<Response<Body>, PoolError> {
         let req = self.absolute(req)?;
         let resp = self.h2.send(|| self.dial(connector), req).await?;
-        Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+        Ok(holding(resp, slot))
     }
 
     /// HTTP/2 names the target by `:scheme` and `:authority`, taken from an absolute URI; a
@@ -245,13 +232,14 @@ impl OriginPool {
         self: &Arc<Self>,
         mut req: Request<Body>,
         mut first: Option<Conn>,
+        slot: Slot,
     ) -> Result<Response<Body>, PoolError> {
         req.headers_mut().insert(HOST, self.host.clone());
         let report = Report::asked(&req);
         loop {
             let (mut conn, reused) = match first.take() {
                 Some(conn) => (conn, false),
-                None => match self.take_idle() {
+                None => match self.idle.take() {
                     Some(conn) => (conn, true),
                     // Boxed: connecting is rare, and inline its state (TLS handshake and all)
                     // would make every request's future kilobytes larger to move.
@@ -283,12 +271,13 @@ impl OriginPool {
                         let reuse = if reused { Reuse::Reused } else { Reuse::New };
                         resp.extensions_mut().insert(reuse);
                     }
-                    let pool = self.clone();
+                    let pool = self.idle.clone();
                     return Ok(resp.map(|body| {
                         PooledBody {
                             body,
                             conn: Some(conn),
                             pool,
+                            slot: Some(slot),
                         }
                         .map_err(BoxError::from)
                         .boxed_unsync()
@@ -304,58 +293,10 @@ impl OriginPool {
     }
 }
 
-/// A response body that drives its connection and returns it to the pool at the end.
-pub struct PooledBody {
-    body: Incoming,
-    conn: Option<Conn>,
-    pool: Arc<OriginPool>,
-}
-
-impl HttpBody for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some(conn) = &mut this.conn {
-            conn.drive(cx);
-        }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            if let Some(conn) = this.conn.take() {
-                this.pool.put(conn);
-            }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // A body that was complete (or empty) but never polled to its end still leaves a
-        // reusable connection; one dropped half-read does not.
-        if self.body.is_end_stream() {
-            if let Some(conn) = self.conn.take() {
-                self.pool.put(conn);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn pool(base_path: &str) -> Arc<OriginPool> {
         let url = UpstreamUrl {
@@ -364,8 +305,20 @@ mod tests {
             port: 8443,
             base_path: base_path.into(),
         };
-        let connectors = Connectors::new(None, Duration::from_secs(1), None).unwrap();
-        OriginPool::new(&url, connectors, UpstreamProtocol::Auto).unwrap()
+        let connectors = Connectors::new(
+            None,
+            Duration::from_secs(1),
+            None,
+            crate::upstream::Resolver::new(None),
+        )
+        .unwrap();
+        OriginPool::new(
+            &url,
+            connectors,
+            UpstreamProtocol::Auto,
+            OriginLimits::default(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -33,6 +33,7 @@ import exec_checks
 import federation_checks
 import h2_checks
 import intercept_checks
+import limits_checks
 import mtls_checks
 import path_checks
 import plaintext_checks
@@ -341,6 +342,7 @@ def run_checks(env):
     federation_checks.checks(env, check, start, wait_http)
     plaintext_checks.checks(env, check, start, wait_http)
     path_checks.checks(env, check, start, wait_http)
+    limits_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":

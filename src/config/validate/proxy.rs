@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::super::raw::{RawCa, RawIntercept, RawProxy, RawTokens};
 use super::super::{defaults, CaSource, InterceptConfig, Limits, ProxyConfig, TokenSettings};
 use super::Validator;
+use crate::host::DenyList;
 
 impl Validator<'_> {
     pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxyConfig {
@@ -38,7 +39,17 @@ impl Validator<'_> {
             limits: self.limits(p),
             intercept: p.intercept.as_ref().and_then(|i| self.intercept(i)),
             connect_plaintext: p.connect_plaintext.unwrap_or(true),
+            deny_destinations: self.deny_destinations(&p.deny_destinations),
         }
+    }
+
+    fn deny_destinations(&mut self, entries: &[String]) -> DenyList {
+        let path = ["proxy", "deny_destinations"];
+        let entries: Vec<String> = entries.iter().map(|e| self.expand(&path, e)).collect();
+        DenyList::parse(entries.iter().map(|e| e.trim())).unwrap_or_else(|e| {
+            self.problem(&path, e.to_string());
+            DenyList::default()
+        })
     }
 
     fn intercept(&mut self, i: &RawIntercept) -> Option<InterceptConfig> {

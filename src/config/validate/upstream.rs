@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::super::raw::{RawClient, RawUpstream};
-use super::super::{ClientConfig, Scheme, TokenRequest, UpstreamConfig, UpstreamUrl};
+use super::super::{ClientConfig, OriginLimits, Scheme, TokenRequest, UpstreamConfig, UpstreamUrl};
 use super::Validator;
 use crate::host::{is_loopback, HostPattern};
 
@@ -71,7 +71,25 @@ impl Validator<'_> {
             intercept: u.intercept.unwrap_or(true),
             client_certificate: u.client_certificate,
             protocol: u.protocol,
+            limits: self.origin_limits(name, u),
         })
+    }
+
+    fn origin_limits(&mut self, name: &str, u: &RawUpstream) -> OriginLimits {
+        let d = OriginLimits::default();
+        let limits = OriginLimits {
+            max_connections: u.max_connections.unwrap_or(d.max_connections),
+            max_pending: u.max_pending.unwrap_or(d.max_pending),
+        };
+        if limits.max_connections == 0 {
+            let path = ["upstreams", name, "max_connections"];
+            self.problem(&path, "must be at least 1");
+        }
+        if limits.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            let path = ["upstreams", name, "max_connections"];
+            self.problem(&path, "is too large");
+        }
+        limits
     }
 
     /// What is asked for at the token endpoint on this upstream's behalf.
