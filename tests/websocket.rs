@@ -232,3 +232,32 @@ async fn without_a_token_a_handshake_gets_503_and_never_reaches_the_upstream() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn websocket_handshakes_are_routed_by_path_prefix() {
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let (ws, _stop) = ws_upstream().await;
+    let c = TestConfig::new()
+        .forward()
+        .client("idp", &idp.url(), "s3cret")
+        .upstream("site", &echo.url(), "chat.example.com", "idp")
+        .upstream("live", &format!("http://{ws}"), "chat.example.com/ws/*", "idp");
+    let p = tokenproxy::start(c.config()).await.unwrap();
+    eventually(|| idp.calls() == 1).await;
+    let fwd = p.forward_addr().unwrap();
+    // Through the forward listener: /ws/ reaches the WebSocket server, which checks the token.
+    let mut s = TcpStream::connect(fwd).await.unwrap();
+    let head = open(&mut s, "http://chat.example.com/ws/room", "chat.example.com").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo_round(&mut s, "routed by path").await;
+    // Another path on the same host goes to the other upstream (an HTTP echo: no 101).
+    let mut s = TcpStream::connect(fwd).await.unwrap();
+    let head = open(&mut s, "http://chat.example.com/room", "chat.example.com").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Inside a plaintext CONNECT tunnel (what Python websockets sends for ws://).
+    let mut t = connect(fwd, "chat.example.com:80").await.unwrap();
+    let head = open(&mut t, "/ws/room", "chat.example.com").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo_round(&mut t, "through the tunnel").await;
+    p.shutdown().await;
+}
