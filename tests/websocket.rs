@@ -241,13 +241,23 @@ async fn websocket_handshakes_are_routed_by_path_prefix() {
         .forward()
         .client("idp", &idp.url(), "s3cret")
         .upstream("site", &echo.url(), "chat.example.com", "idp")
-        .upstream("live", &format!("http://{ws}"), "chat.example.com/ws/*", "idp");
+        .upstream(
+            "live",
+            &format!("http://{ws}"),
+            "chat.example.com/ws/*",
+            "idp",
+        );
     let p = tokenproxy::start(c.config()).await.unwrap();
     eventually(|| idp.calls() == 1).await;
     let fwd = p.forward_addr().unwrap();
     // Through the forward listener: /ws/ reaches the WebSocket server, which checks the token.
     let mut s = TcpStream::connect(fwd).await.unwrap();
-    let head = open(&mut s, "http://chat.example.com/ws/room", "chat.example.com").await;
+    let head = open(
+        &mut s,
+        "http://chat.example.com/ws/room",
+        "chat.example.com",
+    )
+    .await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     echo_round(&mut s, "routed by path").await;
     // Another path on the same host goes to the other upstream (an HTTP echo: no 101).

@@ -142,7 +142,12 @@ impl OriginPool {
         req: Request<Body>,
         wire: Wire,
     ) -> Result<Response<Body>, PoolError> {
-        let slot = self.slots.take().await?;
+        // Below the cap a slot is taken without awaiting; the queue's future is boxed so
+        // that its state does not enlarge every request's.
+        let slot = match self.slots.now() {
+            Some(slot) => slot,
+            None => Box::pin(self.slots.queue()).await?,
+        };
         // Everything but the HTTP/1.1 path is boxed: inline, its state would make every
         // request's future larger, and the HTTP/1.1 path is the one to keep lean. A WebSocket
         // handshake holds its slot until the answer; the upgraded connection is not counted.

@@ -41,10 +41,21 @@ impl Slots {
     /// A slot now, or after the requests queued before this one; `Overloaded` at once if
     /// `max_pending` are already waiting. The caller's deadline bounds the wait.
     pub async fn take(&self) -> Result<Slot, PoolError> {
-        // The semaphore is fair: a slot is free here only if nobody is queued for one.
-        if let Ok(slot) = self.semaphore.clone().try_acquire_owned() {
-            return Ok(slot);
+        match self.now() {
+            Some(slot) => Ok(slot),
+            None => self.queue().await,
         }
+    }
+
+    /// A free slot, if nobody is queued for one (the semaphore is fair: a slot is free only
+    /// then); the whole cost below the cap.
+    #[inline]
+    pub fn now(&self) -> Option<Slot> {
+        self.semaphore.clone().try_acquire_owned().ok()
+    }
+
+    /// The slow way: in the queue, or refused if it is full.
+    pub async fn queue(&self) -> Result<Slot, PoolError> {
         let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
         let _leave = Leave(&self.waiting);
         if queued >= self.limits.max_pending {
@@ -149,5 +160,60 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(s.waiting(), 1, "the queue has room again");
         queued.abort();
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_first_come_first_served() {
+        let s = slots(1, 10);
+        let first = s.take().await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let (s, order) = (s.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let slot = s.take().await.unwrap();
+                order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(slot);
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await; // queue in this order
+        }
+        drop(first);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!((s.in_use(), s.waiting()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn under_contention_and_cancellation_the_cap_holds_and_nothing_leaks() {
+        let s = slots(3, 1000);
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..400u64 {
+            let (s, now, most) = (s.clone(), now.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                // Every fifth gives up soon, while queued or just after its turn came.
+                let micros = if i % 5 == 0 { 50 + i * 7 } else { 1_000_000 };
+                let patience = Duration::from_micros(micros);
+                let Ok(Ok(slot)) = tokio::time::timeout(patience, s.take()).await else {
+                    return;
+                };
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                drop(slot);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= 3, "{most} at once");
+        assert_eq!((s.in_use(), s.waiting()), (0, 0), "every slot given back");
+        assert!(s.take().await.is_ok());
     }
 }
