@@ -141,6 +141,7 @@ impl Peers {
                \x20 demo-dpop:\n    token_endpoint: http://{idp_addr}/token\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    token_type: dpop\n\
                \x20 demo-federated:\n    token_endpoint: http://{idp_addr}/token\n    auth_method: client_assertion\n    client_assertion: {{ file: {trust}/token }}\n\
              upstreams:\n  demo-api:\n    url: http://{echo_addr}\n    match: [{API_HOST}]\n    listen: 127.0.0.1:0\n    client: demo-idp\n    scopes: [api:read, api:write]\n\
+               \x20 demo-admin:\n    url: http://{echo_addr}\n    match: [{API_HOST}/admin/*]\n    client: demo-idp\n    scopes: [api:read, api:write, api:admin]\n\
                \x20 demo-bound:\n    url: http://{echo_addr}\n    match: [{BOUND_HOST}]\n    client: demo-dpop\n    scopes: [api:read]\n\
                \x20 demo-federated:\n    url: http://{echo_addr}\n    match: [{FED_HOST}]\n    client: demo-federated\n    scopes: [api:read]\n"
         )
@@ -165,6 +166,9 @@ async fn show_calls(
     let via_tls = https_get(fwd, ca, "/orders?id=42").await?;
     println!("$ curl --proxy http://{fwd} --cacert {trust}/ca.pem https://{API_HOST}/orders?id=42\n{via_tls}");
     println!("  (HTTPS intercepted: tokenproxy answered the CONNECT with a certificate for {API_HOST} from its generated CA)\n");
+    let admin = raw_get(fwd, &format!("http://{API_HOST}/admin/users"), API_HOST).await?;
+    println!("$ curl -x http://{fwd} http://{API_HOST}/admin/users\n{admin}");
+    println!("  (one host, two identities: /admin/ paths match upstream demo-admin, which asks for api:admin and has a token of its own)\n");
     let bound = raw_get(
         fwd,
         &format!("http://{BOUND_HOST}/orders?id=42"),
@@ -181,9 +185,14 @@ async fn show_calls(
         .iter()
         .all(|r| r.contains("Bearer demo-"));
     let dpop = bound.contains("DPoP demo-") && bound.contains(r#""htm":"GET""#);
-    if !(bearer && dpop && federated.contains("Bearer demo-fed-")) {
+    let token = |r: &str| {
+        let v: serde_json::Value = serde_json::from_str(r).unwrap_or_default();
+        v["authorization"].as_str().map(String::from)
+    };
+    let by_path = admin.contains("Bearer demo-") && token(&admin) != token(&via_forward);
+    if !(bearer && by_path && dpop && federated.contains("Bearer demo-fed-")) {
         return Err(DemoError::Check(
-            "the upstream did not receive a bearer token, a DPoP-bound one and a federated one"
+            "the upstream did not receive a bearer token, another for /admin/, a DPoP-bound one and a federated one"
                 .into(),
         ));
     }
