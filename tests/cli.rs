@@ -95,10 +95,10 @@ fn demo_shows_an_injected_token() {
     );
     assert!(stdout.contains("DEMONSTRATION ONLY"));
     // Through the forward listener, the reverse listener (HTTP/1.1 and HTTP/2), and an
-    // intercepted https:// call; and one for the client with no secret.
+    // intercepted https:// call; the /admin/ path's own; and one for the client with no secret.
     assert_eq!(
         stdout.matches(r#""authorization":"Bearer demo-"#).count(),
-        5,
+        6,
         "{stdout}"
     );
     assert_eq!(
@@ -117,7 +117,7 @@ fn demo_shows_an_injected_token() {
         "{stdout}"
     );
     assert!(stdout.contains(r#""htu":"http://127.0.0.1:"#), "{stdout}");
-    assert!(stdout.contains("Token requests made to the authorization server: 3"));
+    assert!(stdout.contains("Token requests made to the authorization server: 4"));
 }
 
 /// A config with only an admin listener on port 0 (no token timings: the defaults).

@@ -70,7 +70,7 @@ pub async fn run(once: bool, stop: impl std::future::Future<Output = ()>) -> Res
         .ok_or_else(|| DemoError::Check("interception did not start".into()))?;
     show_calls(fwd, rev, ca, &trust.to_string()).await?;
     let metrics = String::from_utf8_lossy(&proxy.app.metrics.render()).to_string();
-    println!("Token requests made to the authorization server: {} (one per client and token lifetime, shared by all requests)", peers.issued.load(Ordering::Relaxed));
+    println!("Token requests made to the authorization server: {} (one per distinct token request and lifetime, shared by all requests)", peers.issued.load(Ordering::Relaxed));
     for line in metrics.lines().filter(|l| {
         l.starts_with("tokenproxy_requests_total")
             || l.starts_with("tokenproxy_token_fetches_total{") && !l.ends_with(" 0")
