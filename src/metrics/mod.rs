@@ -250,6 +250,12 @@ impl Metrics {
     /// Drops the series of an upstream that a reload removed.
     pub fn forget_upstream(&self, upstream: &str) {
         let _ = self.token_expiry.remove_label_values(&[upstream]);
+        let _ = self.upstream_waiting.remove_label_values(&[upstream]);
+        for state in ["in_use", "idle"] {
+            let _ = self
+                .upstream_connections
+                .remove_label_values(&[upstream, state]);
+        }
     }
 
     pub fn expiry_gauge(&self, upstream: &str) -> Gauge {
