@@ -232,3 +232,33 @@ async fn http2_streams_count_against_the_same_cap() {
     assert_eq!(most, 3, "streams open at once upstream");
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_401_replay_at_max_connections_1_gets_its_slot_back() {
+    // The refused answer's slot must be given back before the replay asks for one, or the
+    // replay would wait behind itself until request_timeout.
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    echo.accepted.lock().unwrap().push("tok-2".into());
+    let c = TestConfig::new()
+        .forward()
+        .client("idp", &idp.url(), "s3cret")
+        .upstream("api", &echo.url(), "api.example.com", "idp")
+        .merge(
+            "upstreams.api",
+            r#"{"max_connections": 1, "max_pending": 0}"#,
+        )
+        .set("proxy.request_timeout", "5s");
+    let p = tokenproxy::start(c.config()).await.unwrap();
+    eventually(|| idp.calls() == 1).await;
+    let started = std::time::Instant::now();
+    let fwd = p.forward_addr().unwrap();
+    let r = get(fwd, "http://api.example.com/401/x", "api.example.com", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["authorization"][0], "Bearer tok-2");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    p.shutdown().await;
+}

@@ -138,7 +138,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub allow_plaintext: bool,
     pub ca_file: Option<String>,
-    /// Intercept CONNECT to this upstream's hosts (default: true when `proxy.intercept` is set).
+    /// Serve CONNECT to this upstream's hosts inside the proxy (default true); `false` refuses it.
     pub intercept: Option<bool>,
     /// Present the client's mTLS certificate to the upstream (certificate-bound tokens).
     #[serde(default)]
