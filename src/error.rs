@@ -22,4 +22,6 @@ pub enum StartError {
     Cache(#[from] crate::cache::CacheError),
     #[error("clients.{client}.dpop_key: {reason}")]
     DpopKey { client: String, reason: String },
+    #[error("proxy.upstream_proxy.url {0} is one of tokenproxy's own listeners: every outbound connection would loop (is the app's HTTP_PROXY expanded into the config?)")]
+    ParentLoop(String),
 }

@@ -10,6 +10,8 @@
 //!   (batched lines, the access log's),
 //!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
+//! - [`egress`]: how outbound connections leave: direct, or through the parent proxy
+//!   (`proxy.upstream_proxy`), with the deny list applied to what names resolve to;
 //! - [`token`] (endpoint client, cache and refresh per distinct token request), [`upstream`] (connection
 //!   pools, the shared client, the router), [`intercept`] (the interception CA, host
 //!   certificates, trust files), [`serve`] (HTTP/1 and HTTP/2 serving and drain);
@@ -40,6 +42,8 @@ pub mod sniff;
 pub mod tls;
 // layer: the validated config
 pub mod config;
+// layer: outbound connections, direct or through the parent proxy
+pub mod egress;
 // layer: tokens, upstream connections, interception certificates, HTTP serving
 pub mod intercept;
 pub mod serve;

@@ -59,6 +59,16 @@ pub async fn start_logging_to(
     ));
     let mut listeners = Listeners::default();
     listeners.reconcile(&app, &config).await?;
+    if let Some(parent) = &config.proxy.upstream_proxy {
+        // Listeners on port 0 are known only now (`exec --ephemeral`); fixed ones were
+        // checked with the config.
+        if app.is_own_listener(&parent.host, parent.port) {
+            return Err(StartError::ParentLoop(format!(
+                "{}:{}",
+                parent.host, parent.port
+            )));
+        }
+    }
     let running = Running {
         app,
         listeners: tokio::sync::Mutex::new(listeners),

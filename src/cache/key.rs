@@ -161,6 +161,7 @@ mod tests {
             tls_client: None,
             token_type: TokenType::Bearer,
             dpop_key: None,
+            upstream_proxy: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct ClientConfig {
     pub token_type: TokenType,
     /// `token_type: dpop`: the key's source; `None`: generated in memory at start.
     pub dpop_key: Option<SecretSource>,
+    /// The parent proxy token requests (and discovery) go through; `None`: direct, by
+    /// `upstream_proxy: false` or for want of `proxy.upstream_proxy`.
+    pub upstream_proxy: Option<Arc<super::ParentProxyConfig>>,
 }
 
 /// A token tokenproxy reads rather than signs: a JWT credential issued by someone else, or

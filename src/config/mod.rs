@@ -96,6 +96,24 @@ pub struct ProxyConfig {
     /// Addresses that passthrough requests and opaque tunnels may not connect to (checked on
     /// the resolved address); matched upstreams are not subject to it.
     pub deny_destinations: DenyList,
+    /// The parent (corporate) proxy outbound connections go through; `None`: all go direct.
+    pub upstream_proxy: Option<Arc<ParentProxyConfig>>,
+}
+
+/// `proxy.upstream_proxy`: an HTTP proxy every outbound connection but Redis goes through,
+/// unless `no_proxy` names its destination or its client or upstream says
+/// `upstream_proxy: false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentProxyConfig {
+    /// Normalised host (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    /// With `password`: `Proxy-Authorization: Basic`, sent to the parent only.
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    /// Destinations that go direct, with `NO_PROXY`'s meaning: host names (and their
+    /// subdomains), `.domain` suffixes, IPs, CIDRs, or `*`.
+    pub no_proxy: Vec<String>,
 }
 
 /// `max_connections` and `max_pending` of an upstream: HTTP/1.1 connections busy with a
@@ -273,6 +291,9 @@ pub struct UpstreamConfig {
     /// How many requests may be on the wire to the `url` at once, and wait for that.
     pub limits: OriginLimits,
     pub protocol: UpstreamProtocol,
+    /// The parent proxy this upstream's connections go through (`None`: direct, by
+    /// `upstream_proxy: false` or for want of `proxy.upstream_proxy`).
+    pub upstream_proxy: Option<Arc<ParentProxyConfig>>,
 }
 
 /// One thing wrong with a config, located as precisely as possible.

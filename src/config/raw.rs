@@ -73,6 +73,34 @@ pub struct RawProxy {
     /// CIDRs and words (`metadata`, `private`, `loopback`) passthrough and tunnels may not reach.
     #[serde(default)]
     pub deny_destinations: Vec<String>,
+    /// The parent (corporate) HTTP proxy for every outbound connection but Redis.
+    pub upstream_proxy: Option<RawParentProxy>,
+}
+
+/// `proxy.upstream_proxy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParentProxy {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+    #[serde(default)]
+    pub no_proxy: RawNoProxy,
+}
+
+/// `no_proxy`: a list, or one comma-separated string as in `NO_PROXY` (so that
+/// `no_proxy: ${NO_PROXY}` works).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNoProxy {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Default for RawNoProxy {
+    fn default() -> Self {
+        RawNoProxy::List(Vec::new())
+    }
 }
 
 /// `proxy.intercept`: TLS interception of CONNECT to matched hosts.
@@ -150,6 +178,8 @@ pub struct RawUpstream {
     pub max_connections: Option<usize>,
     /// Requests queued for a connection at most; more get 503 upstream_overloaded.
     pub max_pending: Option<usize>,
+    /// `false`: this upstream's connections go direct, not through `proxy.upstream_proxy`.
+    pub upstream_proxy: Option<bool>,
 }
 
 /// `access_log`: one line per request through a proxy listener, off by default.

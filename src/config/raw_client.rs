@@ -49,6 +49,8 @@ pub struct RawClient {
     pub token_type: TokenType,
     /// The DPoP key (PEM or JWK); absent: one generated in memory at start (ES256).
     pub dpop_key: Option<RawSecret>,
+    /// `false`: token requests and discovery go direct, not through `proxy.upstream_proxy`.
+    pub upstream_proxy: Option<bool>,
 }
 
 /// A token tokenproxy reads rather than makes: exactly one of `file`, `env`,

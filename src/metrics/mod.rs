@@ -58,6 +58,7 @@ pub struct Metrics {
     pub upstream_overloaded: IntCounterVec,
     /// Passthrough requests and tunnels refused by `deny_destinations`, by `via`.
     pub destinations_denied: IntCounterVec,
+    pub upstream_proxy_refusals: IntCounterVec,
     pub cache: CacheMetrics,
     pub dpop: DpopMetrics,
 }
@@ -204,6 +205,9 @@ impl Metrics {
             destinations_denied: counters(r, "tokenproxy_destinations_denied_total",
                 "Passthrough requests (via=passthrough) and CONNECT tunnels (via=tunnel) refused by proxy.deny_destinations.",
                 &["via"])?,
+            upstream_proxy_refusals: counters(r, "tokenproxy_upstream_proxy_refusals_total",
+                "Refusals by the parent proxy (proxy.upstream_proxy: a 407, or a CONNECT answered other than 2xx), by what was refused: token (token endpoint and discovery requests), upstream, passthrough, tunnel.",
+                &["via"])?,
             intercept: InterceptMetrics::register(r)?,
             cache: CacheMetrics::register(r)?,
             dpop: DpopMetrics::register(r)?,
@@ -229,6 +233,9 @@ impl Metrics {
         }
         for via in ["passthrough", "tunnel"] {
             m.destinations_denied.with_label_values(&[via]);
+        }
+        for via in ["token", "upstream", "passthrough", "tunnel"] {
+            m.upstream_proxy_refusals.with_label_values(&[via]);
         }
         Ok(m)
     }

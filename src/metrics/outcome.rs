@@ -10,16 +10,19 @@ pub enum FetchOutcome {
     SecretUnavailable,
     /// A client assertion, subject or actor token missing, unreadable or expired.
     AssertionUnavailable,
+    /// The parent proxy (`proxy.upstream_proxy`) refused the request or its CONNECT.
+    UpstreamProxyRefused,
 }
 
 impl FetchOutcome {
-    pub const ALL: [FetchOutcome; 6] = [
+    pub const ALL: [FetchOutcome; 7] = [
         FetchOutcome::Success,
         FetchOutcome::HttpError,
         FetchOutcome::InvalidResponse,
         FetchOutcome::TransportError,
         FetchOutcome::SecretUnavailable,
         FetchOutcome::AssertionUnavailable,
+        FetchOutcome::UpstreamProxyRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl FetchOutcome {
             FetchOutcome::TransportError => "transport_error",
             FetchOutcome::SecretUnavailable => "secret_unavailable",
             FetchOutcome::AssertionUnavailable => "assertion_unavailable",
+            FetchOutcome::UpstreamProxyRefused => "upstream_proxy_refused",
         }
     }
 }

@@ -55,7 +55,8 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
             (None, result)
         }
         Plan::Tunnel(target) => {
-            let opened = connect::tunnel(req, target, &config.proxy).await;
+            let parent = snap.parent.as_ref();
+            let opened = connect::tunnel(req, target, &config.proxy, parent).await;
             let outcome = match opened {
                 Ok(_) => ConnectOutcome::Tunnelled,
                 Err(_) => ConnectOutcome::Refused,
@@ -79,6 +80,15 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
             let via = if is_connect { "tunnel" } else { "passthrough" };
             let denied = &app.metrics.destinations_denied;
             denied.with_label_values(&[via]).inc();
+        }
+        (Err(ProxyError::UpstreamProxyRefused(_)), up) => {
+            let via = match (is_connect, up) {
+                (true, None) => "tunnel",
+                (_, Some(_)) => "upstream",
+                (false, None) => "passthrough",
+            };
+            let refusals = &app.metrics.upstream_proxy_refusals;
+            refusals.with_label_values(&[via]).inc();
         }
         (Err(ProxyError::UpstreamOverloaded(_)), Some(up)) => {
             let name: &str = &up.name;

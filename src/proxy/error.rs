@@ -34,6 +34,9 @@ pub enum ProxyError {
     BadUpstreamResponse(&'static str),
     #[error("upstream did not answer within {}s", .0.as_secs())]
     UpstreamTimeout(Duration),
+    /// The parent proxy (`proxy.upstream_proxy`) answered 407 or refused the CONNECT.
+    #[error("{0}")]
+    UpstreamProxyRefused(String),
 
     // Refusals by policy.
     #[error("no upstream matches {0} and unmatched requests are denied (proxy.unmatched: deny)")]
@@ -98,6 +101,7 @@ impl ProxyError {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
             BadUpstreamResponse(_) => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
+            UpstreamProxyRefused(_) => (StatusCode::BAD_GATEWAY, "upstream_proxy_refused"),
             UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             UnmatchedDenied(_) => (StatusCode::FORBIDDEN, "unmatched_denied"),
             TunnelRefused(_) => (StatusCode::FORBIDDEN, "tunnel_refused"),

@@ -16,8 +16,9 @@ use super::error::ProxyError;
 use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::trail::Trail;
 use crate::body::{incoming, Body};
+use crate::egress::{denied_in, refused_in};
 use crate::snapshot::Upstream;
-use crate::upstream::{Clients, OriginPool, PoolError, Route, Wire};
+use crate::upstream::{ClientError, Clients, OriginPool, PoolError, Route, Wire};
 
 /// How a request reaches its upstream.
 #[derive(Clone, Copy)]
@@ -105,14 +106,17 @@ pub async fn send(
         match transport {
             Transport::Pool(pool) => pool.send(req, wire).await.map_err(|e| match e {
                 PoolError::Overloaded(_) => ProxyError::UpstreamOverloaded(e.to_string()),
+                PoolError::Parent(p) => ProxyError::UpstreamProxyRefused(p.to_string()),
                 e => classify(&e, pool_error_is_user(&e)),
             }),
             Transport::Client(clients) => clients
-                .for_wire(wire)
-                .request(req)
+                .request(req, wire)
                 .await
                 .map(|r| r.map(incoming))
-                .map_err(|e| classify(&e, legacy_error_is_user(&e))),
+                .map_err(|e| match e {
+                    ClientError::Parent(p) => ProxyError::UpstreamProxyRefused(p.to_string()),
+                    ClientError::Send(e) => classify(&e, legacy_error_is_user(&e)),
+                }),
         }
     };
     let resp = tokio::time::timeout(timeout, request)
@@ -135,8 +139,10 @@ pub async fn send(
 /// A failure while streaming the app's request body (bad chunked framing, a client that went
 /// away) is the app's fault, not the upstream's: 400, which also closes the connection.
 fn classify(e: &(dyn std::error::Error + 'static), user_body: bool) -> ProxyError {
-    if let Some(denied) = crate::upstream::denied_in(e) {
+    if let Some(denied) = denied_in(e) {
         ProxyError::DestinationDenied(denied.host.clone())
+    } else if let Some(parent) = refused_in(e).filter(|p| p.status().is_some()) {
+        ProxyError::UpstreamProxyRefused(parent.to_string())
     } else if user_body {
         ProxyError::BodyUnreadable(error_chain(e))
     } else if never_processed(e) {

@@ -18,12 +18,13 @@ use sources::{Built, Sources};
 
 use crate::cache::SharedCache;
 use crate::config::{ClientConfig, Config, TokenType, UpstreamConfig, UpstreamProtocol};
+use crate::egress::{Parent, Resolver};
 use crate::error::StartError;
 use crate::jose::Nonces;
 use crate::metrics::{DpopServer, Metrics, RequestMetrics};
 use crate::token::timing::Jitter;
 use crate::token::{client_dpop, ClientDpop, TokenSource};
-use crate::upstream::{Clients, Connectors, OriginPool, Resolver, Route, RouteError, Router};
+use crate::upstream::{Clients, Connectors, OriginPool, Route, RouteError, Router};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub router: Router,
     /// For requests no upstream matches (`passthrough`); never carries a token.
     pub passthrough: Clients,
+    /// The parent proxy (`proxy.upstream_proxy`): passthrough, opaque tunnels, and the
+    /// upstreams that do not say `upstream_proxy: false` go through it.
+    pub parent: Option<Arc<Parent>>,
     /// The token cache shared by replicas (`cache`), kept across reloads that leave it be.
     pub cache: Option<Arc<SharedCache>>,
     /// The DPoP key of each `token_type: dpop` client, by name, kept across reloads that
@@ -68,7 +72,9 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         jitter: Jitter,
     ) -> Result<Snapshot, StartError> {
-        let mut connectors = ConnectorCache::new(config.proxy.connect_timeout);
+        let parent = config.proxy.upstream_proxy.as_deref().map(Parent::new);
+        let parent = parent.map(Arc::new);
+        let mut connectors = ConnectorCache::new(config.proxy.connect_timeout, parent.clone());
         let report = config.access_log.enabled;
         // Passthrough has connectors of its own: they resolve through the deny list.
         let deny = Arc::new(config.proxy.deny_destinations.clone());
@@ -77,6 +83,7 @@ impl Snapshot {
             config.proxy.connect_timeout,
             None,
             Resolver::new(Some(deny)),
+            parent.clone(),
         )?;
         let passthrough = Clients::new(&guarded, UpstreamProtocol::Auto, report);
         let (cache, same_cache) = shared_cache(&config, metrics, previous)?;
@@ -111,6 +118,7 @@ impl Snapshot {
             by_name,
             router,
             passthrough,
+            parent,
             cache,
             dpop_keys,
             sources,
@@ -142,28 +150,32 @@ impl Snapshot {
     }
 }
 
-/// One TLS connector per distinct `ca_file` (and client certificate), shared by the pools and
-/// clients that use it.
+/// One TLS connector per distinct `ca_file`, client certificate and way out (direct or by
+/// the parent proxy), shared by the pools and clients that use it.
 struct ConnectorCache {
     connect_timeout: std::time::Duration,
-    made: HashMap<(Option<PathBuf>, Option<String>), Connectors>,
+    parent: Option<Arc<Parent>>,
+    made: HashMap<(Option<PathBuf>, Option<String>, bool), Connectors>,
 }
 
 impl ConnectorCache {
-    fn new(connect_timeout: std::time::Duration) -> Self {
+    fn new(connect_timeout: std::time::Duration, parent: Option<Arc<Parent>>) -> Self {
         ConnectorCache {
             connect_timeout,
+            parent,
             made: HashMap::new(),
         }
     }
 
-    /// The connectors for `ca_file`, presenting `cert`'s client certificate if given.
+    /// The connectors for `ca_file`, presenting `cert`'s client certificate if given, and
+    /// going through the parent proxy if `proxied`.
     fn get(
         &mut self,
         ca_file: &Option<PathBuf>,
         cert: Option<&ClientConfig>,
+        proxied: bool,
     ) -> Result<Connectors, StartError> {
-        let id = (ca_file.clone(), cert.map(|c| c.name.clone()));
+        let id = (ca_file.clone(), cert.map(|c| c.name.clone()), proxied);
         if let Some(c) = self.made.get(&id) {
             return Ok(c.clone());
         }
@@ -171,11 +183,13 @@ impl ConnectorCache {
             .and_then(|c| c.tls_client.as_ref())
             .map(|t| t.resolver());
         let resolver = Resolver::new(None);
+        let parent = self.parent.clone().filter(|_| proxied);
         let c = Connectors::new(
             ca_file.as_deref(),
             self.connect_timeout,
             client_cert,
             resolver,
+            parent,
         )?;
         self.made.insert(id, c.clone());
         Ok(c)
@@ -189,7 +203,7 @@ fn route(
     report: bool,
 ) -> Result<Route, StartError> {
     let cert = u.client_certificate.then_some(&*u.client);
-    let connector = connectors.get(&u.ca_file, cert)?;
+    let connector = connectors.get(&u.ca_file, cert, u.upstream_proxy.is_some())?;
     Ok(match &u.url {
         Some(url) => Route::Url(
             OriginPool::new(url, connector, u.protocol, u.limits).map_err(|e| {

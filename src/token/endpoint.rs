@@ -23,6 +23,7 @@ use super::wire::{form_body, retry_after, DPOP, DPOP_NONCE};
 
 use super::dpop::ClientDpop;
 use super::fetcher::{Ask, Fetcher, Fetching};
+use super::parent;
 use super::source::TokenSource;
 use crate::config::{ClientConfig, Grant, ScopesIn, TokenRequest, TokenSettings, TokenType};
 use crate::metrics::{DpopServer, FetchOutcome, Metrics};
@@ -54,6 +55,10 @@ pub struct Endpoint {
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// `tokenproxy_dpop_proofs_total` and `…_nonce_retries_total` of a DPoP client.
     dpop_counts: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
+    /// `tokenproxy_upstream_proxy_refusals_total{via="token"}`.
+    proxy_refusals: prometheus::IntCounter,
+    /// How long one token request may take (also bounds asking the parent why it refused).
+    fetch_timeout: Duration,
 }
 
 impl Endpoint {
@@ -76,10 +81,13 @@ impl Endpoint {
     ) -> Result<reqwest::Client, TlsError> {
         let client_cert = client.tls_client.as_ref().map(|t| t.resolver());
         let tls = client_config_with(client.ca_file.as_deref(), client_cert)?;
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(proxy) = parent::reqwest_proxy(client) {
+            builder = builder.proxy(proxy);
+        }
+        builder
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .http1_only()
             // Token requests are rare (one per lifetime per source), but at start every source
             // fetches at once: without a cap, each of those connections would stay pooled
@@ -140,6 +148,10 @@ impl Endpoint {
             dpop: None,
             in_flight: None,
             dpop_counts,
+            proxy_refusals: metrics
+                .upstream_proxy_refusals
+                .with_label_values(&["token"]),
+            fetch_timeout: settings.fetch_timeout,
         }
     }
 
@@ -208,14 +220,41 @@ impl Endpoint {
     }
 
     async fn request(&self) -> Result<Issued, FetchError> {
-        let url = self.url().await?;
-        let result = self.request_to(&url).await;
+        let url = match self.url().await {
+            Ok(url) => url,
+            Err(e) => {
+                let issuer = self.client.issuer.as_deref().map(reqwest::Url::parse);
+                return Err(self
+                    .explained(e, issuer.and_then(Result::ok).as_ref())
+                    .await);
+            }
+        };
+        let result = match self.request_to(&url).await {
+            Err(e) => Err(self.explained(e, Some(&url)).await),
+            ok => ok,
+        };
         if let (Err(e), Some(d)) = (&result, &self.discovery) {
             if e.endpoint_suspect() {
                 d.stale().await;
             }
         }
         result
+    }
+
+    /// A transport error to `url` through the parent proxy is the parent's refusal if it
+    /// refuses a CONNECT there; refusals are counted.
+    async fn explained(&self, e: FetchError, url: Option<&reqwest::Url>) -> FetchError {
+        let e = match (&e, url) {
+            (FetchError::Transport(_), Some(url)) => {
+                let said = parent::refusal(&self.client, url, self.fetch_timeout).await;
+                said.unwrap_or(e)
+            }
+            _ => e,
+        };
+        if let FetchError::UpstreamProxy { .. } = e {
+            self.proxy_refusals.inc();
+        }
+        e
     }
 
     /// One token request, and once more if a DPoP server asks for a nonce it has just sent
@@ -246,6 +285,14 @@ impl Endpoint {
                     retries.inc();
                 }
                 continue;
+            }
+            if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                && self.client.upstream_proxy.is_some()
+            {
+                return Err(FetchError::UpstreamProxy {
+                    status: 407,
+                    message: format!("parent proxy refused the request to {origin}: HTTP 407 (Proxy Authentication Required: check proxy.upstream_proxy username and password)"),
+                });
             }
             if status != StatusCode::OK {
                 return Err(FetchError::Http {

@@ -33,6 +33,9 @@ pub enum FetchError {
     /// A client assertion, subject or actor token that cannot be read or is expired.
     #[error("{0}")]
     Assertion(#[from] AssertionError),
+    /// The parent proxy (`proxy.upstream_proxy`) answered 407, or refused the CONNECT.
+    #[error("{message}")]
+    UpstreamProxy { status: u16, message: String },
 }
 
 /// Which token could not be had.
@@ -91,6 +94,7 @@ impl FetchError {
             FetchError::Transport(_) => FetchOutcome::TransportError,
             FetchError::Secret(_) | FetchError::Key(_) => FetchOutcome::SecretUnavailable,
             FetchError::Assertion(_) => FetchOutcome::AssertionUnavailable,
+            FetchError::UpstreamProxy { .. } => FetchOutcome::UpstreamProxyRefused,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Tokens: the endpoint client (`endpoint`), what proves the client and the grant
 //! (`credentials`, with the tokens presented but not made in `external`), why a fetch failed
 //! (`error`), where a source's tokens come from (`fetcher`), issuer metadata (`discovery`),
-//! answer parsing (`response`), the cache with background refresh (`source`) and the token it
+//! the parent proxy's part in them (`parent`), answer parsing (`response`), the cache with background refresh (`source`) and the token it
 //! holds (`current`), shared by the upstreams whose token requests are the same (`sharing`),
 //! and its timing rules (`timing`). Each name has one home; this file re-exports the ones
 //! the rest of the crate uses.
@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod error;
 pub mod external;
 pub mod fetcher;
+pub mod parent;
 pub mod response;
 pub mod sharing;
 pub mod source;

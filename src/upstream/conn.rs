@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::Body;
+use crate::egress::Stream;
 
-pub type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+pub type Io = MaybeHttpsStream<Stream>;
 
 /// One HTTP/1.1 connection: the handle to send on and the future that does its I/O.
 pub struct Conn {

@@ -2,11 +2,15 @@
 
 use crate::body::BoxError;
 use crate::config::OriginLimits;
+use crate::egress::ParentError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("connect: {0}")]
-    Connect(BoxError),
+    #[error("connect")]
+    Connect(#[source] BoxError),
+    /// The parent proxy refused an absolute-form request (407).
+    #[error(transparent)]
+    Parent(#[from] ParentError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
     #[error("connection closed before the request could be sent")]

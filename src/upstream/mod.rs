@@ -4,11 +4,10 @@
 //!   and a one-off connection for each WebSocket handshake;
 //! - `conn`: one HTTP/1.1 connection of a pool, driven by the task using it;
 //! - `h2`: multiplexed HTTP/2 connections to an upstream's `url`;
-//! - `client`: the TLS connectors (rustls), and hyper-util's pooled clients for requests whose
-//!   destination is not fixed (passthrough and url-less upstreams).
+//! - `client`: the TLS connectors (rustls, over `egress`'s dialer), and hyper-util's pooled
+//!   clients for requests whose destination is not fixed (passthrough and url-less upstreams);
 //! - `pooled`: response bodies that give back their connection and slot when they end;
 //! - `error`: why a send failed;
-//! - `resolve`: name resolution, with `proxy.deny_destinations` applied to the result;
 //! - `reuse`: whether a response came over a new connection or a reused one;
 //! - `slots`: `max_connections` and `max_pending`: connection slots, and the queue for them;
 //! - `router`: which upstream a forward-mode target belongs to, by host, port and path.
@@ -22,17 +21,15 @@ pub mod error;
 pub mod h2;
 pub mod pool;
 pub mod pooled;
-pub mod resolve;
 pub mod reuse;
 pub mod router;
 pub mod slots;
 
 use std::sync::Arc;
 
-pub use client::{Clients, Connectors, HttpClient};
+pub use client::{ClientError, Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
-pub use resolve::{denied_in, Denied, Resolver};
 pub use reuse::{Report, Reuse};
 pub use router::{RouteError, Routed, Router};
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
 use http::uri::InvalidUri;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -37,6 +37,7 @@ use super::slots::{Slot, Slots};
 use super::Wire;
 use crate::body::{Body, BoxError};
 use crate::config::{OriginLimits, Scheme, UpstreamProtocol, UpstreamUrl};
+use crate::egress::Parent;
 
 /// What `protocol: auto` over TLS has learnt of the origin from ALPN.
 const ALPN_UNKNOWN: u8 = 0;
@@ -59,6 +60,9 @@ pub struct OriginPool {
     h2: H2Conns,
     /// `max_connections` and `max_pending`.
     pub slots: Slots,
+    /// The parent proxy HTTP/1.1 requests go to in absolute form (a plaintext origin it
+    /// carries).
+    forward: Option<Arc<Parent>>,
 }
 
 impl OriginPool {
@@ -69,12 +73,14 @@ impl OriginPool {
         limits: OriginLimits,
     ) -> Result<Arc<Self>, http::Error> {
         let authority = url.authority();
+        let origin = Uri::builder()
+            .scheme(url.scheme.as_str())
+            .authority(authority.as_str())
+            .path_and_query("/")
+            .build()?;
         Ok(Arc::new(OriginPool {
-            origin: Uri::builder()
-                .scheme(url.scheme.as_str())
-                .authority(authority.as_str())
-                .path_and_query("/")
-                .build()?,
+            forward: connectors.forwards(&origin).cloned(),
+            origin,
             host: HeaderValue::from_str(&authority)?,
             base_path: url.base_path.clone(),
             connectors,
@@ -216,7 +222,7 @@ impl OriginPool {
     /// A WebSocket handshake, on a connection of its own that is handed over once upgraded.
     async fn upgrade(&self, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
         req.headers_mut().insert(HOST, self.host.clone());
-        let io = self.dial(&self.connectors.http1).await?;
+        let io = self.dial(&self.connectors.upgrade).await?;
         let (mut sender, conn) = http1::handshake(io).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -240,6 +246,13 @@ impl OriginPool {
         slot: Slot,
     ) -> Result<Response<Body>, PoolError> {
         req.headers_mut().insert(HOST, self.host.clone());
+        if self.forward.is_some() {
+            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let absolute = format!("http://{}{pq}", self.host.to_str().unwrap_or_default());
+            *req.uri_mut() = absolute
+                .parse()
+                .map_err(|e: InvalidUri| PoolError::Connect(e.into()))?;
+        }
         let report = Report::asked(&req);
         loop {
             let (mut conn, reused) = match first.take() {
@@ -251,6 +264,11 @@ impl OriginPool {
                     None => (Box::pin(self.connect(&self.connectors.http1)).await?, false),
                 },
             };
+            if let Some(parent) = &self.forward {
+                if let Some(auth) = parent.forward_authorization()? {
+                    req.headers_mut().insert(PROXY_AUTHORIZATION, auth);
+                }
+            }
             let ready = poll_fn(|cx| {
                 conn.drive(cx);
                 if !conn.alive() {
@@ -272,6 +290,10 @@ impl OriginPool {
             .await;
             match result {
                 Ok(mut resp) => {
+                    if let Some(parent) = self.forward.as_ref().filter(|_| resp.status() == 407) {
+                        let what = format!("a request to {}", self.origin_str());
+                        return Err(parent.rejected(what).into());
+                    }
                     if report {
                         let reuse = if reused { Reuse::Reused } else { Reuse::New };
                         resp.extensions_mut().insert(reuse);
@@ -314,7 +336,8 @@ mod tests {
             None,
             Duration::from_secs(1),
             None,
-            crate::upstream::Resolver::new(None),
+            crate::egress::Resolver::new(None),
+            None,
         )
         .unwrap();
         OriginPool::new(

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub mod h2raw;
+pub mod parent;
 pub mod tunnel;
 pub mod yaml;
 

@@ -54,6 +54,16 @@ impl Validator<'_> {
                 self.problem(&["upstreams", &u.name, "url"], msg);
             }
         }
+        if let Some(parent) = &c.proxy.upstream_proxy {
+            let own = |l: &&SocketAddr| {
+                let l = std::slice::from_ref(*l);
+                targets_own_listener(l, &parent.host, parent.port, is_local_address)
+            };
+            if let Some(l) = listens.iter().find(own) {
+                let msg = format!("points at tokenproxy's own listener {l}: every outbound connection would loop (is the app's HTTP_PROXY expanded here?)");
+                self.problem(&["proxy", "upstream_proxy", "url"], msg);
+            }
+        }
     }
 
     /// A host, port and path prefix may belong to one upstream only. The key named is

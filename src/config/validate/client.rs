@@ -66,6 +66,7 @@ impl Validator<'_> {
             tls_client,
             token_type: c.token_type,
             dpop_key,
+            upstream_proxy: None, // set by the caller, from the proxy section
         })
     }
 

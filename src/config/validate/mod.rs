@@ -10,6 +10,7 @@ mod cache;
 mod checks;
 mod client;
 mod federation;
+mod parent;
 mod proxy;
 mod upstream;
 
@@ -51,6 +52,15 @@ pub fn from_yaml(text: &str, check_sources: bool) -> Result<Config, Vec<Problem>
     }
 }
 
+/// The parent proxy of a client or upstream: the configured one unless it says
+/// `upstream_proxy: false`.
+fn parent_for(setting: Option<bool>, proxy: &ProxyConfig) -> Option<Arc<ParentProxyConfig>> {
+    proxy
+        .upstream_proxy
+        .clone()
+        .filter(|_| setting != Some(false))
+}
+
 struct Validator<'a> {
     text: &'a str,
     check_sources: bool,
@@ -80,13 +90,20 @@ impl Validator<'_> {
         let clients: BTreeMap<String, Arc<ClientConfig>> = raw
             .clients
             .iter()
-            .filter_map(|(name, c)| Some((name.clone(), Arc::new(self.client(name, c)?))))
+            .filter_map(|(name, c)| {
+                let mut client = self.client(name, c)?;
+                client.upstream_proxy = parent_for(c.upstream_proxy, &proxy);
+                Some((name.clone(), Arc::new(client)))
+            })
             .collect();
         let upstreams = raw
             .upstreams
             .iter()
-            .filter_map(|(name, u)| self.upstream(name, u, &clients, &raw.clients))
-            .map(Arc::new)
+            .filter_map(|(name, u)| {
+                let mut upstream = self.upstream(name, u, &clients, &raw.clients)?;
+                upstream.upstream_proxy = parent_for(u.upstream_proxy, &proxy);
+                Some(Arc::new(upstream))
+            })
             .collect();
         let config = Config {
             proxy,

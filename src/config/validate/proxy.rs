@@ -40,6 +40,9 @@ impl Validator<'_> {
             intercept: p.intercept.as_ref().and_then(|i| self.intercept(i)),
             connect_plaintext: p.connect_plaintext.unwrap_or(true),
             deny_destinations: self.deny_destinations(&p.deny_destinations),
+            upstream_proxy: (p.upstream_proxy.as_ref())
+                .and_then(|r| self.parent_proxy(r))
+                .map(std::sync::Arc::new),
         }
     }
 

@@ -72,6 +72,7 @@ impl Validator<'_> {
             client_certificate: u.client_certificate,
             protocol: u.protocol,
             limits: self.origin_limits(name, u),
+            upstream_proxy: None, // set by the caller, from the proxy section
         })
     }
 

@@ -1,10 +1,12 @@
 //! Name resolution for outbound connections, with `proxy.deny_destinations` applied to the
 //! addresses a name resolves to, at connect time: a name that resolves to a denied address
 //! (DNS rebinding included) is never connected to. Upstream connections resolve without a
-//! list; the passthrough client and opaque tunnels resolve with it.
+//! list; the passthrough client and opaque tunnels resolve with it. Through the parent proxy,
+//! which resolves names itself, [`Resolver::refuse_denied`] checks what a name resolves to
+//! here, where it resolves at all.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -36,6 +38,44 @@ impl Resolver {
             deny: deny.filter(|d| !d.is_empty()),
         }
     }
+
+    /// For a destination the parent proxy connects to: [`refuse_denied`] with this
+    /// resolver's list.
+    pub async fn refuse_denied(&self, host: &str, port: u16) -> Result<(), Denied> {
+        match &self.deny {
+            Some(deny) => refuse_denied(deny, host, port).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// For a destination the parent proxy connects to: `Denied` if `host` is an IP literal
+/// `deny` names, or a name that resolves here only to addresses it names. A name that does
+/// not resolve here is left to the parent (behind a corporate proxy, often only the proxy
+/// can resolve outside names).
+pub async fn refuse_denied(deny: &DenyList, host: &str, port: u16) -> Result<(), Denied> {
+    if deny.is_empty() {
+        return Ok(());
+    }
+    let denied = || Denied {
+        host: host.to_string(),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return if deny.denies(ip) {
+            Err(denied())
+        } else {
+            Ok(())
+        };
+    }
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((bare, port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(_) => return Ok(()),
+    };
+    if !addrs.is_empty() && addrs.iter().all(|a| deny.denies(a.ip())) {
+        return Err(denied());
+    }
+    Ok(())
 }
 
 type Resolving =
@@ -108,6 +148,22 @@ mod tests {
         assert_eq!(found.host, "localhost");
         let open = Resolver::new(None).call(name).await.unwrap();
         assert!(open.count() >= 1);
+    }
+
+    #[tokio::test]
+    async fn through_the_parent_what_resolves_here_is_checked_and_the_rest_let_be() {
+        let deny = Arc::new(DenyList::parse(["loopback", "metadata"]).unwrap());
+        let r = Resolver::new(Some(deny));
+        assert!(r.refuse_denied("localhost", 80).await.is_err());
+        assert!(r.refuse_denied("169.254.169.254", 80).await.is_err());
+        assert!(r.refuse_denied("[::1]", 443).await.is_err());
+        assert!(r.refuse_denied("203.0.113.9", 443).await.is_ok());
+        // `.invalid` never resolves (RFC 6761): the parent is left to decide.
+        assert!(r.refuse_denied("api.example.invalid", 443).await.is_ok());
+        assert!(Resolver::new(None)
+            .refuse_denied("localhost", 80)
+            .await
+            .is_ok());
     }
 
     #[test]
