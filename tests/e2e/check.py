@@ -8,7 +8,8 @@ HTTP/2 (TLS and h2c); a grpcio server and a websockets server that check the tok
 Apps: curl (forward listener via -x, reverse listener) and Python requests (HTTP_PROXY); for
 https:// through HTTPS_PROXY with TLS interception, curl, Python requests and httpx, Node
 undici and axios, Java HttpClient and Go net/http (intercept_checks.py); curl over HTTP/2,
-grpcio, websockets and h2load (h2_checks.py). Every process
+grpcio, websockets and h2load (h2_checks.py). Parent proxies: squid with basic_ncsa_auth and
+tinyproxy (parent_checks.py). Every process
 started here is stopped here, by PID.
 
 Usage: check.py TOKENPROXY_BINARY
@@ -35,6 +36,7 @@ import h2_checks
 import intercept_checks
 import limits_checks
 import mtls_checks
+import parent_checks
 import path_checks
 import plaintext_checks
 import sharing_checks
@@ -343,6 +345,7 @@ def run_checks(env):
     plaintext_checks.checks(env, check, start, wait_http)
     path_checks.checks(env, check, start, wait_http)
     limits_checks.checks(env, check, start, wait_http)
+    parent_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":
