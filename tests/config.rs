@@ -201,3 +201,26 @@ fn keys_set_by_path_make_the_yaml_a_user_would_write() {
     assert_eq!(config.clients["idp"].client_id.as_deref(), Some("orders"));
     assert!(!c.text().contains("wait_timeout"));
 }
+
+#[test]
+fn upstream_proxy_is_parsed_with_its_opt_outs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config/valid/upstream-proxy.yaml");
+    let c = Config::load(&path).unwrap();
+    let parent = c.proxy.upstream_proxy.clone().unwrap();
+    assert_eq!(
+        (parent.host.as_str(), parent.port),
+        ("proxy.corp.example", 8080)
+    );
+    assert_eq!(parent.username.as_deref(), Some("svc-tokenproxy"));
+    assert_eq!(
+        parent.no_proxy,
+        ["localhost", ".svc.cluster.local", "10.0.0.0/8", "::1"]
+    );
+    assert_eq!(c.clients["cloud"].upstream_proxy, Some(parent.clone()));
+    assert_eq!(c.clients["inhouse"].upstream_proxy, None);
+    assert_eq!(c.upstream("saas").unwrap().upstream_proxy, Some(parent));
+    assert_eq!(c.upstream("internal").unwrap().upstream_proxy, None);
+    // The password never shows in a printed config.
+    assert!(!format!("{c:?}").contains("s3cret-parent"));
+}
