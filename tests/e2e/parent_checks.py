@@ -66,6 +66,13 @@ upstreams:
     resource: [https://inventory.e2e.test]
     client_certificate: true
     ca_file: {pki_ca}
+  h2:
+    url: https://127.0.0.1:{h2tls}
+    match: [h2.e2e.test]
+    client: basic
+    scopes: [grpc:call]
+    resource: [https://grpc.e2e.test]
+    ca_file: {pki_ca}
   near:
     url: http://localhost:{http}
     match: [near.e2e.test]
@@ -148,7 +155,7 @@ def checks(env, check, start, wait_http):
     admin = f"http://127.0.0.1:{admin_port}"
     cfg = os.path.join(env.tmp, "parent.yaml")
     values = dict(fwd=fwd_port, admin=admin_port, parent=squid_port, idp=env.idp_port,
-                  mtls=env.mtls_port, bound=env.bound_port, http=env.http_port,
+                  mtls=env.mtls_port, bound=env.bound_port, http=env.http_port, h2tls=env.h2tls_port,
                   mtls_cert=env.pki["MTLS_CLIENT_CERT"], mtls_key=env.pki["MTLS_CLIENT_KEY"],
                   pki_ca=env.pki["PKI_CA"])
 
@@ -229,9 +236,11 @@ def checks(env, check, start, wait_http):
         claims = env.verify(auth, "https://inventory.e2e.test", "mtls-client", "inventory:read")
         assert claims["cnf"]["x5t#S256"], claims
         assert fingerprint, body
+        code, body = curl("http://h2.e2e.test/proto")
+        assert code == 200 and body.startswith("HTTP/2.0|Bearer "), (code, body)
     check("upstream_proxy: through squid, a token in absolute form, an http:// upstream in absolute "
           "form, and mutual TLS (token endpoint and a certificate-bound upstream) inside CONNECT "
-          "tunnels", through_squid)
+          "tunnels, and HTTP/2 by ALPN inside one", through_squid)
 
     def passthrough_and_tunnels():
         code, body = curl("http://127.0.0.1:%d/plain" % env.http_port)
@@ -252,10 +261,11 @@ def checks(env, check, start, wait_http):
             assert code == 200 and body.startswith(path + "|Bearer "), (host, code, body)
         text = squid_log()
         assert "/paths/near" not in text and "/paths/inside" not in text, text
-        # Only the basic client's token went through squid; the inside client's went direct.
+        # The basic client's two tokens (two sets of scopes) went through squid; the inside
+        # client's went direct, or there would be a third.
         posts = [l for l in text.splitlines() if f"POST http://127.0.0.1:{env.idp_port}/token" in l
                  and "TCP_MISS/200" in l]
-        assert len(posts) == 1, posts
+        assert len(posts) == 2, posts
     check("upstream_proxy: no_proxy (localhost) and upstream_proxy: false (an upstream and a client) "
           "go direct, absent from squid's log", direct_ones)
 
@@ -310,6 +320,7 @@ def checks(env, check, start, wait_http):
         tunnels = [l for l in text.splitlines() if "TCP_TUNNEL/200" in l]
         assert any(f"CONNECT 127.0.0.1:{env.mtls_port}" in l for l in tunnels), text
         assert any(f"CONNECT 127.0.0.1:{env.bound_port}" in l for l in tunnels), text
+        assert any(f"CONNECT 127.0.0.1:{env.h2tls_port}" in l for l in tunnels), text
     check("upstream_proxy: squid's log shows the CONNECT tunnels of the mutual-TLS token request and "
           "of the certificate-bound upstream", tunnels_in_squids_log)
     shutil.rmtree(pdir, ignore_errors=True)
