@@ -80,6 +80,17 @@ fn answer(req: Request<Incoming>, seen: &Mutex<Vec<String>>) -> Response<Body> {
     Response::new(full(body))
 }
 
+/// A parent that accepts `tp:<password>`, an authorization server, an echo upstream, and a
+/// config with the forward listener and the client `idp`.
+async fn peers(password: &str) -> (Parent, FakeIdp, Echo, TestConfig) {
+    let parent = Parent::start(&format!("tp:{password}")).await;
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let c = TestConfig::new()
+        .forward()
+        .client("idp", &idp.url(), "client-secret");
+    (parent, idp, echo, c)
+}
+
 fn proxy_section(parent: &Parent, password: serde_json::Value, no_proxy: &[&str]) -> String {
     serde_json::json!({
         "url": parent.url(),
@@ -106,14 +117,8 @@ fn counter(metrics: &str, series: &str) -> u64 {
 
 #[tokio::test]
 async fn plaintext_token_requests_and_upstreams_go_to_the_parent_in_absolute_form() {
-    let (parent, idp, echo) = (
-        Parent::start("tp:s3cret").await,
-        FakeIdp::start().await,
-        Echo::start().await,
-    );
-    let c = TestConfig::new()
-        .forward()
-        .client("idp", &idp.url(), "client-secret")
+    let (parent, idp, echo, c) = peers("s3cret").await;
+    let c = c
         .upstream(
             "api",
             &format!("http://api.corp.test:{}", echo.addr.port()),
@@ -191,14 +196,8 @@ async fn https_token_endpoints_and_upstreams_are_connect_tunnels_with_tls_inside
 
 #[tokio::test]
 async fn no_proxy_and_upstream_proxy_false_go_direct() {
-    let (parent, idp, echo) = (
-        Parent::start("tp:s3cret").await,
-        FakeIdp::start().await,
-        Echo::start().await,
-    );
-    let c = TestConfig::new()
-        .forward()
-        .client("idp", &idp.url(), "client-secret")
+    let (parent, _idp, echo, c) = peers("s3cret").await;
+    let c = c
         .upstream("api", &echo.url(), "api.example.com", "idp")
         .upstream("other", &echo.url(), "other.example.com", "idp")
         .set("upstreams.other.upstream_proxy", false)
@@ -217,14 +216,8 @@ async fn no_proxy_and_upstream_proxy_false_go_direct() {
 
 #[tokio::test]
 async fn passthrough_and_opaque_tunnels_are_chained_through_the_parent() {
-    let (parent, idp, echo) = (
-        Parent::start("tp:s3cret").await,
-        FakeIdp::start().await,
-        Echo::start().await,
-    );
-    let c = TestConfig::new()
-        .forward()
-        .client("idp", &idp.url(), "client-secret")
+    let (parent, _idp, echo, c) = peers("s3cret").await;
+    let c = c
         .upstream("api", &echo.url(), "api.example.com", "idp")
         .set("upstreams.api.upstream_proxy", false)
         .set("clients.idp.upstream_proxy", false)
@@ -288,18 +281,12 @@ async fn passthrough_and_opaque_tunnels_are_chained_through_the_parent() {
 
 #[tokio::test]
 async fn a_wrong_password_is_502_upstream_proxy_refused_and_a_fixed_file_is_used_at_once() {
-    let (parent, idp, echo) = (
-        Parent::start("tp:right").await,
-        FakeIdp::start().await,
-        Echo::start().await,
-    );
+    let (parent, _idp, echo, c) = peers("right").await;
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("password");
     std::fs::write(&pw, CANARY).unwrap();
     let file = serde_json::json!({ "file": pw.to_str().unwrap() });
-    let c = TestConfig::new()
-        .forward()
-        .client("idp", &idp.url(), "client-secret")
+    let c = c
         .upstream(
             "api",
             &format!("http://api.corp.test:{}", echo.addr.port()),

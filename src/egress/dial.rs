@@ -129,7 +129,7 @@ async fn through(
         Ok(stream) => Ok(stream?),
         Err(_) => Err(Box::new(ParentError::Unreachable {
             parent: parent.authority().to_string(),
-            reason: format!("no tunnel within {}s", timeout.as_secs_f32()),
+            reason: format!("no connection through it within {}s", timeout.as_secs_f32()),
         })),
     }
 }
