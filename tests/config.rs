@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokenproxy::config::{
-    AccessLog, AccessLogFormat, AuthMethod, Config, ExistingAuthorization, Scheme, SecretSource,
-    Unmatched, UpstreamProtocol,
+    AccessLog, AccessLogFormat, AuthMethod, ClusterConfig, Config, ExistingAuthorization,
+    RedisMode, RedisNode, Scheme, SecretSource, SentinelConfig, Unmatched, UpstreamProtocol,
 };
 
 fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
@@ -128,7 +128,10 @@ fn everything_fixture_has_the_values_written() {
     );
     assert!(c.upstream("local").unwrap().url.is_none());
     let cache = c.cache.as_ref().unwrap();
-    assert_eq!(cache.redis.url, "rediss://redis.example.com:6380/2");
+    assert_eq!(
+        cache.redis.mode,
+        RedisMode::Url("rediss://redis.example.com:6380/2".into())
+    );
     assert_eq!(cache.redis.username.as_deref(), Some("tokenproxy"));
     assert_eq!(cache.redis.password, Some(SecretSource::Env("HOME".into())));
     assert_eq!(cache.redis.key_prefix, "tp-e2e");
@@ -164,6 +167,94 @@ fn cache_problems_are_reported_with_their_lines() {
         !shown.contains("pw@"),
         "the URL's password is not repeated: {shown}"
     );
+}
+
+fn cache_of(redis: &str) -> Result<tokenproxy::config::RedisConfig, String> {
+    let yaml = format!(
+        "clients:\n  idp:\n    token_endpoint: https://idp/t\n    client_id: a\n    client_secret: s\nupstreams: {{}}\ncache:\n  redis:\n{redis}  encryption_key: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+    );
+    Config::from_yaml(&yaml)
+        .map(|c| c.cache.unwrap().redis)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn sentinel_and_cluster_modes_parse_with_their_nodes() {
+    let node = |h: &str, p| RedisNode {
+        host: h.into(),
+        port: p,
+    };
+    let sentinel = cache_of(
+        "    sentinel: { master_name: tokenproxy, nodes: [s1:26380, s2, \"[::1]:26381\"], password: { env: HOME } }\n    username: tp\n    password: { env: HOME }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sentinel.mode,
+        RedisMode::Sentinel(SentinelConfig {
+            master_name: "tokenproxy".into(),
+            nodes: vec![node("s1", 26380), node("s2", 26379), node("::1", 26381)],
+            username: None,
+            password: Some(SecretSource::Env("HOME".into())),
+            tls: false,
+        })
+    );
+    assert_eq!(sentinel.username.as_deref(), Some("tp"));
+    let cluster = cache_of(
+        "    cluster:\n      nodes: [rediss://r0:7000, rediss://r1]\n    ca_file: /etc/hostname\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cluster.mode,
+        RedisMode::Cluster(ClusterConfig {
+            nodes: vec![node("r0", 7000), node("r1", 6379)],
+            tls: true,
+        })
+    );
+}
+
+#[test]
+fn redis_mode_problems_name_their_key_and_line() {
+    for (redis, want) in [
+        (
+            "    url: redis://r:6379\n    cluster: { nodes: [r:1] }\n",
+            "line 8: cache.redis: url, sentinel and cluster are three ways",
+        ),
+        (
+            "    key_prefix: x\n",
+            "line 8: cache.redis: redis needs one of url",
+        ),
+        (
+            "    sentinel: { nodes: [s:1] }\n",
+            "line 9: cache.redis.sentinel: sentinel needs master_name",
+        ),
+        (
+            "    sentinel:\n      master_name: m\n      nodes: []\n",
+            "line 11: cache.redis.sentinel.nodes: list at least one node",
+        ),
+        (
+            "    cluster:\n      nodes: [r0:1, rediss://r1:2]\n",
+            "line 10: cache.redis.cluster.nodes: mixes rediss:// and plaintext",
+        ),
+        (
+            "    cluster: { nodes: [\"redis://u:pw@r0:1\"] }\n",
+            "line 9: cache.redis.cluster.nodes: \"redis://u:pw@r0:1\": no credentials here",
+        ),
+        ("    cluster: { nodes: [r0:1/3] }\n", "only host:port"),
+        (
+            "    sentinel: { master_name: m, nodes: [s:1], username: u }\n",
+            "line 9: cache.redis.sentinel.username: a sentinel username needs its password",
+        ),
+        (
+            "    cluster: { nodes: [r0:1] }\n    ca_file: /etc/hostname\n",
+            "line 10: cache.redis.ca_file: ca_file is for TLS",
+        ),
+    ] {
+        let shown = cache_of(redis).err().unwrap_or_default();
+        assert!(
+            shown.contains(want),
+            "{redis:?}: missing {want:?} in:\n{shown}"
+        );
+    }
 }
 
 #[test]

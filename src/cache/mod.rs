@@ -8,6 +8,7 @@
 //! keys derived from the token request ([`key`]); Redis failures open a breaker and each
 //! replica fetches on its own until Redis answers again ([`redis`]).
 
+mod connect;
 mod fleet;
 pub mod key;
 pub mod redis;
@@ -83,9 +84,13 @@ impl SharedCache {
         } else {
             "bypassed"
         };
+        let (mode, target) = self.config.redis.mode.describe();
         json!({
             "state": state,
-            "url": self.config.redis.url,
+            "mode": mode,
+            mode: target,
+            "primaries": self.redis.primaries(),
+            "failovers": self.metrics.failovers.get(),
             "key_prefix": self.config.redis.key_prefix,
             "timeout_ms": self.redis.timeout().as_millis() as u64,
         })

@@ -1,9 +1,12 @@
 //! The Redis commands the shared cache needs, each bounded by `cache.redis.timeout`, behind a
 //! circuit breaker.
 //!
-//! One multiplexed connection (redis-rs), made on first use and again after any failure, with
-//! the password read from its source each time. A command that fails or runs out of time
-//! opens the breaker: the cache is bypassed (every replica fetches its own tokens, as without
+//! One connection ([`connect`](super::connect)), made on first use and again after any
+//! failure, with the password read from its source and the primary looked up each time. A
+//! command that fails because the connection broke or the node is no longer a primary
+//! (`READONLY`) is sent once more on a new connection within the same timeout: after a
+//! failover that is the promoted node, and the failover costs nothing. A command that still
+//! fails or runs out of time opens the breaker: the cache is bypassed (every replica fetches its own tokens, as without
 //! a cache), a warning is logged once, and a background task PINGs Redis with backoff (1 s
 //! doubling to 30 s) until it answers, then closes the breaker and logs that once too. Writes
 //! that must be atomic are Lua scripts: store unless the stored token expires later, delete
@@ -11,25 +14,18 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, Script, TlsCertificates};
+use redis::{ErrorKind, Script, ServerErrorKind};
 
-use crate::config::RedisConfig;
+pub use super::connect::RedisError;
+use super::connect::{connect, primaries_of, Conn};
+use crate::config::{RedisConfig, RedisMode};
 use crate::metrics::CacheMetrics;
 
-/// Why a Redis command did not give an answer.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("cannot read the Redis password or CA: {0}")]
-    Source(String),
-}
+/// How often a cluster's primaries are listed again, while commands flow.
+const RELIST: Duration = Duration::from_secs(5);
 
 /// Backoff of the breaker's probe.
 const PROBE_MIN: Duration = Duration::from_secs(1);
@@ -57,8 +53,13 @@ return 0
 
 pub struct Redis {
     config: RedisConfig,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    /// Where the last connection led: the primary (every primary, for a cluster).
+    primaries: Mutex<Vec<String>>,
     open: AtomicBool,
+    /// When a cluster's primaries were last listed (the cluster connection follows slot moves
+    /// by itself, so a failover shows only in a fresh `CLUSTER SLOTS`).
+    listed: Mutex<Option<Instant>>,
     metrics: CacheMetrics,
     put_if_later: Script,
     delete_if: Script,
@@ -69,7 +70,9 @@ impl Redis {
         Arc::new(Redis {
             config,
             conn: tokio::sync::Mutex::new(None),
+            primaries: Mutex::new(Vec::new()),
             open: AtomicBool::new(false),
+            listed: Mutex::new(None),
             metrics,
             put_if_later: Script::new(PUT_IF_LATER),
             delete_if: Script::new(DELETE_IF),
@@ -85,9 +88,16 @@ impl Redis {
         self.config.timeout
     }
 
+    /// The primary (or a cluster's primaries) last connected to: addresses only.
+    pub fn primaries(&self) -> Vec<String> {
+        self.primaries.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
     pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        let key = key.to_owned();
-        self.run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        let cmd = &cmd;
+        self.run(|mut c| async move { cmd.query_async(&mut c).await })
             .await
     }
 
@@ -103,6 +113,7 @@ impl Redis {
         inv.arg(value)
             .arg(expires_ms)
             .arg(ttl.as_millis().max(1) as u64);
+        let inv = &inv;
         let stored: i64 = self
             .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
@@ -122,6 +133,7 @@ impl Redis {
             .arg("NX")
             .arg("PX")
             .arg(lease.as_millis() as u64);
+        let cmd = &cmd;
         let set: Option<String> = self
             .run(|mut c| async move { cmd.query_async(&mut c).await })
             .await?;
@@ -132,75 +144,105 @@ impl Redis {
     pub async fn delete_if(self: &Arc<Self>, key: &str, value: &[u8]) -> Result<(), RedisError> {
         let mut inv = self.delete_if.key(key);
         inv.arg(value);
+        let inv = &inv;
         let _: i64 = self
             .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(())
     }
 
-    /// Runs one command within the timeout; any failure opens the breaker.
+    /// Runs one command within the timeout, a second time on a new connection if the first
+    /// found it broken or on a demoted primary; a failure then opens the breaker.
     async fn run<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, async {
             let conn = self.connection().await?;
-            f(conn).await.map_err(RedisError::from)
+            match f(conn).await {
+                Err(e) if rediscover(&e) => {
+                    *self.conn.lock().await = None;
+                    let conn = self.connection().await?;
+                    f(conn).await.map_err(RedisError::from)
+                }
+                other => other.map_err(RedisError::from),
+            }
         })
         .await
         .unwrap_or(Err(RedisError::Timeout(timeout)));
-        if let Err(e) = &result {
-            *self.conn.lock().await = None;
-            self.trip(e);
+        match &result {
+            Err(e) => {
+                *self.conn.lock().await = None;
+                self.trip(e);
+            }
+            Ok(_) => self.list_primaries(),
         }
         result
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+    /// For a cluster, at most every [`RELIST`]: lists the primaries again in the background,
+    /// to show and count a failover the connection followed without an error.
+    fn list_primaries(self: &Arc<Self>) {
+        if !matches!(self.config.mode, RedisMode::Cluster(_)) {
+            return;
+        }
+        let Ok(mut listed) = self.listed.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if listed.is_some_and(|at| now.duration_since(at) < RELIST) {
+            return;
+        }
+        *listed = Some(now);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Some(mut conn) = me.conn.lock().await.clone() else {
+                return;
+            };
+            let slots = tokio::time::timeout(
+                me.config.timeout,
+                redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn),
+            )
+            .await;
+            if let Ok(Ok(slots)) = slots {
+                me.arrived(primaries_of(&slots));
+            }
+        });
+    }
+
+    async fn connection(&self) -> Result<Conn, RedisError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
-        let c = self.connect().await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        let reached = connect(&self.config).await?;
+        self.arrived(reached.primaries);
+        *slot = Some(reached.conn.clone());
+        Ok(reached.conn)
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        let cfg = &self.config;
-        let info = cfg.url.as_str().into_connection_info()?;
-        // No CLIENT SETINFO: one round trip less, and nothing for a tight ACL to refuse.
-        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(user) = &cfg.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(source) = &cfg.password {
-            let password = source
-                .read()
-                .map_err(|e| RedisError::Source(e.to_string()))?;
-            settings = settings.set_password(password.expose());
-        }
-        let info = info.set_redis_settings(settings);
-        let client = match &cfg.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| RedisError::Source(format!("{}: {e}", path.display())))?;
-                let certs = TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(info, certs)?
-            }
-            None => redis::Client::open(info)?,
+    /// Notes where a new connection led; a primary other than the last one is a failover.
+    fn arrived(&self, now: Vec<String>) {
+        let Ok(mut last) = self.primaries.lock() else {
+            return;
         };
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout));
-        Ok(client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+        if *last == now {
+            return;
+        }
+        if !last.is_empty() {
+            self.metrics.failovers.inc();
+            tracing::info!(from = %last.join(","), to = %now.join(","),
+                "shared token cache: Redis primary changed (failover)");
+        }
+        for address in last.iter() {
+            let _ = self.metrics.primary.remove_label_values(&[address]);
+        }
+        for address in &now {
+            self.metrics.primary.with_label_values(&[address]).set(1);
+        }
+        *last = now;
     }
 
     /// Opens the breaker (once) and starts probing.
@@ -232,7 +274,8 @@ impl Redis {
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, async {
             let mut c = self.connection().await?;
-            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            // A cluster answers from every primary: any answer will do.
+            let _: redis::Value = redis::cmd("PING").query_async(&mut c).await?;
             Ok::<(), RedisError>(())
         })
         .await
@@ -242,4 +285,14 @@ impl Redis {
         }
         result
     }
+}
+
+/// Whether a failed command may succeed on a new connection: the old one broke, or its node
+/// is no longer the primary (a failover; the next connect asks where the primary is now).
+fn rediscover(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }

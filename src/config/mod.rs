@@ -13,6 +13,7 @@ mod listeners;
 mod locate;
 mod raw;
 mod raw_client;
+mod redis;
 mod secret;
 mod validate;
 
@@ -35,6 +36,7 @@ pub use raw::{
     AccessLog, AccessLogFormat, AuthMethod, ExistingAuthorization, Grant, ScopesIn, TokenType,
     Unmatched, UpstreamProtocol,
 };
+pub use redis::{ClusterConfig, RedisConfig, RedisMode, RedisNode, SentinelConfig};
 pub use secret::{readable_by_others, Secret, SecretError, SecretSource};
 
 use crate::host::{DenyList, HostPattern};
@@ -58,19 +60,6 @@ pub struct CacheConfig {
     pub redis: RedisConfig,
     /// 32 bytes, base64: the AES-256-GCM key values are sealed with.
     pub encryption_key: SecretSource,
-}
-
-/// `cache.redis`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisConfig {
-    /// `redis://` or `rediss://` (TLS), host, port, and optionally `/db`. No credentials in it.
-    pub url: String,
-    pub username: Option<String>,
-    pub password: Option<SecretSource>,
-    pub ca_file: Option<PathBuf>,
-    pub key_prefix: String,
-    /// For any one Redis command; past it the cache is bypassed.
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,11 +43,32 @@ pub struct RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: Option<String>,
+    pub sentinel: Option<RawSentinel>,
+    pub cluster: Option<RawCluster>,
     pub username: Option<String>,
     pub password: Option<RawSecret>,
     pub ca_file: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
+}
+
+/// `cache.redis.sentinel`: the primary of `master_name`, as the sentinels say.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master_name: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+}
+
+/// `cache.redis.cluster`: seed nodes of a Redis Cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,9 +1,9 @@
 //! The shared token cache (`cache`): reads and lock outcomes, the circuit breaker, and the
 //! token requests made on behalf of the fleet. No upstream label: the cache serves them all.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use super::register::{counter, counters, int_gauge};
+use super::register::{counter, counters, int_gauge, int_gauges};
 
 /// How a read of the shared cache went, the values of the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,10 @@ pub struct CacheMetrics {
     pub breaker_open: IntGauge,
     /// Token requests made while holding the lock, for every replica.
     pub fleet_fetches: IntCounter,
+    /// 1 for the Redis primary the cache is connected to (each primary, for a cluster).
+    pub primary: IntGaugeVec,
+    /// Connections that found a primary other than the last one (failovers followed).
+    pub failovers: IntCounter,
 }
 
 impl CacheMetrics {
@@ -92,6 +96,11 @@ impl CacheMetrics {
                 "1 while the shared cache is bypassed after Redis failed; 0 otherwise.")?,
             fleet_fetches: counter(r, "tokenproxy_cache_fleet_fetches_total",
                 "Token requests made by this replica on behalf of every replica (holding the lock).")?,
+            primary: int_gauges(r, "tokenproxy_cache_redis_primary",
+                "1 for the address of the Redis primary the shared cache uses (each primary, for a cluster).",
+                &["address"])?,
+            failovers: counter(r, "tokenproxy_cache_redis_failovers_total",
+                "Reconnections to the shared cache that found a new Redis primary (failovers followed).")?,
         })
     }
 

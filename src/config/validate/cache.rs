@@ -43,18 +43,14 @@ impl Validator<'_> {
 
     fn redis(&mut self, r: &RawRedis) -> Option<RedisConfig> {
         let key = |k| ["cache", "redis", k];
-        let Some(url) = &r.url else {
-            self.problem(&["cache", "redis"], "redis needs url: redis://host:6379");
-            return None;
-        };
-        let url = self.expand(&key("url"), url);
-        // Checked on even after a bad URL, so that one run reports every problem.
-        let tls = self.redis_url(&url);
+        // Checked on even after a bad mode, so that one run reports every problem.
+        let mode = self.redis_mode(r);
+        let tls = mode.as_ref().map(|(_, tls)| *tls);
         let ca_file = self.file(&key("ca_file"), r.ca_file.as_deref());
         if ca_file.is_some() && tls == Some(false) {
             self.problem(
                 &key("ca_file"),
-                "ca_file is for TLS: use a rediss:// url with it",
+                "ca_file is for TLS: use rediss:// (the url, or the nodes) with it",
             );
         }
         let key_prefix = r
@@ -79,9 +75,9 @@ impl Validator<'_> {
                 "between 5ms and 5s: Redis is bypassed after it, so keep it tight",
             );
         }
-        tls?;
+        let (mode, _) = mode?;
         Some(RedisConfig {
-            url,
+            mode,
             username: r
                 .username
                 .as_ref()
@@ -97,7 +93,7 @@ impl Validator<'_> {
     }
 
     /// Checks a Redis URL; returns whether it asks for TLS.
-    fn redis_url(&mut self, url: &str) -> Option<bool> {
+    pub(super) fn redis_url(&mut self, url: &str) -> Option<bool> {
         let path = ["cache", "redis", "url"];
         let parsed = match reqwest::Url::parse(url) {
             Ok(u) => u,

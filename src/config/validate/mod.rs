@@ -12,6 +12,7 @@ mod client;
 mod federation;
 mod parent;
 mod proxy;
+mod redis;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -71,7 +72,11 @@ impl Validator<'_> {
     fn problem(&mut self, path: &[&str], message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.join("."),
-            line: line_of(self.text, path),
+            // A key inside a flow mapping (`sentinel: { nodes: [..] }`) has no line of its
+            // own: the nearest enclosing key's line is the one to look at.
+            line: (1..=path.len())
+                .rev()
+                .find_map(|n| line_of(self.text, &path[..n])),
             message: message.into(),
         });
     }
