@@ -49,9 +49,11 @@ def bound(window):
 
 
 class Fleet:
-    def __init__(self, env, start, wait_http):
+    def __init__(self, env, start, wait_http, name="fleet", resource=RESOURCE):
         self.env, self.start, self.wait_http = env, start, wait_http
-        self.tmp = os.path.join(env.tmp, "fleet")
+        self.resource = resource
+        self.binary = env.binary
+        self.tmp = os.path.join(env.tmp, name)
         os.makedirs(self.tmp, exist_ok=True)
         self.key = os.urandom(32)
         self.key_file = os.path.join(self.tmp, "cache.key")
@@ -64,8 +66,10 @@ class Fleet:
         self.stopping = threading.Event()
 
     def start_redis(self, port, extra=(), name="redis"):
+        # --dir: a replica's full sync writes an RDB file there, never into the checkout.
         return self.start(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", *extra], log=os.path.join(self.tmp, f"{name}.log"))
+                                 "--appendonly", "no", "--dir", self.tmp, "--dbfilename", f"{name}.rdb", *extra],
+                          log=os.path.join(self.tmp, f"{name}.log"))
 
     def wait_redis(self, port):
         deadline = time.time() + 10
@@ -96,7 +100,7 @@ upstreams:
     match: [fleet.e2e.test]
     client: basic
     scopes: [fleet:read]
-    resource: [{RESOURCE}]
+    resource: [{self.resource}]
   fleet2:
     url: http://127.0.0.1:{self.env.http_port}
     match: [fleet2.e2e.test]
@@ -122,7 +126,7 @@ upstreams:
     def start_replica(self, i, cache, wait=True):
         path, fwd, admin = self.config(i, cache)
         log = os.path.join(self.tmp, f"replica{i}.log")
-        p = self.start(f"replica {i}", [self.env.binary, "run", "-c", path], log=log,
+        p = self.start(f"replica {i}", [self.binary, "run", "-c", path], log=log,
                        env={"RUST_LOG": "info", "E2E_BASIC_SECRET": self.env.basic_secret})
         if wait:
             self.wait_http(f"http://127.0.0.1:{admin}/readyz")
@@ -149,7 +153,7 @@ upstreams:
                     self.results.append((r.status_code, time.time() - started, r.text))
                     if r.status_code == 200 and r.text not in verified:
                         verified.add(r.text)  # each new token checked while it is valid
-                        self.env.verify(r.text, RESOURCE, "basic-client", "fleet:read")
+                        self.env.verify(r.text, self.resource, "basic-client", "fleet:read")
                 except Exception as e:  # noqa: BLE001 - recorded as a failed request
                     self.results.append((0, time.time() - started, repr(e)))
             time.sleep(0.05)

@@ -29,6 +29,7 @@ import requests
 
 import assertion_checks
 import cache_checks
+import ha_checks
 import dpop_checks
 import exec_checks
 import federation_checks
@@ -92,8 +93,10 @@ def curl(*args):
 
 
 class Env:
-    def __init__(self, binary, tmp):
+    def __init__(self, binary, tmp, release=None):
         self.binary, self.tmp = binary, tmp
+        # The release build, where a figure (memory of 100 replicas) should be the shipped one's.
+        self.release = release or binary
         self.idp_port, self.http_port, self.tls_port = free_port(), free_port(), free_port()
         self.fwd_port, self.rev_port, self.admin_port = free_port(), free_port(), free_port()
         self.basic_secret = "e2e-basic-" + os.urandom(8).hex()
@@ -201,8 +204,9 @@ class Env:
 
 def main():
     binary = os.path.abspath(sys.argv[1])
+    release = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
     tmp = tempfile.mkdtemp(prefix="tokenproxy-e2e-")
-    env = Env(binary, tmp)
+    env = Env(binary, tmp, release)
     started = time.time()
     try:
         env.start_nginx()
@@ -268,6 +272,7 @@ def run_checks(env):
     h2_checks.checks(env, check)
     sharing_checks.checks(env, check)
     cache_checks.checks(env, check, start, wait_http)
+    ha_checks.checks(env, check, start, wait_http)
     dpop_checks.checks(env, check, start, wait_http)
 
     def replay_401():

@@ -2,7 +2,8 @@
 # End-to-end tests: the real tokenproxy binary against oidc-provider (authorization server)
 # and nginx (upstream, HTTP/1.1 and HTTP/2), a grpcio and a websockets server, with curl, Python
 # requests and httpx, Node undici and axios, Java HttpClient, Go net/http, grpcio, websockets
-# and h2load as the apps, squid and tinyproxy as parent proxies. Installs what it needs on a
+# and h2load as the apps, squid and tinyproxy as parent proxies, redis-server (single, Sentinel
+# and Cluster) for the shared cache. Installs what it needs on a
 # fresh Debian machine, runs bounded (check.py stops every process it started, by PID), and
 # exits non-zero on any failure.
 set -euo pipefail
@@ -18,6 +19,8 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null 2>&1 || [ -x /usr/lib/go/bin/go ] || need_apt+=(golang-go)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Sentinel for the highly available shared cache (ha_checks.py); Cluster needs only redis-server.
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 # Parent (corporate) proxies for proxy.upstream_proxy, and htpasswd for squid's Basic auth.
 command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || need_apt+=(squid)
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
@@ -41,6 +44,6 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 
 echo "e2e: building tokenproxy"
-(cd "$root" && cargo build --quiet --bin tokenproxy)
+(cd "$root" && cargo build --quiet --bin tokenproxy && cargo build --quiet --release --bin tokenproxy)
 
-timeout 600 "$venv/bin/python" "$here/check.py" "$root/target/debug/tokenproxy"
+timeout 900 "$venv/bin/python" "$here/check.py" "$root/target/debug/tokenproxy" "$root/target/release/tokenproxy"
