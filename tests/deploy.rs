@@ -92,7 +92,10 @@ fn the_redis_cache_example_holds_a_valid_config_with_a_cache() {
     let config = tokenproxy::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     let cache = config.cache.expect("a cache section");
-    assert_eq!(cache.redis.url, "redis://tokenproxy-redis:6379");
+    assert_eq!(
+        cache.redis.mode,
+        tokenproxy::config::RedisMode::Url("redis://tokenproxy-redis:6379".into())
+    );
     assert_eq!(cache.redis.username.as_deref(), Some("tokenproxy"));
     // The ACL lets the user reach the cache's keys, with the commands it sends.
     let redis = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -111,6 +114,55 @@ fn the_redis_cache_example_holds_a_valid_config_with_a_cache() {
     ] {
         assert!(args.contains(needed), "{needed} not in {args}");
     }
+}
+
+#[test]
+fn the_sentinel_example_names_every_sentinel_of_its_statefulset() {
+    let text = read("deploy/kubernetes/redis-sentinel.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kind = |k: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {k} {name}"))
+    };
+    let cm = kind("ConfigMap", "tokenproxy-config-sentinel");
+    let config = tokenproxy::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tokenproxy::config::RedisMode::Sentinel(sentinel) = &config.cache.unwrap().redis.mode
+    else {
+        panic!("a sentinel mode");
+    };
+    let set = kind("StatefulSet", "tokenproxy-redis-ha");
+    let replicas = set["spec"]["replicas"].as_u64().unwrap();
+    let service = set["spec"]["serviceName"].as_str().unwrap();
+    let names: Vec<String> = sentinel.nodes.iter().map(|n| n.to_string()).collect();
+    let pods: Vec<String> = (0..replicas)
+        .map(|i| format!("tokenproxy-redis-ha-{i}.{service}:26379"))
+        .collect();
+    assert_eq!(names, pods);
+    // The name the sentinels monitor is the one tokenproxy asks for, and the Redis ACL lets
+    // the cache's user run what it sends.
+    let script = kind("ConfigMap", "tokenproxy-redis-ha")["data"]["start.sh"]
+        .as_str()
+        .unwrap();
+    assert!(script.contains(&format!(
+        "sentinel monitor {} $primary 6379 2",
+        sentinel.master_name
+    )));
+    for needed in [
+        "\"~{tokenproxy:*\"",
+        "+get",
+        "+set",
+        "+del",
+        "+evalsha",
+        "+ping",
+    ] {
+        assert!(script.contains(needed), "{needed} not in the ACL");
+    }
+    let pdb = kind("PodDisruptionBudget", "tokenproxy-redis-ha");
+    assert_eq!(pdb["spec"]["minAvailable"].as_u64(), Some(replicas / 2 + 1));
 }
 
 #[test]
