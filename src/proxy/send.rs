@@ -109,8 +109,9 @@ pub async fn send(
                 PoolError::Parent(p) => ProxyError::UpstreamProxyRefused(p.to_string()),
                 e => classify(&e, pool_error_is_user(&e)),
             }),
-            Transport::Client(clients) => clients
-                .request(req, wire)
+            // Boxed: the legacy client's future is large, and unboxed it would make every
+            // pooled request's future (moved into the timeout below) as large.
+            Transport::Client(clients) => Box::pin(clients.request(req, wire))
                 .await
                 .map(|r| r.map(incoming))
                 .map_err(|e| match e {
@@ -119,6 +120,9 @@ pub async fn send(
                 }),
         }
     };
+    // Pinned where it is: the timeout then holds a pointer, and the request's (large) state
+    // is not copied into it, and out again, on every request.
+    let request = std::pin::pin!(request);
     let resp = tokio::time::timeout(timeout, request)
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;

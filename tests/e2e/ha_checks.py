@@ -31,11 +31,16 @@ import redis as redislib
 import requests
 from redis.cluster import RedisCluster
 
-from cache_checks import FLEET_TTL, Fleet, bound, stat
+from cache_checks import ACL_COMMANDS, FLEET_TTL, Fleet, bound, stat
 from procs import free_port, stop
 
 REPLICAS = 10
 HUNDRED = 100
+# The cache's ACL user in each mode: url's commands, and what finding the primary takes (ROLE,
+# to check the node the sentinels name; CLUSTER SLOTS, for the slot map). docs/shared-cache.md
+# and deploy/kubernetes/redis-sentinel.yaml give these lists.
+SENTINEL_ACL = ACL_COMMANDS + " +role"
+CLUSTER_ACL = ACL_COMMANDS + " +cluster|slots"
 
 
 def cluster_port():
@@ -150,12 +155,14 @@ def sentinel_checks(env, check, start, wait_http):
     fleet = Fleet(env, start, wait_http, name="sentinel", resource="https://sentinel.e2e.test")
     # Passwords on the data nodes and on the sentinels, both read from files, both canaries.
     data_pw, sentinel_pw = "e2e-data-" + os.urandom(8).hex(), "e2e-sentinel-" + os.urandom(8).hex()
+    internal_pw = "e2e-internal-" + os.urandom(8).hex()  # replication and the sentinels' own
     files = {}
     for name, value in (("data", data_pw), ("sentinel", sentinel_pw)):
         files[name] = os.path.join(fleet.tmp, f"{name}.password")
         with open(files[name], "w") as f:
             f.write(value)
-    auth = ["--requirepass", data_pw, "--masterauth", data_pw]
+    auth = ["--requirepass", internal_pw, "--masterauth", internal_pw,
+            "--user", "tokenproxy", "on", f">{data_pw}", "~{sentinel:*", *SENTINEL_ACL.split()]
     primary, replica = free_port(), free_port()
     servers = {primary: fleet.start_redis(primary, auth, name="sentinel-primary"),
                replica: fleet.start_redis(replica, [*auth, "--replicaof", "127.0.0.1", str(primary)],
@@ -166,7 +173,7 @@ def sentinel_checks(env, check, start, wait_http):
         conf = os.path.join(fleet.tmp, f"sentinel{i}.conf")
         with open(conf, "w") as f:  # sentinel rewrites its file: one each, writable
             f.write(f"port {port}\nbind 127.0.0.1\nsentinel monitor tokenproxy 127.0.0.1 {primary} 2\n"
-                    f"sentinel auth-pass tokenproxy {data_pw}\nrequirepass {sentinel_pw}\n"
+                    f"sentinel auth-pass tokenproxy {internal_pw}\nrequirepass {sentinel_pw}\n"
                     "sentinel down-after-milliseconds tokenproxy 1000\n"
                     "sentinel failover-timeout tokenproxy 5000\n")
         start(f"sentinel {i}", ["redis-sentinel", conf], log=os.path.join(fleet.tmp, f"sentinel{i}.log"))
@@ -175,7 +182,7 @@ def sentinel_checks(env, check, start, wait_http):
     wait_for("the sentinels see the replica and each other", lambda: (
         len(s0.sentinel_slaves("tokenproxy")) == 1 and len(s0.sentinel_sentinels("tokenproxy")) == 2))
     nodes = ", ".join(f"127.0.0.1:{p}" for p in sentinels)
-    cache = fleet.cache_yaml(extra=f"    password: {{ file: {files['data']} }}\n").replace(
+    cache = fleet.cache_yaml(extra=f"    username: tokenproxy\n    password: {{ file: {files['data']} }}\n").replace(
         f"    url: redis://127.0.0.1:{fleet.redis_port}\n",
         f"    sentinel: {{ master_name: tokenproxy, nodes: [{nodes}], password: {{ file: {files['sentinel']} }} }}\n")
     cache = cache.replace("key_prefix: e2e", "key_prefix: sentinel")
@@ -191,7 +198,7 @@ def sentinel_checks(env, check, start, wait_http):
           found_through_the_sentinels)
 
     def primary_killed():
-        new = redislib.Redis(port=replica, password=data_pw, socket_timeout=1)
+        new = redislib.Redis(port=replica, password=internal_pw, socket_timeout=1)
         since = {k: v["calls"] for k, v in new.info("commandstats").items()}
 
         def kill():
@@ -214,7 +221,7 @@ def sentinel_checks(env, check, start, wait_http):
                             for path in ("/status", "/metrics", "/readyz"))
             with open(log, errors="replace") as f:
                 shown += f.read()
-            for pw in (data_pw, sentinel_pw):
+            for pw in (data_pw, sentinel_pw, internal_pw):
                 assert pw not in shown, f"a Redis password in {log} or the admin endpoints"
     check("neither the sentinels' nor the data nodes' password in logs, /status, /metrics or /readyz (canary)",
           no_password_shown)
@@ -224,6 +231,10 @@ def sentinel_checks(env, check, start, wait_http):
 def cluster_checks(env, check, start, wait_http):
     fleet = Fleet(env, start, wait_http, name="cluster", resource="https://cluster.e2e.test")
     ports = [cluster_port() for _ in range(6)]
+    password = "e2e-cluster-" + os.urandom(8).hex()  # the cache's ACL user's; default stays for the harness
+    pw_file = os.path.join(fleet.tmp, "cluster.password")
+    with open(pw_file, "w") as f:
+        f.write(password)
     servers = {}
     for port in ports:
         d = os.path.join(fleet.tmp, str(port))
@@ -231,7 +242,9 @@ def cluster_checks(env, check, start, wait_http):
         servers[port] = start(f"cluster node {port}", [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--dir", d,
-            "--cluster-config-file", os.path.join(d, "nodes.conf")], log=os.path.join(d, "redis.log"))
+            "--cluster-config-file", os.path.join(d, "nodes.conf"),
+            "--user", "tokenproxy", "on", f">{password}", "~{cluster:*", *CLUSTER_ACL.split()],
+            log=os.path.join(d, "redis.log"))
     for port in ports:
         fleet.wait_redis(port)
     subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
@@ -239,7 +252,7 @@ def cluster_checks(env, check, start, wait_http):
     wait_for("the cluster is ok on every node", lambda: all(
         redislib.Redis(port=p, decode_responses=True).cluster("INFO")["cluster_state"] == "ok" for p in ports))
     rc = RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=1)
-    cache = fleet.cache_yaml(extra="").replace(
+    cache = fleet.cache_yaml(extra=f"    username: tokenproxy\n    password: {{ file: {pw_file} }}\n").replace(
         f"    url: redis://127.0.0.1:{fleet.redis_port}\n",
         f"    cluster: {{ nodes: [{', '.join(f'127.0.0.1:{p}' for p in ports[:3])}] }}\n")
     cache = cache.replace("key_prefix: e2e", "key_prefix: cluster")
