@@ -158,6 +158,7 @@ fn the_sentinel_example_names_every_sentinel_of_its_statefulset() {
         "+del",
         "+evalsha",
         "+ping",
+        "+role",
     ] {
         assert!(script.contains(needed), "{needed} not in the ACL");
     }

@@ -342,8 +342,8 @@ def checks(env, check, start, wait_http):
     tls_and_acl(env, check, fleet)
 
 
-def tls_and_acl(env, check, fleet):
-    tmp = fleet.tmp
+def make_tls(tmp):
+    """A CA and a certificate for 127.0.0.1 signed by it, by openssl: (ca, cert, key) paths."""
     ca_key, ca, key, csr, cert = (os.path.join(tmp, n) for n in ("ca.key", "ca.pem", "redis.key", "redis.csr",
                                                                 "redis.pem"))
     run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
@@ -356,6 +356,12 @@ def tls_and_acl(env, check, fleet):
         f.write("subjectAltName=IP:127.0.0.1\n")
     run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
         "-extfile", ext, "-out", cert)
+    return ca, cert, key
+
+
+def tls_and_acl(env, check, fleet):
+    tmp = fleet.tmp
+    ca, cert, key = make_tls(tmp)
     password = "e2e-redis-" + os.urandom(8).hex()
     pw_file = os.path.join(tmp, "redis.password")
     with open(pw_file, "w") as f:

@@ -31,7 +31,7 @@ import redis as redislib
 import requests
 from redis.cluster import RedisCluster
 
-from cache_checks import ACL_COMMANDS, FLEET_TTL, Fleet, bound, stat
+from cache_checks import ACL_COMMANDS, FLEET_TTL, Fleet, bound, make_tls, stat
 from procs import free_port, stop
 
 REPLICAS = 10
@@ -358,7 +358,79 @@ def hundred_checks(env, check, start, wait_http):
     stop(fleet.redis)
 
 
+def tls_checks(env, check, start, wait_http):
+    """rediss:// nodes with a private CA: a sentinel and its primary, and a three-node cluster,
+    all over TLS only (no plaintext port), two tokenproxy replicas sharing one token on each."""
+    fleet = Fleet(env, start, wait_http, name="ha-tls", resource="https://hatls.e2e.test")
+    # A connect here is three TLS handshakes (sentinel, the primary's ROLE check, the primary):
+    # the debug build did not finish them within the 100 ms timeout on the test machine, the
+    # release build does.
+    fleet.binary = env.release
+    ca, cert, key = make_tls(fleet.tmp)
+    tls = ["--port", "0", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+           "--tls-auth-clients", "no", "--tls-replication", "yes"]
+
+    def client(port):
+        return redislib.Redis(port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=1, decode_responses=True)
+
+    def shared(mode, yaml, want_primaries, prefix):
+        cache = fleet.cache_yaml(extra=f"    ca_file: {ca}\n").replace(
+            f"    url: redis://127.0.0.1:{fleet.redis_port}\n", yaml).replace("key_prefix: e2e", f"key_prefix: {prefix}")
+        before = stat(env, fleet.resource)
+        replicas = [fleet.start_replica(f"{prefix}{i}", cache) for i in range(2)]
+        try:
+            for _, fwd, admin, _ in replicas:
+                r = requests.get("http://fleet.e2e.test/echo", proxies={"http": f"http://127.0.0.1:{fwd}"}, timeout=5)
+                assert r.status_code == 200, r.text
+                env.verify(r.text, fleet.resource, "basic-client", "fleet:read")
+                shown = status(admin)["cache"]
+                assert shown["state"] == "shared" and shown["primaries"] == want_primaries, shown
+            assert stat(env, fleet.resource) - before == 1, f"{mode}: two replicas, {env.stats()}"
+        finally:
+            for p, _, _, _ in replicas:
+                stop(p)
+
+    primary, sentinel = free_port(), free_port()
+    fleet.start_redis(0, ["--tls-port", str(primary), *tls], name="tls-primary")
+    conf = os.path.join(fleet.tmp, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write(f"port 0\ntls-port {sentinel}\nbind 127.0.0.1\ntls-cert-file {cert}\ntls-key-file {key}\n"
+                f"tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n"
+                f"sentinel monitor tokenproxy 127.0.0.1 {primary} 1\n")
+    start("tls sentinel", ["redis-sentinel", conf], log=os.path.join(fleet.tmp, "sentinel.log"))
+    wait_for("the TLS sentinel sees its primary", lambda: client(sentinel).sentinel_master("tokenproxy")["flags"]
+             == "master")
+
+    def sentinel_over_tls():
+        prefix = "stls"
+        shared("Sentinel", f"    sentinel: {{ master_name: tokenproxy, nodes: [rediss://127.0.0.1:{sentinel}] }}\n",
+               [f"127.0.0.1:{primary}"], prefix)
+        assert list(client(primary).scan_iter(match=f"{{{prefix}:*}}:token")), "no shared value"
+    check("Sentinel over TLS (rediss:// sentinel and primary, a private CA): two replicas share one token",
+          sentinel_over_tls)
+
+    ports = [cluster_port() for _ in range(3)]
+    for port in ports:
+        d = os.path.join(fleet.tmp, str(port))
+        os.makedirs(d, exist_ok=True)
+        start(f"tls cluster node {port}", [
+            "redis-server", "--tls-port", str(port), *tls, "--tls-cluster", "yes", "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--dir", d,
+            "--cluster-config-file", os.path.join(d, "nodes.conf")], log=os.path.join(d, "redis.log"))
+    wait_for("the TLS cluster nodes answer", lambda: all(client(p).ping() for p in ports))
+    subprocess.run(["redis-cli", "--tls", "--cacert", ca, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                    "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+    wait_for("the TLS cluster is ok", lambda: all(client(p).cluster("INFO")["cluster_state"] == "ok" for p in ports))
+
+    def cluster_over_tls():
+        shared("Cluster", f"    cluster: {{ nodes: [rediss://127.0.0.1:{ports[0]}] }}\n",
+               sorted(f"127.0.0.1:{p}" for p in ports), "ctls")
+    check("Cluster over TLS (rediss:// seed, the other nodes learned from the slot map): two replicas share "
+          "one token", cluster_over_tls)
+
+
 def checks(env, check, start, wait_http):
     sentinel_checks(env, check, start, wait_http)
     cluster_checks(env, check, start, wait_http)
+    tls_checks(env, check, start, wait_http)
     hundred_checks(env, check, start, wait_http)

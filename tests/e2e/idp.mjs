@@ -29,7 +29,7 @@ const resources = {
   'https://fleet.e2e.test': { scope: 'fleet:read', ttl: fleetTtl },
   'https://fleet2.e2e.test': { scope: 'fleet:read', ttl: 3600 },
   // The fleets on Sentinel, on Cluster, and the 100 replicas (ha_checks.py).
-  ...Object.fromEntries(['sentinel', 'cluster', 'hundred'].map((f) => [`https://${f}.e2e.test`, { scope: 'fleet:read', ttl: fleetTtl }])),
+  ...Object.fromEntries(['sentinel', 'cluster', 'hundred', 'hatls'].map((f) => [`https://${f}.e2e.test`, { scope: 'fleet:read', ttl: fleetTtl }])),
   'https://fleettls.e2e.test': { scope: 'fleet:read', ttl: 3600 },
   // DPoP-bound tokens (cnf.jkt), checked by dpop_server.py (dpop_checks.py).
   'https://dpop.e2e.test': { scope: 'dpop:read', ttl: 3600 },
