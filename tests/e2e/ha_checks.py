@@ -8,6 +8,8 @@ redis-server and redis-sentinel and oidc-provider:
   the token-request bound holds with one extra round.
 - Cluster: six nodes (three primaries, three replicas). The same, killing the primary that holds
   the fleet's slot.
+- TLS: a sentinel and its primary, and a three-node cluster, on TLS ports only with a private
+  CA (`rediss://` nodes, `ca_file`): two replicas share one token on each.
 - 100 replicas on a plain url: all ready in bounded time, one token request per lifetime for
   the fleet (give or take one), total RSS and Redis commands per replica per lifetime reported.
 
