@@ -218,6 +218,10 @@ impl Redis {
             return Ok(c.clone());
         }
         let reached = connect(&self.config).await?;
+        // A cluster's connect has just listed its primaries.
+        if let Ok(mut listed) = self.listed.lock() {
+            *listed = Some(Instant::now());
+        }
         self.arrived(reached.primaries);
         *slot = Some(reached.conn.clone());
         Ok(reached.conn)
