@@ -6,11 +6,11 @@
 //! command that fails because the connection broke or the node is no longer a primary
 //! (`READONLY`) is sent once more on a new connection within the same timeout: after a
 //! failover that is the promoted node, and the failover costs nothing. A command that still
-//! fails or runs out of time opens the breaker: the cache is bypassed (every replica fetches its own tokens, as without
-//! a cache), a warning is logged once, and a background task PINGs Redis with backoff (1 s
-//! doubling to 30 s) until it answers, then closes the breaker and logs that once too. Writes
-//! that must be atomic are Lua scripts: store unless the stored token expires later, delete
-//! only the value we read, release only our own lock.
+//! fails or runs out of time opens the breaker: the cache is bypassed (every replica fetches
+//! its own tokens, as without a cache), a warning is logged once, and a background task PINGs
+//! Redis with backoff (1 s doubling to 30 s) until it answers, then closes the breaker and
+//! logs that once too. Writes that must be atomic are Lua scripts: store unless the stored
+//! token expires later, delete only the value we read, release only our own lock.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,7 +232,8 @@ impl Redis {
         let Ok(mut last) = self.primaries.lock() else {
             return;
         };
-        if *last == now {
+        // An empty slot map (a cluster between states) names no primary: not a change.
+        if *last == now || now.is_empty() {
             return;
         }
         if !last.is_empty() {
