@@ -51,33 +51,32 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
             .map_err(|_| HostError::BadIpv6(raw.to_string()))?;
         return Ok(format!("[{ip}]"));
     }
-    // One pass: lowercase, check the characters and the dots, note where the last label
-    // starts and whether the name could be a dotted-decimal IPv4 address.
+    // One pass over the bytes: check the characters and the dots, note where the last label
+    // starts and whether the name could be a dotted-decimal IPv4 address; then lowercase the
+    // whole name at once (this runs for every forward request: no per-byte push).
     let trimmed = raw.strip_suffix('.').unwrap_or(raw);
     let bad = || HostError::BadChars(raw.to_string());
-    let mut host = String::with_capacity(trimmed.len());
     let mut after_dot = true; // a leading dot is refused like an empty label
     let mut last_label = 0;
     let mut dotted_decimal = true;
-    for b in trimmed.bytes() {
-        let c = b.to_ascii_lowercase();
-        match c {
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
             b'.' if after_dot => return Err(bad()),
             b'.' => {
                 after_dot = true;
-                last_label = host.len() + 1;
+                last_label = i + 1;
             }
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => {
                 after_dot = false;
-                dotted_decimal &= c.is_ascii_digit();
+                dotted_decimal &= b.is_ascii_digit();
             }
             _ => return Err(bad()),
         }
-        host.push(char::from(c));
     }
     if after_dot {
         return Err(bad()); // empty, or an empty last label
     }
+    let host = trimmed.to_ascii_lowercase();
     if dotted_decimal {
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(ip.to_string());
