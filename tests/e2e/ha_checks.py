@@ -5,7 +5,8 @@ redis-server and redis-sentinel and oidc-provider:
   traffic find the primary through the sentinels; the primary is killed (SIGKILL) mid-run; no
   app request fails, every replica follows the promotion (its status and metrics name the new
   primary and count one failover), the shared value is read and written on the new primary, and
-  the token-request bound holds with one extra round.
+  the token-request bound holds with one extra round. Then the killed node rejoins as a replica
+  and a planned failover (SENTINEL FAILOVER) moves the primary back: no breaker opens at all.
 - Cluster: six nodes (three primaries, three replicas). The same, killing the primary that holds
   the fleet's slot.
 - TLS: a sentinel and its primary, and a three-node cluster, on TLS ports only with a private
@@ -216,6 +217,49 @@ def sentinel_checks(env, check, start, wait_http):
     check("Sentinel: the primary killed mid-run; no request fails, every replica follows the "
           "promotion, the value is read and written on the new primary, one extra round at most",
           primary_killed)
+
+    def planned_failover():
+        # The killed node comes back as a replica of the promoted one, and the sentinels are
+        # asked to fail over to it (SENTINEL FAILOVER, as for planned maintenance): the old
+        # primary is demoted while the replicas are connected to it, its clients are killed,
+        # its writes answer READONLY. Each replica's next command is sent once more on a new
+        # connection to the primary the sentinels name: no breaker opens, no extra token request.
+        servers[primary] = fleet.start_redis(primary, [*auth, "--replicaof", "127.0.0.1", str(replica)],
+                                             name="sentinel-rejoined")
+        back = redislib.Redis(port=primary, password=internal_pw, socket_timeout=1, decode_responses=True)
+        wait_for("the old primary replicates again", lambda: back.info("replication")["master_link_status"] == "up")
+        wait_for("the sentinels see it as a replica", lambda: any(
+            r["port"] == primary and not r["is_sdown"] for r in s0.sentinel_slaves("tokenproxy")), timeout=30)
+
+        def unavailable():
+            total = 0
+            for _, _, _, log in fleet.replicas:
+                with open(log, errors="replace") as f:
+                    total += f.read().count("shared token cache unavailable")
+            return total
+        opened, start_count, started = unavailable(), stat(env, fleet.resource), time.time()
+        first = len(fleet.results)
+        s0.execute_command("SENTINEL", "FAILOVER", "tokenproxy")
+        wait_for("the sentinels promote the rejoined node", lambda: s0.sentinel_get_master_addr_by_name(
+            "tokenproxy") == ("127.0.0.1", primary), timeout=20)
+        deadline = time.time() + 3 * FLEET_TTL
+        while not all(fleet.metric(a, "tokenproxy_cache_redis_failovers_total") == 2 for _, _, a, _ in fleet.replicas):
+            assert time.time() < deadline, "not every replica followed the planned failover"
+            time.sleep(0.2)
+        window = time.time() - started
+        stretch = fleet.results[first:]
+        bad = [(c, body[:200]) for c, _, body in stretch if c != 200]
+        assert not bad, f"{len(bad)} of {len(stretch)} requests failed: {bad[:3]}"
+        fetched = stat(env, fleet.resource) - start_count
+        # +1: a value written to the old primary in the instant between the promotion and its
+        # demotion is lost with it (Sentinel does not pause writes), and fetched once more.
+        limit = bound(window) + 1
+        assert fetched <= limit, f"{fetched} token requests in {window:.1f}s (bound {limit})"
+        assert unavailable() == opened, "a breaker opened during a planned failover"
+        print(f"     planned failover: every replica on the new primary after {window:.1f}s, "
+              f"{fetched} token requests (bound {limit}), no breaker opened, {len(stretch)} requests all 200")
+    check("Sentinel: a planned failover (SENTINEL FAILOVER) is a non-event: every replica follows, no "
+          "breaker opens, no token request beyond the usual bound", planned_failover)
 
     def no_password_shown():
         for _, _, admin, log in fleet.replicas:
