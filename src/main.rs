@@ -2,6 +2,14 @@
 //! is a function in `tokenproxy::cli` that returns a [`cli::Exit`], the one table of exit
 //! codes (0, 1, 2 usage, 69 no token, 78 bad config, and `exec`'s command's own).
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

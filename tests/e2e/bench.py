@@ -13,7 +13,10 @@ TCP work is most of it, and it is the same for any proxy making the same system 
 Not part of CI's pass/fail.
 
 Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1] [--think 0]
+                [--compare NAME=BINARY ...]
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
+  --compare  another tokenproxy binary (another commit, another allocator), run as one more
+             reverse target "c NAME" in the same interleaved runs, with its own RSS figures
   --workers  nginx worker_processes and tokenproxy worker threads (same number for both)
   --think    milliseconds each wrk connection waits between requests (a wrk delay() hook).
              0 saturates the servers, and latency then mostly reflects throughput; a think
@@ -188,7 +191,9 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--think", type=int, default=0)
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY")
     args = ap.parse_args()
+    compare = [spec.split("=", 1) for spec in args.compare]
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
@@ -228,6 +233,12 @@ def main():
         f.write(tokenproxy_config(cached, cache=f"{tmp}/cache.key"))
     with open(f"{tmp}/dpop.yaml", "w") as f:
         f.write(tokenproxy_config(dpop, dpop=True))
+    others = []  # (name, binary, ports)
+    for name, path in compare:
+        own = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
+        with open(f"{tmp}/compare-{name}.yaml", "w") as f:
+            f.write(tokenproxy_config(own))
+        others.append((name, os.path.abspath(path), own))
     think = f"function delay() return {args.think} end\n" if args.think else ""
     plain = f"{tmp}/plain.lua" if think else None
     if plain:
@@ -259,8 +270,14 @@ def main():
         tp_dpop = start([binary, "run", "-c", f"{tmp}/dpop.yaml", "--workers", str(args.workers)],
                         cpu=server_cpu, env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{dpop['admin']}/readyz")
+        compared = []  # (name, process, ports)
+        for name, path, own in others:
+            compared.append((name, start([path, "run", "-c", f"{tmp}/compare-{name}.yaml", "--workers",
+                                          str(args.workers)], cpu=server_cpu, env={"RUST_LOG": "warn"}), own))
+            wait(f"http://127.0.0.1:{own['admin']}/readyz")
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
+        idle = {name: rss_kib(p.pid) for name, p, _ in compared}
 
         targets = [  # name, url, wrk script, the proxy processes whose CPU is counted
             ("a nginx direct", f"http://127.0.0.1:{ports['origin']}/", plain, ()),
@@ -270,19 +287,24 @@ def main():
             ("e tokenproxy reverse +access log", f"http://127.0.0.1:{logged['rev']}/", plain, [tp_logged.pid]),
             ("f tokenproxy reverse +shared cache", f"http://127.0.0.1:{cached['rev']}/", plain, [tp_cached.pid]),
             ("g tokenproxy reverse, DPoP", f"http://127.0.0.1:{dpop['rev']}/", plain, [tp_dpop.pid]),
+            *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
         ]
         results = {name: [] for name, _, _, _ in targets}
         for _ in range(args.runs):
             for name, url, script, measured in targets:  # interleaved, so drift hits all alike
                 results[name].append(wrk(url, args, script, client_cpu, measured))
         # RSS under 256 open connections.
-        peak = 0
-        holder = subprocess.Popen(["wrk", "-t1", "-c256", "-d5s", f"http://127.0.0.1:{ports['rev']}/"],
-                                  stdout=subprocess.DEVNULL)
-        PROCS.append(holder)
-        while holder.poll() is None:
-            peak = max(peak, rss_kib(tp.pid))
-            time.sleep(0.2)
+        def peak_rss(pid, port):
+            peak = 0
+            holder = subprocess.Popen(["wrk", "-t1", "-c256", "-d5s", f"http://127.0.0.1:{port}/"],
+                                      stdout=subprocess.DEVNULL)
+            PROCS.append(holder)
+            while holder.poll() is None:
+                peak = max(peak, rss_kib(pid))
+                time.sleep(0.2)
+            return peak
+        peak = peak_rss(tp.pid, ports["rev"])
+        peaks = {name: peak_rss(p.pid, own["rev"]) for name, p, own in compared}
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics") as r:
             metrics = r.read().decode()
         fetches = re.search(r'tokenproxy_token_fetches_total\{outcome="success",upstream="origin"\} (\d+)', metrics)
@@ -311,6 +333,8 @@ def main():
     for name, (_, _, _, user, system) in list(med.items())[1:]:
         print(f"| {name} | {user:.1f} | {system:.1f} | {user + system:.1f} | {(user + system) / (b[3] + b[4]):.2f}x |")
     print(f"tokenproxy RSS: idle {idle_rss / 1024:.1f} MiB, at 256 connections {peak / 1024:.1f} MiB")
+    for name in idle:
+        print(f"c {name} RSS: idle {idle[name] / 1024:.1f} MiB, at 256 connections {peaks[name] / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
     print(f"access-log lines written by (e): {lines:,}")
 
