@@ -103,6 +103,12 @@ def watch_failover(fleet, killed_at, promoted):
     return promoted_at, first_hit, following
 
 
+def cache_for(fleet, mode, prefix, extra=""):
+    """The fleet's cache section with `mode` (a sentinel: or cluster: line) for its url."""
+    return fleet.cache_yaml(extra=extra).replace(f"    url: redis://127.0.0.1:{fleet.redis_port}\n", mode).replace(
+        "key_prefix: e2e", f"key_prefix: {prefix}")
+
+
 def start_fleet(fleet, cache):
     procs = [fleet.start_replica(i, cache, wait=False) for i in range(REPLICAS)]
     for _, _, admin, _ in procs:
@@ -185,10 +191,9 @@ def sentinel_checks(env, check, start, wait_http):
     wait_for("the sentinels see the replica and each other", lambda: (
         len(s0.sentinel_slaves("tokenproxy")) == 1 and len(s0.sentinel_sentinels("tokenproxy")) == 2))
     nodes = ", ".join(f"127.0.0.1:{p}" for p in sentinels)
-    cache = fleet.cache_yaml(extra=f"    username: tokenproxy\n    password: {{ file: {files['data']} }}\n").replace(
-        f"    url: redis://127.0.0.1:{fleet.redis_port}\n",
-        f"    sentinel: {{ master_name: tokenproxy, nodes: [{nodes}], password: {{ file: {files['sentinel']} }} }}\n")
-    cache = cache.replace("key_prefix: e2e", "key_prefix: sentinel")
+    cache = cache_for(
+        fleet, f"    sentinel: {{ master_name: tokenproxy, nodes: [{nodes}], password: {{ file: {files['sentinel']} }} }}\n",
+        "sentinel", extra=f"    username: tokenproxy\n    password: {{ file: {files['data']} }}\n")
     before = stat(env, fleet.resource)
     thread = start_fleet(fleet, cache)
 
@@ -298,10 +303,8 @@ def cluster_checks(env, check, start, wait_http):
     wait_for("the cluster is ok on every node", lambda: all(
         redislib.Redis(port=p, decode_responses=True).cluster("INFO")["cluster_state"] == "ok" for p in ports))
     rc = RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=1)
-    cache = fleet.cache_yaml(extra=f"    username: tokenproxy\n    password: {{ file: {pw_file} }}\n").replace(
-        f"    url: redis://127.0.0.1:{fleet.redis_port}\n",
-        f"    cluster: {{ nodes: [{', '.join(f'127.0.0.1:{p}' for p in ports[:3])}] }}\n")
-    cache = cache.replace("key_prefix: e2e", "key_prefix: cluster")
+    cache = cache_for(fleet, f"    cluster: {{ nodes: [{', '.join(f'127.0.0.1:{p}' for p in ports[:3])}] }}\n",
+                      "cluster", extra=f"    username: tokenproxy\n    password: {{ file: {pw_file} }}\n")
     before = stat(env, fleet.resource)
     thread = start_fleet(fleet, cache)
 
@@ -420,8 +423,7 @@ def tls_checks(env, check, start, wait_http):
         return redislib.Redis(port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=1, decode_responses=True)
 
     def shared(mode, yaml, want_primaries, prefix):
-        cache = fleet.cache_yaml(extra=f"    ca_file: {ca}\n").replace(
-            f"    url: redis://127.0.0.1:{fleet.redis_port}\n", yaml).replace("key_prefix: e2e", f"key_prefix: {prefix}")
+        cache = cache_for(fleet, yaml, prefix, extra=f"    ca_file: {ca}\n")
         before = stat(env, fleet.resource)
         replicas = [fleet.start_replica(f"{prefix}{i}", cache) for i in range(2)]
         try:
