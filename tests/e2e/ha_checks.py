@@ -126,8 +126,18 @@ def stop_fleet(fleet, thread):
         stop(p)
 
 
-def through_a_failover(env, fleet, kill, new_primary, promoted, mode):
-    """Traffic across a kill: no request fails, the bound holds, every replica follows."""
+def through_a_failover(env, fleet, victim, victim_port, new, new_port, mode):
+    """Traffic across the SIGKILL of `victim` (the primary on `victim_port`): no request fails,
+    the bound holds, every replica follows to `new` (a client of the node on `new_port`).
+    Returns the commands the fleet ran on the new primary meanwhile."""
+    since = {k: v["calls"] for k, v in new.info("commandstats").items()}
+
+    def kill():
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        return f"127.0.0.1:{victim_port}"
+    new_primary = f"127.0.0.1:{new_port}"
+    promoted = lambda: new.info("replication")["role"] == "master"  # noqa: E731
     start_count, window = stat(env, fleet.resource), 4 * FLEET_TTL
     first = len(fleet.results)
     fleet.run_traffic(1.5 * FLEET_TTL)
@@ -152,6 +162,7 @@ def through_a_failover(env, fleet, kill, new_primary, promoted, mode):
           f"{fetched} token requests in {window}s (bound {limit}, {bound(window)} without a failover); "
           f"after the kill: replica promoted {promoted_at or float('nan'):.1f}s, first shared hit on the "
           f"new primary {first_hit:.1f}s (the next refresh), every replica following {following:.1f}s")
+    return used(new, since)
 
 
 def used(node, since):
@@ -207,16 +218,8 @@ def sentinel_checks(env, check, start, wait_http):
 
     def primary_killed():
         new = redislib.Redis(port=replica, password=internal_pw, socket_timeout=1)
-        since = {k: v["calls"] for k, v in new.info("commandstats").items()}
-
-        def kill():
-            servers[primary].send_signal(signal.SIGKILL)
-            servers[primary].wait()
-            return f"127.0.0.1:{primary}"
-        through_a_failover(env, fleet, kill, f"127.0.0.1:{replica}",
-                           lambda: new.info("replication")["role"] == "master", "Sentinel")
+        ran = through_a_failover(env, fleet, servers[primary], primary, new, replica, "Sentinel")
         assert s0.sentinel_get_master_addr_by_name("tokenproxy") == ("127.0.0.1", replica)
-        ran = used(new, since)
         assert ran.get("cmdstat_get", 0) >= 1 and ran.get("cmdstat_evalsha", 0) >= 1, ran
         assert list(new.scan_iter(match="{sentinel:*}:token")), "no shared value on the new primary"
     check("Sentinel: the primary killed mid-run; no request fails, every replica follows the "
@@ -337,16 +340,8 @@ def cluster_checks(env, check, start, wait_http):
         owner_id = next(f[0] for f in fields if "myself" in f[2])
         promoted = next(int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in fields if f[3] == owner_id)
         new = redislib.Redis(port=promoted, socket_timeout=1)
-        since = {k: v["calls"] for k, v in new.info("commandstats").items()}
-
-        def kill():
-            servers[owner].send_signal(signal.SIGKILL)
-            servers[owner].wait()
-            return f"127.0.0.1:{owner}"
-        through_a_failover(env, fleet, kill, f"127.0.0.1:{promoted}",
-                           lambda: new.info("replication")["role"] == "master", "Cluster")
+        ran = through_a_failover(env, fleet, servers[owner], owner, new, promoted, "Cluster")
         wait_for("the replica is a primary", lambda: owner not in slots().values() and promoted in slots().values())
-        ran = used(new, since)
         assert ran.get("cmdstat_get", 0) >= 1 and ran.get("cmdstat_evalsha", 0) >= 1, ran
         assert new.exists(key), "the fleet's value is not on the promoted node"
     check("Cluster: the primary of the fleet's slot killed mid-run; no request fails, every replica "
