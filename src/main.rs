@@ -2,6 +2,9 @@
 //! is a function in `tokenproxy::cli` that returns a [`cli::Exit`], the one table of exit
 //! codes (0, 1, 2 usage, 69 no token, 78 bad config, and `exec`'s command's own).
 
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("the mimalloc and jemalloc features each set the global allocator: enable one");
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -231,6 +231,18 @@ mod tests {
     }
 
     #[test]
+    fn user_info_is_named_whatever_else_is_wrong() {
+        // The '@' is looked for only once a byte is refused: the error must still say why.
+        for raw in ["user@host", "a..b@c", ".@", "sp ace@x", "[::1@x]", "1.2@"] {
+            assert_eq!(normalize_host(raw), Err(HostError::UserInfo), "{raw:?}");
+        }
+        assert_eq!(
+            normalize_host("sp ace"),
+            Err(HostError::BadChars("sp ace".into()))
+        );
+    }
+
+    #[test]
     fn refuses_ambiguous_and_hostile_hosts() {
         for bad in [
             "",
