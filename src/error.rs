@@ -20,6 +20,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::ExportError),
     #[error("clients.{client}.dpop_key: {reason}")]
     DpopKey { client: String, reason: String },
     #[error("proxy.upstream_proxy.url {0} is one of tokenproxy's own listeners: every outbound connection would loop (is the app's HTTP_PROXY expanded into the config?)")]

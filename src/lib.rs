@@ -10,6 +10,8 @@
 //!   (batched lines, the access log's),
 //!   [`sniff`] (what a connection opens with), [`tls`] (rustls, one provider);
 //! - [`config`]: the YAML file, parsed then validated into one immutable [`Config`];
+//! - [`trace`]: OpenTelemetry spans of requests and token fetches, exported over OTLP/HTTP
+//!   (`tracing`), nothing at all when it is off;
 //! - [`egress`]: how outbound connections leave: direct, or through the parent proxy
 //!   (`proxy.upstream_proxy`), with the deny list applied to what names resolve to;
 //! - [`token`] (endpoint client, cache and refresh per distinct token request), [`upstream`] (connection
@@ -42,6 +44,8 @@ pub mod sniff;
 pub mod tls;
 // layer: the validated config
 pub mod config;
+// layer: traces out (OpenTelemetry), for every layer above
+pub mod trace;
 // layer: outbound connections, direct or through the parent proxy
 pub mod egress;
 // layer: tokens, upstream connections, interception certificates, HTTP serving

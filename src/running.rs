@@ -16,6 +16,10 @@ use crate::metrics::Metrics;
 use crate::sink::{Destination, Sink};
 use crate::snapshot::{App, Snapshot};
 use crate::token::timing::Jitter;
+use crate::trace::Tracer;
+
+/// How long a stop waits for the last spans to reach the collector.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A started proxy: its bound addresses, reload and stop.
 pub struct Running {
@@ -49,13 +53,22 @@ pub async fn start_logging_to(
     let metrics = Metrics::new()?;
     warn_about_secret_files(&config);
     let interceptor = Interceptor::from_config(&config, &metrics.intercept)?;
-    let snapshot = Snapshot::build(config, &metrics, None, jitter)?;
+    let tracer = match &config.tracing {
+        None => None,
+        Some(t) => Some(Tracer::start(
+            t,
+            config.access_log.include_query,
+            &metrics.trace,
+        )?),
+    };
+    let snapshot = Snapshot::build(config, &metrics, tracer.as_ref(), None, jitter)?;
     let config = snapshot.config.clone();
     let app = Arc::new(App::new(
         snapshot,
         metrics,
         interceptor,
         Sink::new(access_log),
+        tracer,
     ));
     let mut listeners = Listeners::default();
     listeners.reconcile(&app, &config).await?;
@@ -138,7 +151,8 @@ impl Running {
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         let mut listeners = self.listeners.lock().await;
         let old = self.app.snapshot.load_full();
-        let snap = Snapshot::build(config, &self.app.metrics, Some(&old), self.jitter)?;
+        let tracer = self.app.tracer.as_ref();
+        let snap = Snapshot::build(config, &self.app.metrics, tracer, Some(&old), self.jitter)?;
         let wait = snap.config.tokens.wait_timeout;
         let fresh = snap.upstreams.iter().filter(|u| {
             !old.upstream(&u.name)
@@ -154,6 +168,9 @@ impl Running {
             self.app.metrics.forget_upstream(&gone.name);
         }
         warn_about_interception_changes(&self.app, &old.config, &snap.config);
+        if old.config.tracing != snap.config.tracing {
+            tracing::warn!("tracing changed: the trace exporter and its settings take effect at the next restart");
+        }
         let config = snap.config.clone();
         self.app.snapshot.store(Arc::new(snap));
         listeners.reconcile(&self.app, &config).await
@@ -180,6 +197,9 @@ impl Running {
         let (drained, tunnels) = tokio::join!(listeners.shutdown(proxy.drain_timeout), tunnels);
         let drained = drained && tunnels.is_ok();
         self.app.access_log.flush();
+        if let Some(tracer) = &self.app.tracer {
+            tracer.flush(TRACE_FLUSH).await;
+        }
         if drained {
             tracing::info!("stopped: all connections drained");
         } else {

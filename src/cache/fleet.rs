@@ -158,6 +158,9 @@ impl FleetFetcher {
         let Some(raw) = raw else {
             if count {
                 self.metrics.read(CacheRead::Miss);
+                crate::trace::annotate(|| {
+                    vec![crate::trace::KeyValue::new("tokenproxy.cache.read", "miss")]
+                });
             }
             return Ok(Found::Nothing);
         };
@@ -177,6 +180,12 @@ impl FleetFetcher {
         };
         if count || matches!(found, Found::Take(_)) || outcome == CacheRead::Rejected {
             self.metrics.read(outcome);
+            crate::trace::annotate(|| {
+                vec![crate::trace::KeyValue::new(
+                    "tokenproxy.cache.read",
+                    outcome.as_str(),
+                )]
+            });
         }
         Ok(found)
     }

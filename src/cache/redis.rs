@@ -23,6 +23,7 @@ pub use super::connect::RedisError;
 use super::connect::{connect, primaries_of, Conn};
 use crate::config::{RedisConfig, RedisMode};
 use crate::metrics::CacheMetrics;
+use crate::trace::KeyValue;
 
 /// How often a cluster's primaries are listed again, while commands flow.
 const RELIST: Duration = Duration::from_secs(5);
@@ -97,8 +98,11 @@ impl Redis {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
         let cmd = &cmd;
-        self.run(|mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run(
+            "redis GET",
+            |mut c| async move { cmd.query_async(&mut c).await },
+        )
+        .await
     }
 
     /// Stores `value` (expiring at `expires_ms`) for `ttl`, unless a later token is there.
@@ -115,7 +119,9 @@ impl Redis {
             .arg(ttl.as_millis().max(1) as u64);
         let inv = &inv;
         let stored: i64 = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run("redis EVALSHA put_if_later", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         Ok(stored == 1)
     }
@@ -135,7 +141,9 @@ impl Redis {
             .arg(lease.as_millis() as u64);
         let cmd = &cmd;
         let set: Option<String> = self
-            .run(|mut c| async move { cmd.query_async(&mut c).await })
+            .run("redis SET NX", |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
             .await?;
         Ok(set.is_some())
     }
@@ -146,18 +154,22 @@ impl Redis {
         inv.arg(value);
         let inv = &inv;
         let _: i64 = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run("redis EVALSHA delete_if", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         Ok(())
     }
 
     /// Runs one command within the timeout, a second time on a new connection if the first
-    /// found it broken or on a demoted primary; a failure then opens the breaker.
-    async fn run<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, RedisError>
+    /// found it broken or on a demoted primary; a failure then opens the breaker. Inside a
+    /// traced token fetch the command is a span named `name` (no key, no value on it).
+    async fn run<T, F, Fut>(self: &Arc<Self>, name: &'static str, f: F) -> Result<T, RedisError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
+        let mut span = crate::trace::child(name, || vec![KeyValue::new("db.system.name", "redis")]);
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, async {
             let conn = self.connection().await?;
@@ -174,6 +186,14 @@ impl Redis {
         .unwrap_or(Err(RedisError::Timeout(timeout)));
         match &result {
             Err(e) => {
+                if let Some(span) = &mut span {
+                    let kind = match e {
+                        RedisError::Timeout(_) => "timeout",
+                        _ => "error",
+                    };
+                    span.set(KeyValue::new("error.type", kind));
+                    span.failed(kind.to_owned());
+                }
                 *self.conn.lock().await = None;
                 self.trip(e);
             }

@@ -16,6 +16,10 @@ use crate::metrics::Metrics;
 use crate::running::random_jitter;
 use crate::token::sharing::subject_client;
 use crate::token::{client_dpop, Endpoint, TokenSource};
+use crate::trace::Tracer;
+
+/// How long `token` waits for its spans to reach the collector before it exits.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 use super::{load, Exit};
 
@@ -72,10 +76,19 @@ fn source_for(
     upstream: &str,
     names: &[&str],
     metrics: &Metrics,
+    tracer: Option<&Tracer>,
 ) -> Result<Arc<TokenSource>, TokenError> {
     let subject = match subject_client(client).and_then(|(n, r)| Some((config.clients.get(n)?, r)))
     {
-        Some((other, r)) => Some(source_for(config, other, r, upstream, &[], metrics)?),
+        Some((other, r)) => Some(source_for(
+            config,
+            other,
+            r,
+            upstream,
+            &[],
+            metrics,
+            tracer,
+        )?),
         None => None,
     };
     let dpop = client_dpop(client).map_err(|e| TokenError::Unavailable {
@@ -86,13 +99,14 @@ fn source_for(
         .map_err(StartError::from)?
         .with_dpop(dpop.clone())
         .with_subject(subject);
-    Ok(Arc::new(TokenSource::spawn(
+    Ok(Arc::new(TokenSource::spawn_traced(
         names,
         Arc::new(endpoint),
         config.tokens.clone(),
         metrics.clone(),
         random_jitter,
         dpop.map(|d| d.key.clone()),
+        tracer.cloned(),
     )))
 }
 
@@ -117,6 +131,13 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
         });
     };
     let metrics = Metrics::new().map_err(StartError::from)?;
+    let tracer = match &config.tracing {
+        Some(t) => Some(
+            Tracer::start(t, config.access_log.include_query, &metrics.trace)
+                .map_err(StartError::from)?,
+        ),
+        None => None,
+    };
     let source = source_for(
         config,
         &up.client,
@@ -124,15 +145,18 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
         &up.name,
         &[&up.name],
         &metrics,
+        tracer.as_ref(),
     )?;
     let deadline = Instant::now() + config.tokens.wait_timeout;
-    let token = source
-        .wait_until(deadline)
-        .await
-        .map_err(|e| TokenError::Unavailable {
-            upstream: up.name.clone(),
-            reason: e.reason,
-        })?;
+    let token = source.wait_until(deadline).await;
+    // The fetch's span goes to the collector before the process exits.
+    if let Some(tracer) = &tracer {
+        tracer.flush(TRACE_FLUSH).await;
+    }
+    let token = token.map_err(|e| TokenError::Unavailable {
+        upstream: up.name.clone(),
+        reason: e.reason,
+    })?;
     let header = token.header().to_str().unwrap_or_default();
     let bare = token.value();
     Ok(match format {

@@ -64,3 +64,9 @@ impl Default for TokenSettings {
 pub const CACHE_KEY_PREFIX: &str = "tokenproxy";
 /// `cache.redis.timeout`: a Redis on the same network answers in about a millisecond.
 pub const CACHE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// `tracing.sample_ratio`: every request without a context of its own, as OpenTelemetry's
+/// SDKs do by default (`parentbased_always_on`).
+pub const TRACE_SAMPLE_RATIO: f64 = 1.0;
+/// `tracing.service_name`.
+pub const TRACE_SERVICE_NAME: &str = "tokenproxy";

@@ -52,6 +52,20 @@ pub struct Config {
     pub access_log: AccessLog,
     /// The token cache shared by replicas (`cache`); `None`: each process on its own.
     pub cache: Option<CacheConfig>,
+    /// OpenTelemetry traces (`tracing`); `None`: no tracing work at all.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `tracing`: spans exported over OTLP/HTTP (protobuf) to a collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are posted: `otlp_endpoint` with `/v1/traces` added when it has no path.
+    pub traces_url: String,
+    /// Of the requests that arrive without a trace context, the share that is traced; a
+    /// context from the app decides for its own request (parent-based).
+    pub sample_ratio: f64,
+    /// `service.name` of every span.
+    pub service_name: String,
 }
 
 /// `cache`: a second-level token cache on Redis, shared by every replica that names it.

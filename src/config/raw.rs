@@ -29,6 +29,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub access_log: AccessLog,
     pub cache: Option<RawCache>,
+    pub tracing: Option<RawTracing>,
+}
+
+/// `tracing`: OpenTelemetry traces over OTLP/HTTP, off when absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
 }
 
 /// `cache`: the token cache shared by replicas.

@@ -8,6 +8,7 @@ mod cache;
 mod dpop;
 mod outcome;
 mod register;
+mod trace;
 
 pub use outcome::FetchOutcome;
 use register::{counter, counters, gauge, gauges, histograms, int_gauge, int_gauges};
@@ -16,6 +17,7 @@ use std::sync::OnceLock;
 
 pub use cache::{CacheLock, CacheMetrics, CacheRead};
 pub use dpop::{DpopMetrics, DpopServer};
+pub use trace::TraceMetrics;
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -61,6 +63,7 @@ pub struct Metrics {
     pub upstream_proxy_refusals: IntCounterVec,
     pub cache: CacheMetrics,
     pub dpop: DpopMetrics,
+    pub trace: TraceMetrics,
 }
 
 /// TLS interception: CONNECTs by outcome, certificates minted, failed handshakes, expiries.
@@ -211,6 +214,7 @@ impl Metrics {
             intercept: InterceptMetrics::register(r)?,
             cache: CacheMetrics::register(r)?,
             dpop: DpopMetrics::register(r)?,
+            trace: TraceMetrics::register(r)?,
             registry: registry.clone(),
         };
         let build_info = IntGaugeVec::new(

@@ -80,20 +80,30 @@ pub async fn with_token(
             Step::Again(why, again) => {
                 spent.spend(why);
                 trail.replayed |= why == Retry::NewToken;
+                trail.retry = Some(why.as_str());
                 head = again;
             }
         }
     }
 }
 
-/// The upstream's token, the wait timed when the access log records it.
+/// The upstream's token, the wait timed when the access log records it and a span when the
+/// request is traced.
 async fn wait_for_token(up: &Upstream, trail: &mut Trail) -> Result<Arc<Token>, ProxyError> {
     let waiting = trail.is_recording().then(Instant::now);
+    let span = trail.trace.as_ref().and_then(|t| t.token_wait());
     let token = up.tokens.get().await;
     if let Some(waiting) = waiting {
         trail.waited(waiting.elapsed());
     }
-    token.map_err(ProxyError::no_token)
+    let token = token.map_err(ProxyError::no_token);
+    if let Some(span) = span {
+        match &token {
+            Ok(t) => span.got(t.fetched_by.as_ref()),
+            Err(e) => span.failed(e.status_and_code().1),
+        }
+    }
+    token
 }
 
 enum Payload {

@@ -16,6 +16,7 @@ use super::{access, attempt, connect, grpc, intercept, send, upgrade};
 use crate::body::Body;
 use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
+use crate::trace::{RequestSpan, Tracer};
 use crate::upstream::Wire;
 
 /// Serves one request that came in on a proxy listener.
@@ -31,11 +32,18 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         true => Trail::recording(),
         false => Trail::default(),
     };
+    if let Some(tracer) = &app.tracer {
+        trail.trace = Some(server_span(tracer, &entry, &req));
+    }
     let is_connect = req.method() == Method::CONNECT;
     let caller = Caller::of(&req);
     let websocket = upgrade::take(&mut req);
     let wire = Wire::of(caller.grpc, websocket.is_some());
-    let (up, result) = match plan::resolve(&app, &snap, &entry, &req) {
+    let plan = plan::resolve(&app, &snap, &entry, &req);
+    if let (Some(trace), Some(up)) = (&trail.trace, plan.upstream()) {
+        trace.upstream(&up.name);
+    }
+    let (up, result) = match plan {
         Plan::Matched { up, uri } => {
             let result = attempt::with_token(&up, req, uri, config, wire, &mut trail).await;
             let result = match websocket {
@@ -100,12 +108,39 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         _ => {}
     }
     let (resp, error) = finish(&app.unmatched, up.as_deref(), started, result, caller);
+    if let Some(trace) = trail.trace.take() {
+        trace.end(resp.status().as_u16(), error);
+    }
     match arrival {
         None => resp,
         Some(arrival) => {
             let label = up.map_or_else(|| Arc::from(UNMATCHED), |u| u.name.clone());
             access::attach(resp, &app.access_log, log, arrival, label, error, trail)
         }
+    }
+}
+
+/// The server span of a request: which listener, and the host it is for (without the port).
+fn server_span<B>(tracer: &Tracer, entry: &Entry, req: &Request<B>) -> RequestSpan {
+    let (listener, host) = match entry {
+        Entry::Forward => ("forward", req.uri().host().unwrap_or_default()),
+        Entry::Reverse(_) => {
+            let header = req.headers().get(http::header::HOST);
+            let host = header.and_then(|h| h.to_str().ok()).unwrap_or_default();
+            ("reverse", split_port(host))
+        }
+        Entry::Intercepted(target) => ("intercept", target.host.as_str()),
+    };
+    tracer.request(req, listener, host)
+}
+
+/// `host` of `host:port` (`[v6]:port` keeps its brackets off).
+fn split_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.trim_start_matches('[').trim_end_matches(']')
+        }
+        _ => authority,
     }
 }
 

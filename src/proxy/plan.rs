@@ -52,6 +52,17 @@ pub enum Plan {
     },
 }
 
+impl Plan {
+    /// The upstream the request matched, if any.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match self {
+            Plan::Matched { up, .. } | Plan::Intercept { up, .. } => Some(up),
+            Plan::Refused { up, .. } => up.as_ref(),
+            Plan::Passthrough(_) | Plan::Tunnel(_) => None,
+        }
+    }
+}
+
 /// Decides what `req`, which came in on `entry`, is.
 pub fn resolve<B>(app: &App, snap: &Snapshot, entry: &Entry, req: &Request<B>) -> Plan {
     let plan = match entry {

@@ -32,6 +32,17 @@ pub enum Retry {
     NewToken,
 }
 
+impl Retry {
+    /// `tokenproxy.retry_reason` on the span of the attempt that follows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retry::RefusedStream => "refused_stream",
+            Retry::DpopNonce => "dpop_nonce",
+            Retry::NewToken => "new_token",
+        }
+    }
+}
+
 /// What one send came to.
 pub enum Step {
     /// The answer the app gets.

@@ -93,7 +93,33 @@ pub async fn passthrough(
 }
 
 /// Sends `req` and returns the response head, checked, with hop-by-hop headers removed.
+/// When the request is traced, the send is an attempt span whose context goes upstream.
 pub async fn send(
+    transport: Transport<'_>,
+    req: Request<Body>,
+    wire: Wire,
+    timeout: Duration,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ProxyError> {
+    let Some(trace) = &trail.trace else {
+        return send_once(transport, req, wire, timeout, trail).await;
+    };
+    let mut req = req;
+    let attempt = trace.attempt(req.method(), req.uri(), trail.sends, trail.retry.take());
+    trail.sends += 1;
+    attempt.inject(req.headers_mut());
+    if let Some(parent) = attempt.parent() {
+        req.extensions_mut().insert(parent);
+    }
+    let result = Box::pin(send_once(transport, req, wire, timeout, trail)).await;
+    match &result {
+        Ok(resp) => attempt.answered(resp.status().as_u16()),
+        Err(e) => attempt.failed(e.status_and_code().1),
+    }
+    result
+}
+
+async fn send_once(
     transport: Transport<'_>,
     req: Request<Body>,
     wire: Wire,

@@ -1,9 +1,10 @@
-//! What happened to a request on its way, for the access log: the time spent waiting for a
-//! token, a 401 replay, the upstream connection, and the request bytes sent on.
+//! What happened to a request on its way, for the access log and the trace: the time spent
+//! waiting for a token, a 401 replay, the upstream connection, the request bytes sent on,
+//! and the request's spans (`tracing`).
 //!
 //! `attempt` and `send` fill it in; `dispatch` hands it to `access` at the edge. With the
-//! access log off it is a few plain fields that nobody reads, and request bodies are not
-//! wrapped to be counted.
+//! access log and tracing off it is a few plain fields that nobody reads, and request bodies
+//! are not wrapped to be counted.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{incoming, Body};
+use crate::trace::RequestSpan;
 use crate::upstream::{Report, Reuse};
 
 #[derive(Default)]
@@ -30,6 +32,11 @@ pub struct Trail {
     pub reuse: Option<Reuse>,
     /// Request body bytes sent on; `None` when nobody will read them.
     bytes_in: Option<Arc<AtomicU64>>,
+    /// The request's server span, when tracing is on.
+    pub trace: Option<RequestSpan>,
+    /// Sends so far (the next attempt's `http.request.resend_count`), and why the next one.
+    pub sends: u32,
+    pub retry: Option<&'static str>,
 }
 
 impl Trail {

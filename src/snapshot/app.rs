@@ -17,6 +17,7 @@ use crate::host::{is_local_address, targets_own_listener};
 use crate::intercept::Interceptor;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::sink::Sink;
+use crate::trace::Tracer;
 
 /// Everything shared by the listeners and the admin endpoints.
 pub struct App {
@@ -37,6 +38,8 @@ pub struct App {
     pub draining: watch::Sender<bool>,
     /// The access log's lines, batched, written where this proxy was told to.
     pub access_log: Sink,
+    /// Spans of requests and token fetches (`tracing`), made once at start.
+    pub tracer: Option<Tracer>,
 }
 
 impl App {
@@ -45,6 +48,7 @@ impl App {
         metrics: Metrics,
         interceptor: Option<Interceptor>,
         access_log: Sink,
+        tracer: Option<Tracer>,
     ) -> App {
         App {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -56,6 +60,7 @@ impl App {
             tunnels: TaskTracker::new(),
             draining: watch::channel(false).0,
             access_log,
+            tracer,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::jose::Nonces;
 use crate::metrics::{DpopServer, Metrics, RequestMetrics};
 use crate::token::timing::Jitter;
 use crate::token::{client_dpop, ClientDpop, TokenSource};
+use crate::trace::Tracer;
 use crate::upstream::{Clients, Connectors, OriginPool, Route, RouteError, Router};
 
 pub struct Snapshot {
@@ -69,6 +70,7 @@ impl Snapshot {
     pub fn build(
         config: Config,
         metrics: &Metrics,
+        tracer: Option<&Tracer>,
         previous: Option<&Snapshot>,
         jitter: Jitter,
     ) -> Result<Snapshot, StartError> {
@@ -94,6 +96,7 @@ impl Snapshot {
         let dpop_keys = dpop_keys(&config, previous)?;
         let mut sources = Sources::new(&config, metrics, jitter, carried, cache.clone());
         sources.dpop = dpop_keys.clone();
+        sources.tracer = tracer.cloned();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
             upstreams.push(Arc::new(Upstream {

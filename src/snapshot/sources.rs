@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::token::sharing::SourceKey;
 use crate::token::timing::Jitter;
 use crate::token::{ClientDpop, Endpoint, Fetcher, TokenSource};
+use crate::trace::Tracer;
 
 /// Every source of a snapshot with its key: for the next snapshot to take over.
 pub type Built = Vec<(SourceKey, Arc<TokenSource>)>;
@@ -30,6 +31,8 @@ pub(super) struct Sources<'a> {
     http: HashMap<String, (reqwest::Client, Arc<tokio::sync::Semaphore>)>,
     cache: Option<Arc<SharedCache>>,
     pub dpop: HashMap<String, Arc<ClientDpop>>,
+    /// Each fetch is a span of this tracer's (`tracing`).
+    pub tracer: Option<Tracer>,
 }
 
 /// Token requests of one client in flight at once. At start every source fetches; without a
@@ -58,6 +61,7 @@ impl<'a> Sources<'a> {
             http: HashMap::new(),
             cache,
             dpop: HashMap::new(),
+            tracer: None,
         }
     }
 
@@ -132,13 +136,14 @@ impl<'a> Sources<'a> {
                 dpop.as_ref().map(|d| &*d.key),
             ),
         };
-        Ok(Arc::new(TokenSource::spawn(
+        Ok(Arc::new(TokenSource::spawn_traced(
             group,
             fetcher,
             tokens.clone(),
             self.metrics.clone(),
             self.jitter,
             dpop.map(|d| d.key.clone()),
+            self.tracer.clone(),
         )))
     }
 }

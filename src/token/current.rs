@@ -7,6 +7,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::jose::DpopKey;
+use crate::trace::SpanContext;
 
 /// A token in use.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct Token {
     pub expires_at: SystemTime,
     /// A DPoP-bound token: the key its proofs are signed with.
     pub dpop: Option<Bound>,
+    /// The traced fetch that brought it (`tracing`), for requests' spans to link to.
+    pub fetched_by: Option<SpanContext>,
 }
 
 /// What a DPoP-bound token's proofs need: the key, and the token's `ath`.

@@ -28,6 +28,7 @@ use super::source::TokenSource;
 use crate::config::{ClientConfig, Grant, ScopesIn, TokenRequest, TokenSettings, TokenType};
 use crate::metrics::{DpopServer, FetchOutcome, Metrics};
 use crate::tls::{client_config_with, TlsError};
+use crate::trace::KeyValue;
 
 /// Makes token requests for one upstream (one client, one set of scopes).
 pub struct Endpoint {
@@ -184,6 +185,13 @@ impl Endpoint {
             Some(limit) => limit.acquire().await.ok(),
             None => None,
         };
+        crate::trace::annotate(|| {
+            vec![
+                KeyValue::new("tokenproxy.grant", self.client.grant.as_str()),
+                KeyValue::new("tokenproxy.auth_method", self.client.auth_method.as_str()),
+                KeyValue::new("tokenproxy.client", self.client.name.clone()),
+            ]
+        });
         let result = self.request().await;
         let outcome = result
             .as_ref()
@@ -347,8 +355,16 @@ impl Endpoint {
             }
             req = req.header(DPOP, proof);
         }
+        crate::trace::annotate(|| {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            vec![KeyValue::new("server.address", host)]
+        });
         let resp = req.body(form).send().await.map_err(transport)?;
         let status = resp.status();
+        crate::trace::annotate(|| {
+            let status = i64::from(status.as_u16());
+            vec![KeyValue::new("http.response.status_code", status)]
+        });
         let headers = resp.headers().clone();
         let body = read_capped(resp).await?;
         Ok((status, headers, body))

@@ -10,7 +10,7 @@
 //! full jitter on failure, honouring `Retry-After`. An old token stays in use until it expires,
 //! less a small skew. All times are on tokio's clock, so tests run on a paused one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,12 +22,14 @@ use tokio::time::Instant;
 use super::current::{Bound, Status, Token, Unavailable};
 use super::error::FetchError;
 use super::fetcher::{Ask, Fetcher};
+use super::report::{lock, note_broader, record_failure, record_metrics};
 use super::response::Issued;
 use super::sharing::Upstreams;
 use super::timing::{expiry_skew, retry_delay, Jitter};
 use crate::config::TokenSettings;
 use crate::jose::DpopKey;
 use crate::metrics::{FetchOutcome, Metrics};
+use crate::trace::{FutureExt as _, SpanContext, Tracer};
 
 struct Shared {
     upstreams: Upstreams,
@@ -46,6 +48,8 @@ struct Shared {
     warned_broader: AtomicBool,
     status: Mutex<Status>,
     metrics: Metrics,
+    /// Each fetch is a `token fetch` span when tracing is on.
+    tracer: Option<Tracer>,
 }
 
 /// Handle to one upstream's token. Dropping it stops the background task.
@@ -73,6 +77,19 @@ impl TokenSource {
         jitter: Jitter,
         dpop: Option<Arc<DpopKey>>,
     ) -> Self {
+        Self::spawn_traced(upstreams, fetcher, settings, metrics, jitter, dpop, None)
+    }
+
+    /// [`TokenSource::spawn`], each fetch a span of `tracer`'s.
+    pub fn spawn_traced(
+        upstreams: &[&str],
+        fetcher: Arc<dyn Fetcher>,
+        settings: TokenSettings,
+        metrics: Metrics,
+        jitter: Jitter,
+        dpop: Option<Arc<DpopKey>>,
+        tracer: Option<Tracer>,
+    ) -> Self {
         for name in upstreams {
             metrics.init_upstream(name);
         }
@@ -88,6 +105,7 @@ impl TokenSource {
             warned_broader: AtomicBool::new(false),
             status: Mutex::new(Status::default()),
             metrics,
+            tracer,
         });
         let task = tokio::spawn(refresh_loop(shared.clone(), fetcher, jitter));
         TokenSource { shared, task }
@@ -246,13 +264,33 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
             replacing,
             refused: refused.is_some(),
         };
-        let result = fetcher.fetch(ask).await;
-        record_metrics(&shared, &result, started.elapsed());
+        let span = shared
+            .tracer
+            .as_ref()
+            .map(|t| t.fetch_span(&shared.upstreams.label(), failures));
+        let result = match &span {
+            None => fetcher.fetch(ask).await,
+            Some((cx, _)) => fetcher.fetch(ask).with_context(cx.clone()).await,
+        };
+        record_metrics(
+            &shared.metrics,
+            &shared.upstreams,
+            &result,
+            started.elapsed(),
+        );
+        let fetched_by = span.map(|(cx, id)| {
+            let outcome = result
+                .as_ref()
+                .map_or_else(FetchError::outcome, |_| FetchOutcome::Success);
+            let error = result.as_ref().err().map(ToString::to_string);
+            crate::trace::finish_fetch(&cx, outcome.as_str(), error);
+            id
+        });
         let wait = match result {
             Ok(issued) => {
                 failures = 0;
                 retried_invalid_client = false;
-                store(&shared, issued, started, jitter)
+                store(&shared, issued, started, jitter, fetched_by)
             }
             Err(e) => {
                 failures += 1;
@@ -263,7 +301,7 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
                 } else {
                     retry_delay(s, &e, failures, jitter)
                 };
-                record_failure(&shared, &e, failures);
+                record_failure(&shared.upstreams, &shared.status, &e, failures);
                 wait
             }
         };
@@ -281,7 +319,13 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
 }
 
 /// Publishes a new token; returns when to refresh it.
-fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> Duration {
+fn store(
+    shared: &Shared,
+    issued: Issued,
+    started: Instant,
+    jitter: Jitter,
+    fetched_by: Option<SpanContext>,
+) -> Duration {
     let s = &shared.settings;
     let lifetime = issued.lifetime.min(s.max_lifetime);
     let usable = lifetime - expiry_skew(lifetime);
@@ -302,6 +346,7 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         usable_until: started + usable,
         expires_at: SystemTime::now() + lifetime.saturating_sub(started.elapsed()),
         dpop,
+        fetched_by,
     })));
     // The server's expiry (counted from the request), in Unix time for dashboards and alerts.
     let now_unix = SystemTime::now()
@@ -322,63 +367,18 @@ fn store(shared: &Shared, issued: Issued, started: Instant, jitter: Jitter) -> D
         status.granted_scope = issued.scope.clone();
     }
     if issued.broader {
-        note_broader(shared, issued.scope.as_deref());
+        note_broader(
+            &shared.metrics,
+            &shared.upstreams,
+            &shared.warned_broader,
+            issued.scope.as_deref(),
+        );
     }
     tracing::info!(upstream = %shared.upstreams.label(), expires_in_s = lifetime.as_secs(), same_token = same, "token obtained");
     // 75-80% of the lifetime, and in any case well before the token stops being usable.
     lifetime
         .mul_f64(0.75 + 0.05 * jitter())
         .min(usable.mul_f64(0.9))
-}
-
-/// Least privilege (the seed's security notes): a grant broader than the request is counted
-/// per upstream and logged once per source. Scopes are not secrets.
-fn note_broader(shared: &Shared, granted: Option<&str>) {
-    let counter = &shared.metrics.token_scope_broader;
-    for name in shared.upstreams.names() {
-        counter.with_label_values(&[&name]).inc();
-    }
-    if !shared.warned_broader.swap(true, Ordering::Relaxed) {
-        tracing::warn!(upstream = %shared.upstreams.label(), granted = granted.unwrap_or_default(),
-            "the authorization server granted scopes beyond those asked for; narrow the client's grant at the server (least privilege)");
-    }
-}
-
-fn record_failure(shared: &Shared, e: &FetchError, failures: u32) {
-    if e.is_config_error() {
-        tracing::error!(upstream = %shared.upstreams.label(), error = %e, consecutive_failures = failures,
-            "token request refused; check the client's credentials and the upstream's scopes");
-    } else {
-        tracing::warn!(upstream = %shared.upstreams.label(), error = %e, consecutive_failures = failures, "token fetch failed");
-    }
-    let mut status = lock(&shared.status);
-    status.last_error = Some(e.to_string());
-    status.assertion_failing = e.outcome() == FetchOutcome::AssertionUnavailable;
-    status.fetches += 1;
-    status.failures += 1;
-    status.consecutive_failures = failures;
-}
-
-fn record_metrics(shared: &Shared, result: &Result<Issued, FetchError>, took: Duration) {
-    let outcome = match result {
-        Ok(_) => FetchOutcome::Success,
-        Err(e) => e.outcome(),
-    };
-    let m = &shared.metrics;
-    for name in shared.upstreams.names() {
-        m.token_fetches
-            .with_label_values(&[&name, outcome.as_str()])
-            .inc();
-        m.token_fetch_duration
-            .with_label_values(&[&name])
-            .observe(took.as_secs_f64());
-    }
-}
-
-/// Locks a mutex, taking the data even if a panicking thread poisoned it (the state is plain
-/// data that stays consistent).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

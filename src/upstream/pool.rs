@@ -38,6 +38,7 @@ use super::Wire;
 use crate::body::{Body, BoxError};
 use crate::config::{OriginLimits, Scheme, UpstreamProtocol, UpstreamUrl};
 use crate::egress::Parent;
+use crate::trace::Traced;
 
 /// What `protocol: auto` over TLS has learnt of the origin from ALPN.
 const ALPN_UNKNOWN: u8 = 0;
@@ -152,7 +153,14 @@ impl OriginPool {
         // that its state does not enlarge every request's.
         let slot = match self.slots.now() {
             Some(slot) => slot,
-            None => Box::pin(self.slots.queue()).await?,
+            None => {
+                // A traced request's wait is a span of its own, from here to its slot.
+                let _span = req
+                    .extensions()
+                    .get::<Traced>()
+                    .and_then(Traced::queue_span);
+                Box::pin(self.slots.queue()).await?
+            }
         };
         // Everything but the HTTP/1.1 path is boxed: inline, its state would make every
         // request's future larger, and the HTTP/1.1 path is the one to keep lean. A WebSocket

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub mod h2raw;
+pub mod otlp;
 pub mod parent;
 pub mod tunnel;
 pub mod yaml;
@@ -295,6 +296,8 @@ impl Echo {
             "authority": parts.uri.authority().map(|a| a.to_string()),
             "authorization": auth,
             "dpop": parts.headers.get("dpop").map(|v| v.to_str().unwrap().to_string()),
+            "traceparent": parts.headers.get("traceparent").map(|v| v.to_str().unwrap().to_string()),
+            "tracestate": parts.headers.get("tracestate").map(|v| v.to_str().unwrap().to_string()),
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
         });

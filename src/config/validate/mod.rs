@@ -13,6 +13,7 @@ mod federation;
 mod parent;
 mod proxy;
 mod redis;
+mod telemetry;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -118,6 +119,7 @@ impl Validator<'_> {
             upstreams,
             access_log: raw.access_log,
             cache: raw.cache.as_ref().and_then(|c| self.cache(c)),
+            tracing: raw.tracing.as_ref().and_then(|t| self.tracing(t)),
         };
         self.check_subject_clients(&config.clients);
         self.check_listeners(&config);
