@@ -9,7 +9,8 @@ Apps: curl (forward listener via -x, reverse listener) and Python requests (HTTP
 https:// through HTTPS_PROXY with TLS interception, curl, Python requests and httpx, Node
 undici and axios, Java HttpClient and Go net/http (intercept_checks.py); curl over HTTP/2,
 grpcio, websockets and h2load (h2_checks.py). Parent proxies: squid with basic_ncsa_auth and
-tinyproxy (parent_checks.py). Every process
+tinyproxy (parent_checks.py). Traces: an OTLP receiver on opentelemetry-proto and an app
+traced by the OpenTelemetry SDK (trace_checks.py). Every process
 started here is stopped here, by PID.
 
 Usage: check.py TOKENPROXY_BINARY
@@ -41,6 +42,7 @@ import parent_checks
 import path_checks
 import plaintext_checks
 import sharing_checks
+import trace_checks
 
 from procs import free_port, stop
 
@@ -351,6 +353,7 @@ def run_checks(env):
     path_checks.checks(env, check, start, wait_http)
     limits_checks.checks(env, check, start, wait_http)
     parent_checks.checks(env, check, start, wait_http)
+    trace_checks.checks(env, check, start, wait_http)
 
 
 if __name__ == "__main__":
