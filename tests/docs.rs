@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "proxy",
     "admin",
     "tokens",
@@ -13,6 +13,7 @@ const SECTIONS: [&str; 7] = [
     "upstreams",
     "cache",
     "access_log",
+    "tracing",
 ];
 
 fn pages() -> Vec<PathBuf> {
