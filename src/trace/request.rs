@@ -11,11 +11,12 @@
 //! only with the access log's `include_query`), the protocol, the upstream's name, the status
 //! and tokenproxy's error code: no other header, never a token.
 
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri, Version};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use super::{Child, Tracer};
@@ -37,34 +38,38 @@ impl Tracer {
     /// `intercept`), for `host`.
     pub fn request<B>(&self, req: &Request<B>, listener: &'static str, host: &str) -> RequestSpan {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
-        let uri = req.uri();
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", req.method().as_str().to_owned()),
-            KeyValue::new("network.protocol.version", protocol(req.version())),
-            KeyValue::new("tokenproxy.listener", listener),
-        ];
-        if !host.is_empty() {
-            attributes.push(KeyValue::new("server.address", host.to_owned()));
-        }
-        if let Some(scheme) = uri.scheme_str() {
-            attributes.push(KeyValue::new("url.scheme", scheme.to_owned()));
-        }
-        if req.method() != http::Method::CONNECT {
-            attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
-            if let Some(q) = uri.query().filter(|_| self.inner.include_query) {
-                attributes.push(KeyValue::new("url.query", q.to_owned()));
-            }
-        }
+        // Sampled first, with nothing on it: an unsampled request pays for no attributes.
         let span = self
             .inner
             .tracer
-            .span_builder(req.method().as_str().to_owned())
+            .span_builder(method_name(req.method()))
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.inner.tracer, &parent);
         let cx = parent.with_span(span);
+        let recording = cx.span().is_recording();
+        if recording {
+            let uri = req.uri();
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", method_name(req.method())),
+                KeyValue::new("network.protocol.version", protocol(req.version())),
+                KeyValue::new("tokenproxy.listener", listener),
+            ];
+            if !host.is_empty() {
+                attributes.push(KeyValue::new("server.address", host.to_owned()));
+            }
+            if let Some(scheme) = uri.scheme_str() {
+                attributes.push(KeyValue::new("url.scheme", scheme.to_owned()));
+            }
+            if req.method() != http::Method::CONNECT {
+                attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+                if let Some(q) = uri.query().filter(|_| self.inner.include_query) {
+                    attributes.push(KeyValue::new("url.query", q.to_owned()));
+                }
+            }
+            cx.span().set_attributes(attributes);
+        }
         RequestSpan {
-            recording: cx.span().is_recording(),
+            recording,
             tracer: self.clone(),
             cx,
         }
@@ -104,15 +109,13 @@ impl RequestSpan {
             .tracer
             .inner
             .tracer
-            .span_builder(method.as_str().to_owned())
+            .span_builder(method_name(method))
             .with_kind(SpanKind::Client);
         let builder = match self.recording {
             false => builder,
             true => {
-                let mut attributes = vec![KeyValue::new(
-                    "http.request.method",
-                    method.as_str().to_owned(),
-                )];
+                let mut attributes =
+                    vec![KeyValue::new("http.request.method", method_name(method))];
                 if let Some(host) = uri.host() {
                     attributes.push(KeyValue::new("server.address", host.to_owned()));
                 }
@@ -183,9 +186,25 @@ pub struct Attempt {
 
 impl Attempt {
     /// Writes this attempt's `traceparent` (and the app's `tracestate`) into the request's
-    /// headers, replacing the app's.
+    /// headers, replacing the app's. (Written here rather than by the SDK's propagator, which
+    /// formats through `fmt` and parses the header name and value back: a third of the cost
+    /// of an unsampled request. The format is W3C Trace Context's, version 00.)
     pub fn inject(&self, headers: &mut HeaderMap) {
-        TraceContextPropagator::new().inject_context(&self.cx, &mut HeaderInjector(headers));
+        let span = self.cx.span();
+        let context = span.span_context();
+        if !context.is_valid() {
+            return;
+        }
+        headers.insert(TRACEPARENT, traceparent(context));
+        let state = context.trace_state().header();
+        match HeaderValue::from_str(&state) {
+            Ok(value) if !state.is_empty() => {
+                headers.insert(TRACESTATE, value);
+            }
+            _ => {
+                headers.remove(TRACESTATE);
+            }
+        }
     }
 
     /// What the pool needs to put a connection-queue span under this attempt, when recorded.
@@ -229,6 +248,48 @@ impl Traced {
     }
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// `00-{trace id}-{span id}-{flags}`, lowercase hex.
+fn traceparent(context: &SpanContext) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = Vec::with_capacity(55);
+    let mut field = |bytes: &[u8]| {
+        if !text.is_empty() {
+            text.push(b'-');
+        }
+        for b in bytes {
+            text.push(HEX[usize::from(b >> 4)]);
+            text.push(HEX[usize::from(b & 0x0f)]);
+        }
+    };
+    field(&[0]);
+    field(&context.trace_id().to_bytes());
+    field(&context.span_id().to_bytes());
+    field(&[context.trace_flags().to_u8()]);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The span name and `http.request.method` of `method`: static for the standard ones.
+fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return std::borrow::Cow::Owned(method.as_str().to_owned()),
+    };
+    std::borrow::Cow::Borrowed(name)
+}
+
 fn protocol(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
@@ -236,5 +297,36 @@ fn protocol(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    /// Ours writes what the SDK's propagator writes, for sampled and unsampled contexts.
+    #[test]
+    fn traceparent_is_the_propagators() {
+        for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+            let context = SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap_or(TraceId::INVALID),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap_or(SpanId::INVALID),
+                flags,
+                true,
+                TraceState::default(),
+            );
+            let cx = Context::new().with_remote_span_context(context.clone());
+            let mut theirs = HashMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut theirs);
+            let ours = traceparent(&context);
+            assert_eq!(
+                Some(ours.to_str().unwrap_or_default()),
+                theirs.get("traceparent").map(String::as_str)
+            );
+        }
     }
 }

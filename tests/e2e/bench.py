@@ -4,8 +4,9 @@ Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forw
 (absolute-form requests from a wrk Lua script), (e) a second tokenproxy reverse listener with the
 access log on (JSON lines to a file, as a container runtime keeps stdout), (f) a third with the
 shared token cache on (a redis-server on loopback): the cache is on the token path only, so (f)
-should match (c), and (g) a fourth whose client has `token_type: dpop` (an ES256 proof signed
-for every request). Same wrk settings for all, several runs each,
+should match (c), (g) a fourth whose client has `token_type: dpop` (an ES256 proof signed
+for every request), and (h) a fifth with `tracing` at `sample_ratio: 1` (three spans a request,
+exported to an nginx location that takes them). Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -76,11 +77,17 @@ def origin_config(tmp, port):
             default_type application/json;
             return 200 '{{"access_token":"bench-token-0123456789","token_type":"DPoP","expires_in":3600}}';
         }}
+        # The OTLP collector of (h): takes every export and keeps nothing (an empty
+        # ExportTraceServiceResponse is a valid answer).
+        location = /v1/traces {{ default_type application/x-protobuf; return 200 ""; }}
     }}""")
 
 
-def tokenproxy_config(ports, access_log=False, cache=None, dpop=False):
+def tokenproxy_config(ports, access_log=False, cache=None, dpop=False, traced=None):
+    """`traced`: a sample_ratio, with spans exported to the origin nginx; None: no tracing."""
     log = "access_log:\n  enabled: true\n" if access_log else ""
+    if traced is not None:
+        log += f"tracing:\n  otlp_endpoint: http://127.0.0.1:{ports['origin']}\n  sample_ratio: {traced}\n"
     if cache:
         log += (f"cache:\n  redis:\n    url: redis://127.0.0.1:{ports['redis']}\n"
                 f"  encryption_key: {{ file: {cache} }}\n")
@@ -203,6 +210,7 @@ def main():
     logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     cached = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin", "redis"]}}
     dpop = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
+    traced = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     nginx = NGINX
     nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
     origin = origin_config(tmp, ports["origin"])
@@ -233,6 +241,8 @@ def main():
         f.write(tokenproxy_config(cached, cache=f"{tmp}/cache.key"))
     with open(f"{tmp}/dpop.yaml", "w") as f:
         f.write(tokenproxy_config(dpop, dpop=True))
+    with open(f"{tmp}/traced.yaml", "w") as f:
+        f.write(tokenproxy_config(traced, traced=1))
     others = []  # (name, binary, ports)
     for name, path in compare:
         own = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
@@ -270,6 +280,9 @@ def main():
         tp_dpop = start([binary, "run", "-c", f"{tmp}/dpop.yaml", "--workers", str(args.workers)],
                         cpu=server_cpu, env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{dpop['admin']}/readyz")
+        tp_traced = start([binary, "run", "-c", f"{tmp}/traced.yaml", "--workers", str(args.workers)],
+                          cpu=server_cpu, env={"RUST_LOG": "warn"})
+        wait(f"http://127.0.0.1:{traced['admin']}/readyz")
         compared = []  # (name, process, ports)
         for name, path, own in others:
             compared.append((name, start([path, "run", "-c", f"{tmp}/compare-{name}.yaml", "--workers",
@@ -287,6 +300,8 @@ def main():
             ("e tokenproxy reverse +access log", f"http://127.0.0.1:{logged['rev']}/", plain, [tp_logged.pid]),
             ("f tokenproxy reverse +shared cache", f"http://127.0.0.1:{cached['rev']}/", plain, [tp_cached.pid]),
             ("g tokenproxy reverse, DPoP", f"http://127.0.0.1:{dpop['rev']}/", plain, [tp_dpop.pid]),
+            ("h tokenproxy reverse, traced (sample_ratio 1)", f"http://127.0.0.1:{traced['rev']}/", plain,
+             [tp_traced.pid]),
             *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
         ]
         results = {name: [] for name, _, _, _ in targets}
@@ -308,6 +323,10 @@ def main():
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics") as r:
             metrics = r.read().decode()
         fetches = re.search(r'tokenproxy_token_fetches_total\{outcome="success",upstream="origin"\} (\d+)', metrics)
+        with urllib.request.urlopen(f"http://127.0.0.1:{traced['admin']}/metrics") as r:
+            spans = r.read().decode()
+        exported = re.search(r'tokenproxy_trace_spans_exported_total (\d+)', spans)
+        dropped = re.findall(r'tokenproxy_trace_spans_dropped_total\{reason="(\w+)"\} (\d+)', spans)
         with open(f"{tmp}/access.log") as f:
             lines = sum(1 for line in f if line.startswith('{"time"'))
     finally:
@@ -337,6 +356,8 @@ def main():
         print(f"c {name} RSS: idle {idle[name] / 1024:.1f} MiB, at 256 connections {peaks[name] / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
     print(f"access-log lines written by (e): {lines:,}")
+    print(f"spans exported by (h): {int(exported.group(1)) if exported else '?':,}; dropped: "
+          + ", ".join(f"{reason} {int(n):,}" for reason, n in dropped))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the reverse and the forward listener with `callgrind_control -z` / `-d`, and div
 instructions by the requests. A fixed count, not a fixed time, so fixed costs (timers,
 the runtime's idle work) weigh the same in every run.
 
-Usage: instructions.py [--binary PATH] [--requests 20000] [--connections 8]
+Usage: instructions.py [--binary PATH] [--requests 20000] [--connections 8] [--traced RATIO]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--keep", help="copy the callgrind dumps here (reverse.out, forward.out)")
+    ap.add_argument("--traced", type=float, metavar="RATIO",
+                    help="tracing on at this sample_ratio, exported to the origin nginx (bench's (h))")
     args = ap.parse_args()
     binary = args.binary
     if not binary:
@@ -73,7 +75,7 @@ def main():
     with open(f"{tmp}/origin.conf", "w") as f:
         f.write(origin_config(tmp, ports["origin"]))
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
-        f.write(tokenproxy_config(ports))
+        f.write(tokenproxy_config(ports, traced=args.traced))
     try:
         start([NGINX, "-p", tmp, "-c", f"{tmp}/origin.conf", "-g", "daemon off;"])
         wait(f"http://127.0.0.1:{ports['origin']}/")
