@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -22,6 +22,22 @@ use crate::error::StartError;
 use crate::proxy::{self, Entry};
 use crate::serve::serve_with;
 use crate::snapshot::App;
+
+/// Binds `addr` as tokio does (`SO_REUSEADDR`, a backlog of 1024), and with `SO_REUSEPORT`
+/// when `TOKENPROXY_REUSE_PORT=1`: for benchmarks of one single-threaded process per core
+/// sharing the ports (docs/performance.md, "Runtimes").
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if std::env::var_os("TOKENPROXY_REUSE_PORT").is_some_and(|v| v == "1") {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
 
 struct Server {
     /// The address (may have port 0) and limits as configured.
@@ -99,13 +115,11 @@ impl Listeners {
         role: Role,
         (addr, limits): (SocketAddr, Limits),
     ) -> Result<Server, StartError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr,
-                what: role.to_string(),
-                source,
-            })?;
+        let listener = bind(addr).map_err(|source| StartError::Bind {
+            addr,
+            what: role.to_string(),
+            source,
+        })?;
         let bound = listener.local_addr().unwrap_or(addr);
         if role == Role::Forward && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the forward listener is not on loopback: anyone who can reach it can spend this proxy's tokens");

@@ -36,8 +36,22 @@ struct Cli {
     /// respects a cgroup CPU limit but not a CPU request].
     #[arg(long, global = true, env = "TOKENPROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// For benchmarks (docs/performance.md, "Runtimes"): `auto` is tokio's current-thread
+    /// runtime when there is one worker (everything on one thread, no work-stealing machinery:
+    /// 1.3x the requests per second of a one-worker multi-thread runtime) and the multi-thread
+    /// runtime otherwise; the other two force one. More current-thread workers are more
+    /// processes, sharing the listening ports with TOKENPROXY_REUSE_PORT=1.
+    #[arg(long, global = true, hide = true, value_enum, default_value_t = Runtime::Auto, env = "TOKENPROXY_RUNTIME")]
+    runtime: Runtime,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    Auto,
+    MultiThread,
+    CurrentThread,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -144,10 +158,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (level, to_stderr) = cli.command.logging();
     init_logging(cli.log_format, level, to_stderr);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.workers {
-        runtime.worker_threads(usize::from(n));
-    }
+    // tokio's own default: one worker per CPU this process may use.
+    let workers = cli.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut runtime = match (cli.runtime, workers) {
+        (Runtime::CurrentThread, _) if cli.workers.is_some_and(|n| n > 1) => {
+            eprintln!("tokenproxy: a current-thread runtime is one worker; run one process per worker with TOKENPROXY_REUSE_PORT=1");
+            return ExitCode::from(cli::Exit::Usage.code());
+        }
+        (Runtime::CurrentThread, _) | (Runtime::Auto, 1) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        (Runtime::MultiThread | Runtime::Auto, n) => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
+    };
     let exit = match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(cli.command.run()),
         Err(e) => cli::failed("cannot start the runtime", &e),

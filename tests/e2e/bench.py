@@ -5,8 +5,11 @@ Authorization header, (c) a tokenproxy reverse listener, (d) the tokenproxy forw
 access log on (JSON lines to a file, as a container runtime keeps stdout), (f) a third with the
 shared token cache on (a redis-server on loopback): the cache is on the token path only, so (f)
 should match (c), (g) a fourth whose client has `token_type: dpop` (an ES256 proof signed
-for every request), and (h) a fifth with `tracing` at `sample_ratio: 1` (three spans a request,
-exported to an nginx location that takes them). Same wrk settings for all, several runs each,
+for every request), (h) a fifth with `tracing` at `sample_ratio: 1` (three spans a request,
+exported to an nginx location that takes them), and TLS origination: (i) nginx and (j) a
+tokenproxy reverse listener each sending over verified TLS (keep-alive, session reuse) to the
+origin's TLS port. Then (a)-(d) once more at one connection (wrk -c1): the p50 each proxy adds
+over direct, against nginx's. Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -14,7 +17,9 @@ TCP work is most of it, and it is the same for any proxy making the same system 
 Not part of CI's pass/fail.
 
 Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1] [--think 0]
-                [--compare NAME=BINARY ...]
+                [--compare NAME=BINARY ...] [--all]
+  --all      then run bench_https.py (interception) and bench_h2.py (h2c in, HTTP/1.1 and h2c
+             out) with the same --pin and --runs: every scenario side by side with nginx
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
   --compare  another tokenproxy binary (another commit, another allocator), run as one more
              reverse target "c NAME" in the same interleaved runs, with its own RSS figures
@@ -33,6 +38,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -63,9 +69,16 @@ http {{
 """
 
 
-def origin_config(tmp, port):
-    """The origin (and token endpoint): one nginx with one worker, shared by every target."""
-    return nginx_config(tmp, "origin", 1, f"""
+def origin_config(tmp, port, tls=None):
+    """The origin (and token endpoint): one nginx with one worker, shared by every target;
+    `tls`: (port, certificate, key) of a TLS listener too."""
+    tls_server = "" if not tls else f"""
+    server {{
+        listen 127.0.0.1:{tls[0]} ssl backlog=4096;
+        ssl_certificate {tls[1]}; ssl_certificate_key {tls[2]};
+        location / {{ return 200 "ok\\n"; }}
+    }}"""
+    return nginx_config(tmp, "origin", 1, tls_server + f"""
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ return 200 "ok\\n"; }}
@@ -83,7 +96,7 @@ def origin_config(tmp, port):
     }}""")
 
 
-def tokenproxy_config(ports, access_log=False, cache=None, dpop=False, traced=None):
+def tokenproxy_config(ports, access_log=False, cache=None, dpop=False, traced=None, tls=None):
     """`traced`: a sample_ratio, with spans exported to the origin nginx; None: no tracing."""
     log = "access_log:\n  enabled: true\n" if access_log else ""
     if traced is not None:
@@ -108,7 +121,12 @@ upstreams:
     match: [origin.bench]
     listen: 127.0.0.1:{ports['rev']}
     client: bench
-"""
+""" + ("" if not tls else f"""  origin_tls:
+    url: https://127.0.0.1:{ports['origin_tls']}
+    listen: 127.0.0.1:{ports['rev_tls']}
+    client: bench
+    ca_file: {tls}
+""")
 
 
 def wait(url, timeout=15):
@@ -199,6 +217,8 @@ def main():
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--think", type=int, default=0)
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY")
+    ap.add_argument("--all", action="store_true",
+                    help="then run bench_https.py (interception) and bench_h2.py (h2c) with the same --pin and --runs")
     args = ap.parse_args()
     compare = [spec.split("=", 1) for spec in args.compare]
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
@@ -206,14 +226,17 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "tokenproxy")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
-    ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin"]}
+    ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin", "origin_tls",
+                                      "nginx_tls", "rev_tls"]}
+    from bench_https import certificate  # noqa: E402 (bench_https imports this file)
+    cert, key = certificate(tmp)
     logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     cached = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin", "redis"]}}
     dpop = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     traced = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
     nginx = NGINX
     nginx_conf = lambda name, workers, servers: nginx_config(tmp, name, workers, servers)  # noqa: E731
-    origin = origin_config(tmp, ports["origin"])
+    origin = origin_config(tmp, ports["origin"], tls=(ports["origin_tls"], cert, key))
     # (b): nginx as the reverse proxy that adds a static token, with as many workers as
     # tokenproxy has threads.
     proxy = nginx_conf("proxy", args.workers, f"""
@@ -226,11 +249,25 @@ def main():
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer bench-token-0123456789";
         }}
+    }}
+    upstream origin_tls {{ server 127.0.0.1:{ports['origin_tls']}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx_tls']} backlog=4096;
+        location / {{
+            proxy_pass https://origin_tls;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer bench-token-0123456789";
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {cert};
+            proxy_ssl_name origin.bench;
+            proxy_ssl_session_reuse on;
+        }}
     }}""")
     for name, text in [("origin", origin), ("proxy", proxy)]:
         with open(f"{tmp}/{name}.conf", "w") as f:
             f.write(text)
-    cfg = tokenproxy_config(ports)
+    cfg = tokenproxy_config(ports, tls=cert)
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(cfg)
     with open(f"{tmp}/logged.yaml", "w") as f:
@@ -302,12 +339,19 @@ def main():
             ("g tokenproxy reverse, DPoP", f"http://127.0.0.1:{dpop['rev']}/", plain, [tp_dpop.pid]),
             ("h tokenproxy reverse, traced (sample_ratio 1)", f"http://127.0.0.1:{traced['rev']}/", plain,
              [tp_traced.pid]),
+            ("i nginx proxy+header, TLS to the origin", f"http://127.0.0.1:{ports['nginx_tls']}/", plain,
+             proxy_workers),
+            ("j tokenproxy reverse, TLS to the origin", f"http://127.0.0.1:{ports['rev_tls']}/", plain, [tp.pid]),
             *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
         ]
         results = {name: [] for name, _, _, _ in targets}
+        one = argparse.Namespace(**{**vars(args), "connections": 1})
+        alone = {name: [] for name, _, _, _ in targets[:4]}  # a-d at one connection
         for _ in range(args.runs):
             for name, url, script, measured in targets:  # interleaved, so drift hits all alike
                 results[name].append(wrk(url, args, script, client_cpu, measured))
+            for name, url, script, measured in targets[:4]:
+                alone[name].append(wrk(url, one, script, client_cpu, measured))
         # RSS under 256 open connections.
         def peak_rss(pid, port):
             peak = 0
@@ -356,8 +400,22 @@ def main():
         print(f"c {name} RSS: idle {idle[name] / 1024:.1f} MiB, at 256 connections {peaks[name] / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
     print(f"access-log lines written by (e): {lines:,}")
+    i, j = med["i nginx proxy+header, TLS to the origin"], med["j tokenproxy reverse, TLS to the origin"]
+    print(f"TLS origination (j vs i): {j[0] / i[0]:.2f}x req/s, {(j[3] + j[4]) / (i[3] + i[4]):.2f}x CPU per request")
+    p50 = {n: statistics.median(r[1] for r in rs) for n, rs in alone.items()}
+    direct = p50["a nginx direct"]
+    added = {n: p50[n] - direct for n in list(p50)[1:]}
+    nginx_added = added["b nginx proxy+header"]
+    print(f"one connection (wrk -c1), p50 added over direct ({direct:.3f} ms): "
+          + ", ".join(f"{n[2:]} {v:.3f} ms ({v / nginx_added:.2f}x nginx's)" for n, v in added.items()))
     print(f"spans exported by (h): {int(exported.group(1)) if exported else '?':,}; dropped: "
           + ", ".join(f"{reason} {int(n):,}" for reason, n in dropped))
+    if args.all:
+        here = os.path.dirname(os.path.abspath(__file__))
+        pin = ["--pin"] if args.pin else []
+        for script in ["bench_https.py", "bench_h2.py"]:
+            print(flush=True)
+            subprocess.run([sys.executable, os.path.join(here, script), "--runs", str(args.runs), *pin], check=True)
 
 
 if __name__ == "__main__":

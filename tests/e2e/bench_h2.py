@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--streams", type=int, default=25)
     ap.add_argument("--pin", action="store_true")
+    ap.add_argument("--origin-cpu", type=int, default=None,
+                    help="pin the origin nginx here instead of with the proxies (with --pin: CPU 0)")
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
@@ -153,8 +155,10 @@ def main():
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(tokenproxy)
     try:
+        origin_cpu = args.origin_cpu if args.origin_cpu is not None else server_cpu
         masters = {name: start([NGINX, "-p", tmp, "-c", f"{tmp}/{name}.conf", "-g", "daemon off;"],
-                               cpu=server_cpu) for name in ["origin", "proxy"]}
+                               cpu=origin_cpu if name == "origin" else server_cpu)
+                   for name in ["origin", "proxy"]}
         wait(f"http://127.0.0.1:{ports['origin']}/")
         time.sleep(0.3)
         proxy_workers = children(masters["proxy"].pid)
@@ -190,7 +194,8 @@ def main():
     med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores · h2load -n {args.requests} "
           f"-c {args.connections} -m {args.streams} · {args.runs} runs, medians · one nginx worker, one "
-          f"tokenproxy worker · pinned {args.pin}")
+          f"tokenproxy worker · pinned {args.pin} · origin on CPU "
+          f"{args.origin_cpu if args.origin_cpu is not None else ('0, with the proxies' if args.pin else 'any')}")
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | CPU µs/req (user+kernel) | CPU vs nginx |")
     print("|---|---|---|---|---|---|---|---|")
     pairs = {"g": "g", "h": "g", "i": "i", "j": "i"}

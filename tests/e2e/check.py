@@ -185,7 +185,9 @@ class Env:
         with open(cfg, "w") as f:
             f.write(text)
         self.log = os.path.join(self.tmp, "tokenproxy.log")
-        self.proxy = start("tokenproxy", [self.binary, "run", "-c", cfg], log=self.log,
+        # One worker, as a sidecar with a CPU limit of one gets: the current-thread runtime.
+        # The other tokenproxy processes of these checks take the default (one per CPU).
+        self.proxy = start("tokenproxy", [self.binary, "run", "-c", cfg, "--workers", "1"], log=self.log,
                            env={"RUST_LOG": "debug", "E2E_BASIC_SECRET": self.basic_secret,
                                 "E2E_POST_SECRET": self.post_secret,
                                 "E2E_HMAC_SECRET": self.idp_env["HMAC_SECRET"]})
