@@ -136,7 +136,8 @@ pub fn annotate(attributes: impl FnOnce() -> Vec<KeyValue>) {
     });
 }
 
-/// Ends `result`'s fetch span: its outcome (as `tokenproxy_token_fetches_total` says it).
+/// Ends a fetch span with its outcome (as `tokenproxy_token_fetches_total` counts it) and,
+/// when it failed, the error as `/status` shows it.
 pub fn finish_fetch(cx: &Context, outcome: &'static str, error: Option<String>) {
     let span = cx.span();
     span.set_attribute(KeyValue::new("tokenproxy.outcome", outcome));
