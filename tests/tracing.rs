@@ -36,9 +36,26 @@ async fn start(idp: &FakeIdp, echo: &Echo, endpoint: &str, extra: serde_json::Va
     tokenproxy::start(c.config()).await.unwrap()
 }
 
-fn traced(target: &str, flags: &str, extra: &str) -> (String, String) {
-    let parent = format!("traceparent: 00-{TRACE}-{PARENT}-{flags}\r\ntracestate: vendor=1\r\n");
-    (target.to_string(), format!("{parent}{extra}"))
+/// `target` through the forward listener with the app's `traceparent` (`flags`: 01 sampled,
+/// 00 not) and `tracestate`, and `extra` header lines.
+async fn send_traced(p: &Running, target: &str, flags: &str, extra: &str) -> RawResponse {
+    let headers =
+        format!("traceparent: 00-{TRACE}-{PARENT}-{flags}\r\ntracestate: vendor=1\r\n{extra}");
+    get(
+        p.forward_addr().unwrap(),
+        target,
+        "api.example.com",
+        &headers,
+    )
+    .await
+}
+
+async fn peers() -> (FakeIdp, Echo, Collector) {
+    (
+        FakeIdp::start().await,
+        Echo::start().await,
+        Collector::start().await,
+    )
 }
 
 async fn spans_of(collector: &Collector, trace: &str, n: usize) -> Vec<Span> {
@@ -60,23 +77,14 @@ fn one<'a>(spans: &'a [Span], what: &str, f: impl Fn(&Span) -> bool) -> &'a Span
 
 #[tokio::test]
 async fn the_apps_trace_continues_to_the_upstream_with_token_wait_linked_to_the_fetch() {
-    let (idp, echo, collector) = (
-        FakeIdp::start().await,
-        Echo::start().await,
-        Collector::start().await,
-    );
+    let (idp, echo, collector) = peers().await;
     idp.push(Answer::token(TOKEN, 3600));
     let p = start(&idp, &echo, &collector.url(), json!({})).await;
-    let (target, headers) = traced(
+    let r = send_traced(
+        &p,
         "http://api.example.com/orders/7?sig=CANARY-QUERY-55",
         "01",
         "X-Api-Key: CANARY-HEADER-8d\r\n",
-    );
-    let r = get(
-        p.forward_addr().unwrap(),
-        &target,
-        "api.example.com",
-        &headers,
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -149,20 +157,9 @@ async fn the_apps_trace_continues_to_the_upstream_with_token_wait_linked_to_the_
 
 #[tokio::test]
 async fn an_unsampled_parent_is_followed_and_nothing_of_its_request_is_exported() {
-    let (idp, echo, collector) = (
-        FakeIdp::start().await,
-        Echo::start().await,
-        Collector::start().await,
-    );
+    let (idp, echo, collector) = peers().await;
     let p = start(&idp, &echo, &collector.url(), json!({})).await;
-    let (target, headers) = traced("http://api.example.com/x", "00", "");
-    let r = get(
-        p.forward_addr().unwrap(),
-        &target,
-        "api.example.com",
-        &headers,
-    )
-    .await;
+    let r = send_traced(&p, "http://api.example.com/x", "00", "").await;
     assert_eq!(r.status, 200, "{r:?}");
     let sent = r.json()["traceparent"].as_str().unwrap().to_string();
     assert!(
@@ -195,11 +192,7 @@ async fn an_unsampled_parent_is_followed_and_nothing_of_its_request_is_exported(
 
 #[tokio::test]
 async fn sample_ratio_zero_traces_no_request_but_every_token_fetch() {
-    let (idp, echo, collector) = (
-        FakeIdp::start().await,
-        Echo::start().await,
-        Collector::start().await,
-    );
+    let (idp, echo, collector) = peers().await;
     let p = start(
         &idp,
         &echo,
@@ -218,21 +211,10 @@ async fn sample_ratio_zero_traces_no_request_but_every_token_fetch() {
 
 #[tokio::test]
 async fn a_refused_token_is_a_second_attempt_that_says_why() {
-    let (idp, echo, collector) = (
-        FakeIdp::start().await,
-        Echo::start().await,
-        Collector::start().await,
-    );
+    let (idp, echo, collector) = peers().await;
     echo.accepted.lock().unwrap().push("tok-2".into());
     let p = start(&idp, &echo, &collector.url(), json!({})).await;
-    let (target, headers) = traced("http://api.example.com/401/x", "01", "");
-    let r = get(
-        p.forward_addr().unwrap(),
-        &target,
-        "api.example.com",
-        &headers,
-    )
-    .await;
+    let r = send_traced(&p, "http://api.example.com/401/x", "01", "").await;
     assert_eq!(r.status, 200, "{r:?}");
     let spans = spans_of(&collector, TRACE, 5).await;
     let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == CLIENT).collect();
@@ -264,11 +246,7 @@ async fn a_refused_token_is_a_second_attempt_that_says_why() {
 
 #[tokio::test]
 async fn a_request_that_waits_for_a_connection_shows_the_queue() {
-    let (idp, echo, collector) = (
-        FakeIdp::start().await,
-        Echo::start().await,
-        Collector::start().await,
-    );
+    let (idp, echo, collector) = peers().await;
     let limit = json!({"upstreams.api.max_connections": 1});
     let p = start(&idp, &echo, &collector.url(), limit).await;
     assert_eq!(get_api(&p).await.status, 200);
@@ -304,14 +282,7 @@ async fn a_dead_collector_changes_nothing_and_the_lost_spans_are_counted() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let p = start(&idp, &echo, &dead, json!({})).await;
     for _ in 0..20 {
-        let (target, headers) = traced("http://api.example.com/x", "01", "");
-        let r = get(
-            p.forward_addr().unwrap(),
-            &target,
-            "api.example.com",
-            &headers,
-        )
-        .await;
+        let r = send_traced(&p, "http://api.example.com/x", "01", "").await;
         assert_eq!(r.status, 200, "{r:?}");
     }
     let trace = &p.app.metrics.trace;
