@@ -146,6 +146,13 @@ async fn the_apps_trace_continues_to_the_upstream_with_token_wait_linked_to_the_
     );
     assert_eq!(fetch.attr("server.address"), Some("127.0.0.1"));
     assert_eq!(fetch.attr("http.response.status_code"), Some("200"));
+    let posts = collector.in_trace(&fetch.trace_id);
+    let post = one(&posts, "the token request", |s| s.name == "POST");
+    assert_eq!(post.parent, fetch.span_id);
+    assert_eq!(
+        (post.kind, post.attr("http.response.status_code")),
+        (CLIENT, Some("200"))
+    );
     assert_eq!(collector.paths.lock().unwrap()[0], "/v1/traces");
 
     // (`tracestate` is the trace's own, exported with each span as OTLP says.)
@@ -204,9 +211,15 @@ async fn sample_ratio_zero_traces_no_request_but_every_token_fetch() {
         assert_eq!(get_api(&p).await.status, 200);
     }
     p.shutdown().await;
+    // The fetch and its token request, in the fetch's trace; nothing of the requests.
     let spans = collector.spans();
-    assert!(spans.iter().all(|s| s.name == "token fetch"), "{spans:#?}");
-    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["POST", "token fetch"], "{spans:#?}");
+    assert!(
+        spans.iter().all(|s| s.trace_id == spans[0].trace_id),
+        "{spans:#?}"
+    );
 }
 
 #[tokio::test]

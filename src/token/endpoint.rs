@@ -355,16 +355,37 @@ impl Endpoint {
             }
             req = req.header(DPOP, proof);
         }
-        crate::trace::annotate(|| {
-            let host = url.host_str().unwrap_or_default().to_owned();
-            vec![KeyValue::new("server.address", host)]
+        let host = || {
+            KeyValue::new(
+                "server.address",
+                url.host_str().unwrap_or_default().to_owned(),
+            )
+        };
+        crate::trace::annotate(|| vec![host()]);
+        // The request itself is a child of the fetch: a DPoP nonce retry shows as a second.
+        let mut span = crate::trace::child("POST", || {
+            let mut attributes = vec![KeyValue::new("http.request.method", "POST"), host()];
+            attributes.extend(
+                url.port()
+                    .map(|p| KeyValue::new("server.port", i64::from(p))),
+            );
+            attributes
         });
-        let resp = req.body(form).send().await.map_err(transport)?;
+        let resp = match req.body(form).send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if let Some(span) = &mut span {
+                    span.failed("the token endpoint could not be reached".into());
+                }
+                return Err(transport(e));
+            }
+        };
         let status = resp.status();
-        crate::trace::annotate(|| {
-            let status = i64::from(status.as_u16());
-            vec![KeyValue::new("http.response.status_code", status)]
-        });
+        let code = || KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(span) = &mut span {
+            span.set(code());
+        }
+        crate::trace::annotate(|| vec![code()]);
         let headers = resp.headers().clone();
         let body = read_capped(resp).await?;
         Ok((status, headers, body))

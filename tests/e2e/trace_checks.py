@@ -189,11 +189,13 @@ def checks(env, check, start, wait_http):
         assert fa["tokenproxy.grant"] == "client_credentials", fa
         assert fa["tokenproxy.auth_method"] == "client_secret_basic", fa
         assert fa["http.response.status_code"] == 200 and fa["server.address"] == "127.0.0.1", fa
+        post = receiver.wait(lambda s: s["trace"] == fetch["trace"] and s["name"] == "POST")
+        assert post[0]["parent"] == fetch["id"] and post[0]["attrs"]["http.response.status_code"] == 200, post
         redis = receiver.wait(lambda s: s["trace"] == fetch["trace"] and s["name"].startswith("redis "), n=3)
         assert all(s["parent"] == fetch["id"] and s["attrs"]["db.system.name"] == "redis" for s in redis), redis
         names = sorted({s["name"] for s in redis})
         print(f"     one trace: app span -> tokenproxy GET (server) -> token wait + GET (client) -> nginx; "
-              f"token fetch with {names} under it", file=sys.stderr)
+              f"token fetch with POST (oidc-provider) and {names} under it", file=sys.stderr)
     check("tracing: a traced Python app's trace continues through tokenproxy to nginx, the token "
           "fetch (oidc-provider, redis-server cache) is linked, parents and attributes right", one_trace)
 
