@@ -55,11 +55,7 @@ pub async fn start_logging_to(
     let interceptor = Interceptor::from_config(&config, &metrics.intercept)?;
     let tracer = match &config.tracing {
         None => None,
-        Some(t) => Some(Tracer::start(
-            t,
-            config.access_log.include_query,
-            &metrics.trace,
-        )?),
+        Some(t) => Some(Tracer::start(t, &metrics.trace)?),
     };
     let snapshot = Snapshot::build(config, &metrics, tracer.as_ref(), None, jitter)?;
     let config = snapshot.config.clone();

@@ -20,6 +20,16 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
 async fn start(idp: &FakeIdp, echo: &Echo, endpoint: &str, extra: serde_json::Value) -> Running {
+    let config = config_for(idp, echo, endpoint, extra);
+    tokenproxy::start(config).await.unwrap()
+}
+
+fn config_for(
+    idp: &FakeIdp,
+    echo: &Echo,
+    endpoint: &str,
+    extra: serde_json::Value,
+) -> tokenproxy::Config {
     let mut c = TestConfig::new()
         .forward()
         .client("idp", &idp.url(), SECRET)
@@ -33,7 +43,7 @@ async fn start(idp: &FakeIdp, echo: &Echo, endpoint: &str, extra: serde_json::Va
             c = c.set(&k, v);
         }
     }
-    tokenproxy::start(c.config()).await.unwrap()
+    c.config()
 }
 
 /// `target` through the forward listener with the app's `traceparent` (`flags`: 01 sampled,
@@ -302,4 +312,26 @@ async fn a_dead_collector_changes_nothing_and_the_lost_spans_are_counted() {
     eventually(|| trace.dropped_export_failed.get() >= 61).await;
     assert_eq!(trace.exported.get(), 0);
     assert_eq!(trace.dropped_queue_full.get(), 0);
+}
+
+#[tokio::test]
+async fn the_query_is_on_a_span_only_while_the_access_log_includes_it() {
+    let (idp, echo, collector) = peers().await;
+    let with = json!({"access_log.include_query": true});
+    let p = start(&idp, &echo, &collector.url(), with).await;
+    let r = send_traced(&p, "http://api.example.com/first?page=2", "01", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // A reload turns it off: the next request's span has no query.
+    let without = config_for(&idp, &echo, &collector.url(), json!({}));
+    p.apply(without).await.unwrap();
+    let r = send_traced(&p, "http://api.example.com/second?page=3", "01", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let spans = spans_of(&collector, TRACE, 6).await;
+    let servers: Vec<&Span> = spans.iter().filter(|s| s.kind == SERVER).collect();
+    let query = |path: &str| {
+        let server = servers.iter().find(|s| s.attr("url.path") == Some(path));
+        server.map(|s| s.attr("url.query").map(str::to_owned))
+    };
+    assert_eq!(query("/first"), Some(Some("page=2".into())), "{servers:#?}");
+    assert_eq!(query("/second"), Some(None), "{servers:#?}");
 }

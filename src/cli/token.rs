@@ -132,10 +132,7 @@ pub async fn fetch(config: &Config, upstream: &str, format: Format) -> Result<St
     };
     let metrics = Metrics::new().map_err(StartError::from)?;
     let tracer = match &config.tracing {
-        Some(t) => Some(
-            Tracer::start(t, config.access_log.include_query, &metrics.trace)
-                .map_err(StartError::from)?,
-        ),
+        Some(t) => Some(Tracer::start(t, &metrics.trace).map_err(StartError::from)?),
         None => None,
     };
     let source = source_for(

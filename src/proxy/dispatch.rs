@@ -33,7 +33,7 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         false => Trail::default(),
     };
     if let Some(tracer) = &app.tracer {
-        trail.trace = Some(server_span(tracer, &entry, &req));
+        trail.trace = Some(server_span(tracer, &entry, &req, log.include_query));
     }
     let is_connect = req.method() == Method::CONNECT;
     let caller = Caller::of(&req);
@@ -121,7 +121,12 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
 }
 
 /// The server span of a request: which listener, and the host it is for (without the port).
-fn server_span<B>(tracer: &Tracer, entry: &Entry, req: &Request<B>) -> RequestSpan {
+fn server_span<B>(
+    tracer: &Tracer,
+    entry: &Entry,
+    req: &Request<B>,
+    include_query: bool,
+) -> RequestSpan {
     let (listener, host) = match entry {
         Entry::Forward => ("forward", req.uri().host().unwrap_or_default()),
         Entry::Reverse(_) => {
@@ -131,7 +136,7 @@ fn server_span<B>(tracer: &Tracer, entry: &Entry, req: &Request<B>) -> RequestSp
         }
         Entry::Intercepted(target) => ("intercept", target.host.as_str()),
     };
-    tracer.request(req, listener, host)
+    tracer.request(req, listener, host, include_query)
 }
 
 /// `host` of `host:port` (`[v6]:port` keeps its brackets off).

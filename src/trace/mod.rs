@@ -55,17 +55,11 @@ struct Inner {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     queue: export::Flusher,
-    /// The access log's `include_query`: the query goes on spans only where it goes in logs.
-    include_query: bool,
 }
 
 impl Tracer {
     /// Starts the exporter on the current tokio runtime.
-    pub fn start(
-        config: &TracingConfig,
-        include_query: bool,
-        metrics: &TraceMetrics,
-    ) -> Result<Tracer, ExportError> {
+    pub fn start(config: &TracingConfig, metrics: &TraceMetrics) -> Result<Tracer, ExportError> {
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attributes([KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))])
@@ -82,7 +76,6 @@ impl Tracer {
                 tracer,
                 provider,
                 queue,
-                include_query,
             }),
         })
     }

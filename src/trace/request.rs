@@ -35,8 +35,15 @@ pub struct Traced(Context);
 
 impl Tracer {
     /// Starts the server span of `req`, which came in on `listener` (`forward`, `reverse`,
-    /// `intercept`), for `host`.
-    pub fn request<B>(&self, req: &Request<B>, listener: &'static str, host: &str) -> RequestSpan {
+    /// `intercept`), for `host`; the query goes on it only with `include_query` (the access
+    /// log's, read from the config in force, so a reload that turns it off is obeyed at once).
+    pub fn request<B>(
+        &self,
+        req: &Request<B>,
+        listener: &'static str,
+        host: &str,
+        include_query: bool,
+    ) -> RequestSpan {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
         // Sampled first, with nothing on it: an unsampled request pays for no attributes.
         let span = self
@@ -62,7 +69,7 @@ impl Tracer {
             }
             if req.method() != http::Method::CONNECT {
                 attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
-                if let Some(q) = uri.query().filter(|_| self.inner.include_query) {
+                if let Some(q) = uri.query().filter(|_| include_query) {
                     attributes.push(KeyValue::new("url.query", q.to_owned()));
                 }
             }
