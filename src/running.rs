@@ -87,9 +87,18 @@ pub async fn start_logging_to(
         listeners = ?running.app.listening.read().map(|l| l.clone()).unwrap_or_default(),
         upstreams = config.upstreams.len(),
         workers = tokio::runtime::Handle::current().metrics().num_workers(),
+        runtime = runtime_name(),
         "tokenproxy started"
     );
     Ok(running)
+}
+
+/// The runtime serving traffic: `current_thread` (one worker) or `multi_thread`.
+fn runtime_name() -> &'static str {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    }
 }
 
 fn warn_about_secret_files(config: &Config) {

@@ -161,15 +161,38 @@ fn workers_sets_the_number_of_worker_threads() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = unreachable_config(dir.path(), "s");
     // The start line reports the runtime's own count of worker threads.
+    // One worker is the current-thread runtime (docs/performance.md, "Runtimes").
     let mut counts = Vec::new();
     for workers in ["1", "6"] {
         let (mut child, _stdout, line) = spawn_binary_with(&cfg, &["--workers", workers]);
         let start: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
-        counts.push(start["fields"]["workers"].as_u64());
+        let runtime = start["fields"]["runtime"].as_str().map(str::to_owned);
+        counts.push((start["fields"]["workers"].as_u64(), runtime));
         signal(&child, "-TERM");
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
-    assert_eq!(counts, [Some(1), Some(6)], "worker threads");
+    let want = [
+        (Some(1), Some("current_thread".to_owned())),
+        (Some(6), Some("multi_thread".to_owned())),
+    ];
+    assert_eq!(counts, want, "worker threads and runtime");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--runtime",
+            "current-thread",
+            "--workers",
+            "2",
+            "-c",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a current-thread runtime is one worker"
+    );
     let out = Command::new(BIN)
         .args(["run", "--workers", "0", "-c", "x"])
         .output()

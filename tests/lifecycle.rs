@@ -110,6 +110,7 @@ fn spawn_with(script: &Arc<Script>, settings: TokenSettings, jitter: fn() -> f64
         Metrics::new().unwrap(),
         jitter,
         None,
+        None,
     )
 }
 

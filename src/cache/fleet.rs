@@ -157,10 +157,7 @@ impl FleetFetcher {
         };
         let Some(raw) = raw else {
             if count {
-                self.metrics.read(CacheRead::Miss);
-                crate::trace::annotate(|| {
-                    vec![crate::trace::KeyValue::new("tokenproxy.cache.read", "miss")]
-                });
+                self.note(CacheRead::Miss);
             }
             return Ok(Found::Nothing);
         };
@@ -179,15 +176,20 @@ impl FleetFetcher {
             }
         };
         if count || matches!(found, Found::Take(_)) || outcome == CacheRead::Rejected {
-            self.metrics.read(outcome);
-            crate::trace::annotate(|| {
-                vec![crate::trace::KeyValue::new(
-                    "tokenproxy.cache.read",
-                    outcome.as_str(),
-                )]
-            });
+            self.note(outcome);
         }
         Ok(found)
+    }
+
+    /// Counts a read, and puts its outcome on the fetch's span when it is traced.
+    fn note(&self, outcome: CacheRead) {
+        self.metrics.read(outcome);
+        crate::trace::annotate(|| {
+            vec![crate::trace::KeyValue::new(
+                "tokenproxy.cache.read",
+                outcome.as_str(),
+            )]
+        });
     }
 
     fn judge(&self, raw: &[u8], ask: Ask<'_>) -> Judged {

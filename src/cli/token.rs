@@ -99,7 +99,7 @@ fn source_for(
         .map_err(StartError::from)?
         .with_dpop(dpop.clone())
         .with_subject(subject);
-    Ok(Arc::new(TokenSource::spawn_traced(
+    Ok(Arc::new(TokenSource::spawn(
         names,
         Arc::new(endpoint),
         config.tokens.clone(),

@@ -131,7 +131,8 @@ pub fn split_authority(authority: &str, default_port: u16) -> Result<(String, u1
     Ok((normalize_host(host)?, port.unwrap_or(default_port)))
 }
 
-fn split_port(authority: &str) -> Result<(&str, Option<u16>), HostError> {
+/// `host` and `port` of `host[:port]` or `[v6][:port]`, as written (not normalised).
+pub fn split_port(authority: &str) -> Result<(&str, Option<u16>), HostError> {
     let bad_port = || HostError::BadPort(authority.to_string());
     if authority.starts_with('[') {
         let end = authority

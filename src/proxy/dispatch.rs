@@ -14,6 +14,7 @@ use super::plan::{self, Entry, Plan};
 use super::trail::Trail;
 use super::{access, attempt, connect, grpc, intercept, send, upgrade};
 use crate::body::Body;
+use crate::host::split_port;
 use crate::metrics::{ConnectOutcome, RequestMetrics, UNMATCHED};
 use crate::snapshot::{App, Upstream};
 use crate::trace::{RequestSpan, Tracer};
@@ -132,21 +133,13 @@ fn server_span<B>(
         Entry::Reverse(_) => {
             let header = req.headers().get(http::header::HOST);
             let host = header.and_then(|h| h.to_str().ok()).unwrap_or_default();
-            ("reverse", split_port(host))
+            ("reverse", split_port(host).map_or(host, |(h, _)| h))
         }
         Entry::Intercepted(target) => ("intercept", target.host.as_str()),
     };
+    // `server.address` is an IPv6 address without its brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     tracer.request(req, listener, host, include_query)
-}
-
-/// `host` of `host:port` (`[v6]:port` keeps its brackets off).
-fn split_port(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-            host.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => authority,
-    }
 }
 
 /// What the answer to an error must suit: a gRPC client reads only gRPC status, and HTTP/2

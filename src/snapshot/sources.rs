@@ -136,7 +136,7 @@ impl<'a> Sources<'a> {
                 dpop.as_ref().map(|d| &*d.key),
             ),
         };
-        Ok(Arc::new(TokenSource::spawn_traced(
+        Ok(Arc::new(TokenSource::spawn(
             group,
             fetcher,
             tokens.clone(),

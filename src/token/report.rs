@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::current::Status;
 use super::error::FetchError;
-use super::response::Issued;
 use super::sharing::Upstreams;
 use crate::metrics::{FetchOutcome, Metrics};
 
@@ -52,13 +51,9 @@ pub(super) fn record_failure(
 pub(super) fn record_metrics(
     m: &Metrics,
     upstreams: &Upstreams,
-    result: &Result<Issued, FetchError>,
+    outcome: FetchOutcome,
     took: Duration,
 ) {
-    let outcome = match result {
-        Ok(_) => FetchOutcome::Success,
-        Err(e) => e.outcome(),
-    };
     for name in upstreams.names() {
         m.token_fetches
             .with_label_values(&[&name, outcome.as_str()])

@@ -68,20 +68,8 @@ impl Drop for TokenSource {
 pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 impl TokenSource {
-    /// Starts fetching at once in a background task.
+    /// Starts fetching at once in a background task; with a `tracer`, each fetch is a span.
     pub fn spawn(
-        upstreams: &[&str],
-        fetcher: Arc<dyn Fetcher>,
-        settings: TokenSettings,
-        metrics: Metrics,
-        jitter: Jitter,
-        dpop: Option<Arc<DpopKey>>,
-    ) -> Self {
-        Self::spawn_traced(upstreams, fetcher, settings, metrics, jitter, dpop, None)
-    }
-
-    /// [`TokenSource::spawn`], each fetch a span of `tracer`'s.
-    pub fn spawn_traced(
         upstreams: &[&str],
         fetcher: Arc<dyn Fetcher>,
         settings: TokenSettings,
@@ -272,16 +260,16 @@ async fn refresh_loop(shared: Arc<Shared>, fetcher: Arc<dyn Fetcher>, jitter: Ji
             None => fetcher.fetch(ask).await,
             Some((cx, _)) => fetcher.fetch(ask).with_context(cx.clone()).await,
         };
+        let outcome = result
+            .as_ref()
+            .map_or_else(FetchError::outcome, |_| FetchOutcome::Success);
         record_metrics(
             &shared.metrics,
             &shared.upstreams,
-            &result,
+            outcome,
             started.elapsed(),
         );
         let fetched_by = span.map(|(cx, id)| {
-            let outcome = result
-                .as_ref()
-                .map_or_else(FetchError::outcome, |_| FetchOutcome::Success);
             let error = result.as_ref().err().map(ToString::to_string);
             crate::trace::finish_fetch(&cx, outcome.as_str(), error);
             id

@@ -141,40 +141,30 @@ async fn drain(
     exporter: opentelemetry_otlp::SpanExporter,
     metrics: TraceMetrics,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
     let mut logged: Option<Instant> = None;
-    loop {
-        // Idle until the first span of a batch: no timer ticks while nothing is traced.
-        let first = rx.recv().await;
+    // Idle until the first message of a batch: no timer ticks while nothing is traced.
+    while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + DELAY;
-        let mut flushed = None;
-        let mut open = true;
-        let mut next = Ok(first);
-        while batch.len() < BATCH {
-            let message = match next {
-                Ok(m) => m,
-                Err(()) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => break,
-                },
-            };
-            next = Err(());
-            match message {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut next = Some(first);
+        // Until the batch is full, the delay is up, a flush is asked for, or the queue closes.
+        let (flushed, open) = loop {
+            match next {
                 Some(Message::Span(span)) => batch.push(*span),
-                Some(Message::Flush(done)) => {
-                    flushed = Some(done);
-                    break;
-                }
-                None => {
-                    open = false;
-                    break;
-                }
+                Some(Message::Flush(done)) => break (Some(done), true),
+                None => break (None, false),
             }
-        }
+            if batch.len() == BATCH {
+                break (None, true);
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(message) => next = message,
+                Err(_) => break (None, true),
+            }
+        };
         if !batch.is_empty() {
-            let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            let n = spans.len() as u64;
-            match exporter.export(spans).await {
+            let n = batch.len() as u64;
+            match exporter.export(batch).await {
                 Ok(()) => metrics.exported.inc_by(n),
                 Err(e) => {
                     metrics.dropped_export_failed.inc_by(n);

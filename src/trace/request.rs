@@ -31,7 +31,10 @@ pub struct RequestSpan {
 /// A request's attempt context, put in the request's extensions for the upstream pool: a
 /// wait for a connection slot becomes a span under it.
 #[derive(Clone)]
-pub struct Traced(Context);
+pub struct Traced {
+    cx: Context,
+    tracer: Tracer,
+}
 
 impl Tracer {
     /// Starts the server span of `req`, which came in on `listener` (`forward`, `reverse`,
@@ -216,10 +219,10 @@ impl Attempt {
 
     /// What the pool needs to put a connection-queue span under this attempt, when recorded.
     pub fn parent(&self) -> Option<Traced> {
-        self.cx
-            .span()
-            .is_recording()
-            .then(|| Traced(self.cx.with_value(self.tracer.clone())))
+        self.cx.span().is_recording().then(|| Traced {
+            cx: self.cx.clone(),
+            tracer: self.tracer.clone(),
+        })
     }
 
     pub fn answered(&self, status: u16) {
@@ -248,10 +251,11 @@ impl Drop for Attempt {
 
 impl Traced {
     /// The `connection queue` span, from the wait's start to its end (when dropped).
-    pub fn queue_span(&self) -> Option<Child> {
-        let tracer = self.0.get::<Tracer>()?;
-        let span = tracer.span("connection queue", SpanKind::Internal, &self.0);
-        Some(Child { span })
+    pub fn queue_span(&self) -> Child {
+        let span = self
+            .tracer
+            .span("connection queue", SpanKind::Internal, &self.cx);
+        Child { span }
     }
 }
 

@@ -155,10 +155,7 @@ impl OriginPool {
             Some(slot) => slot,
             None => {
                 // A traced request's wait is a span of its own, from here to its slot.
-                let _span = req
-                    .extensions()
-                    .get::<Traced>()
-                    .and_then(Traced::queue_span);
+                let _span = req.extensions().get::<Traced>().map(Traced::queue_span);
                 Box::pin(self.slots.queue()).await?
             }
         };
