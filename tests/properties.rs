@@ -75,7 +75,7 @@ fn reference_normalize(raw: &str) -> Result<String, HostError> {
 /// Host-like strings: mostly the characters a host may have, with dots, digits, `0x`,
 /// brackets and a few that are not allowed.
 fn host_like() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9._x\\-]{0,6}(\\.[0-9a-fA-Fx_-]{0,4}){0,4}\\.?|[0-9.]{0,16}|\\PC{0,12}"
+    "[a-zA-Z0-9._x\\-]{0,6}(\\.[0-9a-fA-Fx_-]{0,4}){0,4}\\.?|[0-9.]{0,16}|\\PC{0,12}|[0-3]?[0-9]{1,3}(\\.[0-3]?[0-9]{1,3}){2,4}\\.?"
 }
 
 /// Path segments that servers read differently.

@@ -22,7 +22,7 @@ use crate::host::DenyList;
 /// Connects to the target, answers 200, and splices the upgraded connection to it.
 pub async fn tunnel(
     req: Request<Incoming>,
-    target: Target,
+    target: Target<'static>,
     proxy: &ProxyConfig,
     parent: Option<&Arc<Parent>>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -61,7 +61,7 @@ pub async fn tunnel(
 
 /// Resolves the target, drops the addresses `deny` names, and connects to the first of the
 /// rest that answers: the address checked is the one connected to.
-async fn open(target: &Target, deny: &DenyList) -> Result<TcpStream, ProxyError> {
+async fn open(target: &Target<'_>, deny: &DenyList) -> Result<TcpStream, ProxyError> {
     let host = target.host.trim_start_matches('[').trim_end_matches(']');
     let unreachable = |e: &dyn std::fmt::Display| {
         ProxyError::UpstreamUnreachable(format!("{}: {e}", target.display()))
@@ -82,7 +82,7 @@ async fn open(target: &Target, deny: &DenyList) -> Result<TcpStream, ProxyError>
 /// name resolves to here, where it resolves at all.
 async fn through(
     parent: &Parent,
-    target: &Target,
+    target: &Target<'_>,
     deny: &DenyList,
 ) -> Result<(TcpStream, Bytes), ProxyError> {
     refuse_denied(deny, &target.host, target.port)

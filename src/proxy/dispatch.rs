@@ -135,7 +135,7 @@ fn server_span<B>(
             let host = header.and_then(|h| h.to_str().ok()).unwrap_or_default();
             ("reverse", split_port(host).map_or(host, |(h, _)| h))
         }
-        Entry::Intercepted(target) => ("intercept", target.host.as_str()),
+        Entry::Intercepted(target) => ("intercept", &*target.host),
     };
     // `server.address` is an IPv6 address without its brackets.
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -6,7 +6,7 @@
 //! the app strip the token (`Connection: Authorization`). `Proxy-Authorization` is never
 //! forwarded. The injected value is marked sensitive so hyper's debug output masks it.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ProxyError;
 use crate::config::ExistingAuthorization;
@@ -44,20 +44,22 @@ pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> bool {
 }
 
 fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) -> bool {
-    // One pass over the names finds which hop-by-hop headers are there, so only those are
-    // hashed for removal. Most messages carry none, or only `Connection: keep-alive`, which
-    // names nothing that is not removed anyway.
+    // One pass over the headers finds which hop-by-hop ones are there, so only those are
+    // hashed for removal, and whether a `Connection` header names any other. Most messages
+    // carry none, or only `Connection: keep-alive`, which names nothing to remove.
     let mut present = [false; HOP_BY_HOP_COUNT];
-    for name in headers.keys() {
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = hop_by_hop_index(name) {
             present[i] = true;
+            names_others |= i == 0 && !options_only(value);
         }
     }
     if !present.contains(&true) {
         return false;
     }
     let trailers = keep_te_trailers && present[TE_INDEX] && accepts_trailers(headers);
-    if present[0] {
+    if names_others {
         remove_connection_named(headers);
     }
     for (name, here) in HOP_BY_HOP.iter().zip(present) {
@@ -69,6 +71,13 @@ fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) -> bool {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     trailers
+}
+
+/// `keep-alive` and `close`, by far the most common `Connection` values, are options that
+/// name no header.
+fn options_only(value: &HeaderValue) -> bool {
+    let v = value.as_bytes();
+    v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
 }
 
 const TE_INDEX: usize = 5;
@@ -102,14 +111,13 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     }
 }
 
-/// Removes the headers a `Connection` header names. `keep-alive` and `close` alone, by far the
-/// most common values, are options that name no header, so they skip the parse.
+/// Removes the headers a `Connection` header names.
 fn remove_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
+        .filter(|v| !options_only(v))
         .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.eq_ignore_ascii_case("keep-alive") && !v.eq_ignore_ascii_case("close"))
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         // Hop-by-hop names are removed by the caller anyway.
@@ -127,15 +135,21 @@ pub fn inject(
     policy: ExistingAuthorization,
     token: &HeaderValue,
 ) -> Result<bool, ProxyError> {
-    let sent = headers.get_all(header::AUTHORIZATION).iter().count();
-    match (policy, sent) {
-        (_, 0) | (ExistingAuthorization::Overwrite, _) => {
-            headers.insert(header::AUTHORIZATION, token.clone());
+    match headers.entry(header::AUTHORIZATION) {
+        Entry::Vacant(slot) => {
+            slot.insert(token.clone());
             Ok(true)
         }
-        (ExistingAuthorization::Keep, 1) => Ok(false),
-        (ExistingAuthorization::Keep, _) => Err(ProxyError::DuplicateAuthorization),
-        (ExistingAuthorization::Reject, _) => Err(ProxyError::AuthorizationRejected),
+        Entry::Occupied(mut sent) => match policy {
+            // Replaces every value the app sent.
+            ExistingAuthorization::Overwrite => {
+                sent.insert(token.clone());
+                Ok(true)
+            }
+            ExistingAuthorization::Keep if sent.iter().nth(1).is_none() => Ok(false),
+            ExistingAuthorization::Keep => Err(ProxyError::DuplicateAuthorization),
+            ExistingAuthorization::Reject => Err(ProxyError::AuthorizationRejected),
+        },
     }
 }
 
@@ -160,8 +174,19 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
 
 /// The checks every request gets before routing: its framing and a single `Host`.
 pub fn check_request(headers: &HeaderMap) -> Result<(), ProxyError> {
-    check_transfer_encoding(headers)?;
-    single_host(headers).map(|_| ())
+    // One pass over a handful of headers costs less than hashing two names to look them up.
+    let (mut hosts, mut coded) = (0, false);
+    for (name, _) in headers.iter() {
+        hosts += usize::from(name == header::HOST);
+        coded |= name == header::TRANSFER_ENCODING;
+    }
+    if hosts > 1 {
+        return Err(ProxyError::DuplicateHost);
+    }
+    match coded {
+        true => check_transfer_encoding(headers),
+        false => Ok(()),
+    }
 }
 
 /// The one `Host` header of a request, refusing duplicates.
@@ -241,6 +266,15 @@ mod tests {
         let mut plain = map(&[("te", "gzip")]);
         assert!(!strip_request_hop_by_hop(&mut plain));
         assert!(plain.is_empty());
+        // A second `Connection` header that names one counts, after a `keep-alive` one.
+        let mut second = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut second);
+        assert_eq!(second.keys().collect::<Vec<_>>(), ["x-keep"]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub type Handler =
 pub fn open(
     app: &Arc<App>,
     req: Request<Incoming>,
-    target: Target,
+    target: Target<'static>,
     handler: Handler,
 ) -> Response<Body> {
     let app2 = app.clone();
@@ -54,7 +54,7 @@ pub fn open(
     resp
 }
 
-async fn serve<I>(app: Arc<App>, mut io: I, mut target: Target, handler: Handler)
+async fn serve<I>(app: Arc<App>, mut io: I, mut target: Target<'static>, handler: Handler)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -85,7 +85,7 @@ where
     }
 }
 
-async fn tls<I>(app: Arc<App>, io: I, target: Target, wait: Duration, handler: Handler)
+async fn tls<I>(app: Arc<App>, io: I, target: Target<'static>, wait: Duration, handler: Handler)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -153,8 +153,13 @@ where
 }
 
 /// Serves HTTP inside the tunnel until it closes or the proxy drains.
-async fn http<I>(app: Arc<App>, io: I, target: Target, handler: Handler, protocol: Protocol)
-where
+async fn http<I>(
+    app: Arc<App>,
+    io: I,
+    target: Target<'static>,
+    handler: Handler,
+    protocol: Protocol,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = app.snapshot.load().config.proxy.limits;
@@ -169,7 +174,7 @@ fn count(app: &App, outcome: ConnectOutcome) {
 }
 
 /// Closes the tunnel (by returning), counting why.
-fn refuse(app: &App, target: &Target, reason: &str, detail: &str) {
+fn refuse(app: &App, target: &Target<'_>, reason: &str, detail: &str) {
     count(app, ConnectOutcome::Refused);
     let m = &app.metrics.intercept.handshake_failures;
     m.with_label_values(&[reason]).inc();

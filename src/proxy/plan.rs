@@ -31,7 +31,7 @@ pub enum Entry {
     Reverse(Arc<str>),
     /// Inside an intercepted CONNECT tunnel to this target (its scheme: `https` for TLS,
     /// `http` for a plaintext tunnel).
-    Intercepted(Arc<Target>),
+    Intercepted(Arc<Target<'static>>),
 }
 
 /// What to do with a request.
@@ -42,9 +42,12 @@ pub enum Plan {
     /// path, or the absolute form of a request inside a tunnel).
     Passthrough(Option<Uri>),
     /// CONNECT to an unmatched host: splice bytes both ways.
-    Tunnel(Target),
+    Tunnel(Target<'static>),
     /// CONNECT to a matched host that can be intercepted: serve what the tunnel carries.
-    Intercept { up: Arc<Upstream>, target: Target },
+    Intercept {
+        up: Arc<Upstream>,
+        target: Target<'static>,
+    },
     /// Answer with an error; `up` is the upstream it is counted under, if one matched.
     Refused {
         up: Option<Arc<Upstream>>,
@@ -138,7 +141,7 @@ fn connect(app: &App, snap: &Snapshot, uri: &Uri) -> Result<Plan, ProxyError> {
 fn intercepted<B>(
     app: &App,
     snap: &Snapshot,
-    tunnel: &Target,
+    tunnel: &Target<'_>,
     req: &Request<B>,
 ) -> Result<Plan, ProxyError> {
     check_request(req.headers())?;
@@ -200,7 +203,7 @@ fn owned(uri: Cow<'_, Uri>) -> Option<Uri> {
 /// https, to loopback, or with `allow_plaintext`.
 fn upstream_uri(
     up: &Upstream,
-    target: &Target,
+    target: &Target<'_>,
     uri: &Uri,
     as_asked: impl FnOnce() -> Result<Uri, ProxyError>,
 ) -> Result<Uri, ProxyError> {
@@ -213,12 +216,12 @@ fn upstream_uri(
         {
             as_asked()
         }
-        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host.clone())),
+        Route::AsAsked(_) => Err(ProxyError::PlaintextRefused(target.host.to_string())),
     }
 }
 
 /// `scheme://host:port/path?query` for a url-less upstream reached through a tunnel.
-fn absolute(tunnel: &Target, uri: &Uri) -> Result<Uri, ProxyError> {
+fn absolute(tunnel: &Target<'_>, uri: &Uri) -> Result<Uri, ProxyError> {
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let text = format!("{}://{}{path}", tunnel.scheme.as_str(), tunnel.display());
     Uri::try_from(text).map_err(|_| ProxyError::PathNotForwardable)
@@ -226,7 +229,7 @@ fn absolute(tunnel: &Target, uri: &Uri) -> Result<Uri, ProxyError> {
 
 /// The rules for a target no upstream matches: denied by config, or refused because it is
 /// tokenproxy itself.
-fn unmatched(app: &App, snap: &Snapshot, target: &Target) -> Result<(), ProxyError> {
+fn unmatched(app: &App, snap: &Snapshot, target: &Target<'_>) -> Result<(), ProxyError> {
     if snap.config.proxy.unmatched == Unmatched::Deny {
         return Err(ProxyError::UnmatchedDenied(target.display()));
     }
@@ -242,7 +245,7 @@ fn unmatched(app: &App, snap: &Snapshot, target: &Target) -> Result<(), ProxyErr
     }
     if app.is_own_listener(&target.host, target.port) {
         return Err(ProxyError::Loop {
-            host: target.host.clone(),
+            host: target.host.to_string(),
             port: target.port,
         });
     }

@@ -1,22 +1,26 @@
 //! What a forward-mode request names: the scheme, host and port of an absolute-form target,
 //! or the `host:port` of a CONNECT.
 
+use std::borrow::Cow;
+
 use http::Uri;
 
 use super::error::ProxyError;
 use crate::config::Scheme;
 use crate::host::split_authority;
 
-/// The scheme, normalised host and port of an absolute-form target.
-pub struct Target {
+/// The scheme, normalised host and port of a target. The host borrows from the request when
+/// it was already in normal form (a forward request's target, routed and dropped with the
+/// request); a target kept beyond the request (a tunnel's) is `Target<'static>`.
+pub struct Target<'a> {
     pub scheme: Scheme,
-    pub host: String,
+    pub host: Cow<'a, str>,
     pub port: u16,
 }
 
-impl Target {
+impl<'a> Target<'a> {
     /// An absolute-form target (`http://host:port/path`).
-    pub fn parse(uri: &Uri) -> Result<Target, ProxyError> {
+    pub fn parse(uri: &'a Uri) -> Result<Target<'a>, ProxyError> {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
@@ -29,20 +33,22 @@ impl Target {
         Ok(Target { scheme, host, port })
     }
 
+    /// `host:port`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl Target<'static> {
     /// A CONNECT target (`host:port`); the scheme is what a tunnel usually carries.
-    pub fn connect(uri: &Uri) -> Result<Target, ProxyError> {
+    pub fn connect(uri: &Uri) -> Result<Target<'static>, ProxyError> {
         let authority = uri.authority().ok_or(ProxyError::ConnectWithoutAuthority)?;
         let (host, port) =
             split_authority(authority.as_str(), 443).map_err(ProxyError::BadConnectTarget)?;
         Ok(Target {
             scheme: Scheme::Https,
-            host,
+            host: Cow::Owned(host.into_owned()),
             port,
         })
-    }
-
-    /// `host:port`, for messages.
-    pub fn display(&self) -> String {
-        format!("{}:{}", self.host, self.port)
     }
 }

@@ -30,7 +30,7 @@ use crate::upstream::{Clients, Connectors, OriginPool, Route, RouteError, Router
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
-    by_name: HashMap<String, usize>,
+    by_name: fnv::FnvHashMap<String, usize>,
     pub router: Router,
     /// For requests no upstream matches (`passthrough`); never carries a token.
     pub passthrough: Clients,

@@ -9,13 +9,13 @@
 //! as written, would land on another upstream is refused, so no server behind can be made to read a prefix's token onto
 //! a path outside it.
 
-use std::collections::HashMap;
+use fnv::FnvHashMap;
 
 use crate::host::{lenient, strict, HostPattern, PathError};
 
 #[derive(Debug, Default)]
 pub struct Router {
-    exact: HashMap<String, Vec<(HostPattern, usize)>>,
+    exact: FnvHashMap<String, Vec<(HostPattern, usize)>>,
     wildcards: Vec<(HostPattern, usize)>,
     has_paths: bool,
 }

@@ -155,7 +155,7 @@ impl Validator<'_> {
         }
         Some(UpstreamUrl {
             scheme,
-            host,
+            host: host.into_owned(),
             port,
             base_path: uri.path().trim_end_matches('/').to_string(),
         })
