@@ -300,6 +300,17 @@ mod tests {
 
         let mut h = map(&[("authorization", "Bearer app")]);
         assert!(inject(&mut h, ExistingAuthorization::Reject, &token).is_err());
+
+        // `keep` with two values of the app's: neither is chosen, the request is refused.
+        let mut h = map(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert!(matches!(
+            inject(&mut h, ExistingAuthorization::Keep, &token),
+            Err(ProxyError::DuplicateAuthorization)
+        ));
+        // `reject` without the app's own header: the token goes in.
+        let mut h = map(&[("x-other", "1")]);
+        assert!(inject(&mut h, ExistingAuthorization::Reject, &token).unwrap());
+        assert_eq!(h[header::AUTHORIZATION], "Bearer new");
     }
 
     #[test]
@@ -323,5 +334,20 @@ mod tests {
     fn duplicate_host_is_refused() {
         assert!(single_host(&map(&[("host", "a"), ("host", "b")])).is_err());
         assert_eq!(single_host(&map(&[("host", "a")])).unwrap().unwrap(), "a");
+    }
+
+    #[test]
+    fn the_request_checks_see_host_and_transfer_encoding_in_one_pass() {
+        let check = |pairs: &[(&str, &str)]| check_request(&map(pairs));
+        assert!(check(&[]).is_ok());
+        assert!(check(&[("host", "a"), ("transfer-encoding", "chunked")]).is_ok());
+        assert!(matches!(
+            check(&[("host", "a"), ("x-a", "1"), ("host", "b")]),
+            Err(ProxyError::DuplicateHost)
+        ));
+        assert!(matches!(
+            check(&[("host", "a"), ("transfer-encoding", "gzip, chunked")]),
+            Err(ProxyError::UnsupportedTransferEncoding)
+        ));
     }
 }
