@@ -325,6 +325,46 @@ async fn slow_and_idle_clients_are_cut_off_by_the_header_read_timeout() {
     p.shutdown().await;
 }
 
+/// The header read timeout's sleep is reused from one request head to the next (serve/timer):
+/// each head gets its own full timeout, not what is left of the first one's, and a head that
+/// stalls after answered requests is still cut off.
+#[tokio::test]
+async fn every_request_head_gets_its_own_header_read_timeout() {
+    let capture = Capture::start(OK).await;
+    let (_idp, p) = proxy_to(&capture, "  header_read_timeout: 400ms\n").await;
+    let mut s = TcpStream::connect(p.forward_addr().unwrap()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    // Eight requests 250 ms apart: 2 s on one connection, five times the timeout.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.write_all(b"GET http://api.example.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Then half a head, and nothing more: closed after about the timeout.
+    s.write_all(b"GET http://api.example.com/ HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let stalled = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("a stalled head must be cut off")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let waited = stalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_connection_cap_holds_new_clients_until_one_leaves() {
     let capture = Capture::start(OK).await;

@@ -1,6 +1,7 @@
 //! One connection, served as HTTP/1.1 or HTTP/2 until it ends or the listener stops.
 //!
-//! HTTP/1.1 keeps upgrades (CONNECT, WebSocket) and hyper's header limits and read timeout.
+//! HTTP/1.1 keeps upgrades (CONNECT, WebSocket) and hyper's header limits and read timeout
+//! (on a [`LentTimer`], which moves one sleep from head to head instead of making one each).
 //! HTTP/2 gets the limits that guard against its known attacks: a cap on concurrent streams,
 //! on the header list (which also bounds a CONTINUATION flood), on streams reset before they
 //! are served (rapid reset) and on streams reset for protocol errors; h2 itself bounds ping
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::idle::{tracked, Activity, IdleTimer};
+use super::timer::{Clocked, LentTimer};
 use super::StopSignal;
 use crate::body::Body;
 use crate::config::Limits;
@@ -52,13 +54,14 @@ pub async fn connection<I, F, Fut>(
                 async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
+                .timer(LentTimer)
                 .header_read_timeout(limits.header_read_timeout)
                 .max_headers(limits.max_headers)
                 .max_buf_size(limits.max_head_bytes)
                 .serve_connection(io, service)
                 .with_upgrades();
-            until_stopped(conn, |c| c.graceful_shutdown(), stop, None).await
+            let conn = Clocked::new(conn);
+            until_stopped(conn, |c| c.conn().graceful_shutdown(), stop, None).await
         }
         Protocol::Http2 => {
             let activity = Activity::new();

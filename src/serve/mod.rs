@@ -10,6 +10,7 @@
 
 mod conn;
 mod idle;
+mod timer;
 
 pub use conn::{connection, Protocol};
 
