@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,9 +49,11 @@ pub async fn connection<I, F, Fut>(
     let io = TokioIo::new(io);
     let res = match protocol {
         Protocol::Http1 => {
-            let service = service_fn(move |req| {
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
+            // Not an `async` block around the handler's future: the block would move that
+            // future (kilobytes: the whole request pipeline) into itself on its first poll;
+            // `Answered` polls it where hyper put it.
+            let service = service_fn(move |req| Answered {
+                answer: handler(req),
             });
             let conn = http1::Builder::new()
                 .timer(LentTimer)
@@ -135,4 +137,20 @@ enum Ended {
     Done(Result<(), hyper::Error>),
     Stopped,
     Idle(std::time::Duration),
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's answer as hyper's service wants it, polled in place.
+    struct Answered<F> {
+        #[pin]
+        answer: F,
+    }
+}
+
+impl<F: Future> Future for Answered<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().answer.poll(cx).map(Ok)
+    }
 }
