@@ -125,6 +125,8 @@ impl Future for Own {
     }
 }
 
+impl hyper::rt::Sleep for Own {}
+
 /// A connection's future, polled with its [`HeadClock`] lent.
 pub struct Clocked<C> {
     conn: C,
@@ -155,8 +157,6 @@ impl<C: Future + Unpin> Future for Clocked<C> {
         this.clock.lend(|| Pin::new(conn).poll(cx))
     }
 }
-
-impl hyper::rt::Sleep for Own {}
 
 #[cfg(test)]
 mod tests {
