@@ -180,9 +180,17 @@ async fn a_bearer_answer_to_a_dpop_client_is_refused_not_used() {
     *idp.default_expires_in.lock().unwrap() = 3600;
     let p = start(&idp, &echo).await;
     eventually(|| idp.calls() >= 1).await;
-    let status = get(p.admin_addr().unwrap(), "/status", "x", "")
-        .await
-        .json();
+    // The refresher records the refusal just after the IdP has answered: wait for it to show.
+    let mut status = Value::Null;
+    for _ in 0..250 {
+        status = get(p.admin_addr().unwrap(), "/status", "x", "")
+            .await
+            .json();
+        if !status["upstreams"][0]["last_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let last = status["upstreams"][0]["last_error"]
         .as_str()
         .unwrap_or("")
