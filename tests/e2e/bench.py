@@ -17,12 +17,15 @@ TCP work is most of it, and it is the same for any proxy making the same system 
 Not part of CI's pass/fail.
 
 Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1] [--think 0]
-                [--compare NAME=BINARY ...] [--all]
+                [--compare NAME=BINARY ...] [--floor] [--all]
   --all      then run bench_https.py (interception) and bench_h2.py (h2c in, HTTP/1.1 and h2c
              out) with the same --pin and --runs: every scenario side by side with nginx
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
   --compare  another tokenproxy binary (another commit, another allocator), run as one more
              reverse target "c NAME" in the same interleaved runs, with its own RSS figures
+  --floor    add (k), examples/hyper_floor.rs: a bare hyper reverse proxy (one upstream
+             connection per client connection, a static header, nothing else), the floor
+             under tokenproxy's figures on this stack
   --workers  nginx worker_processes and tokenproxy worker threads (same number for both)
   --think    milliseconds each wrk connection waits between requests (a wrk delay() hook).
              0 saturates the servers, and latency then mostly reflects throughput; a think
@@ -217,6 +220,8 @@ def main():
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--think", type=int, default=0)
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY")
+    ap.add_argument("--floor", action="store_true",
+                    help="add (k): examples/hyper_floor.rs, the least a hyper reverse proxy does per request")
     ap.add_argument("--all", action="store_true",
                     help="then run bench_https.py (interception) and bench_h2.py (h2c) with the same --pin and --runs")
     args = ap.parse_args()
@@ -225,9 +230,11 @@ def main():
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "tokenproxy")
+    if args.floor:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin", "origin_tls",
-                                      "nginx_tls", "rev_tls"]}
+                                      "nginx_tls", "rev_tls", "floor"]}
     from bench_https import certificate  # noqa: E402 (bench_https imports this file)
     cert, key = certificate(tmp)
     logged = {**ports, **{k: free_port() for k in ["rev", "fwd", "admin"]}}
@@ -325,6 +332,13 @@ def main():
             compared.append((name, start([path, "run", "-c", f"{tmp}/compare-{name}.yaml", "--workers",
                                           str(args.workers)], cpu=server_cpu, env={"RUST_LOG": "warn"}), own))
             wait(f"http://127.0.0.1:{own['admin']}/readyz")
+        floor = []
+        if args.floor:
+            fl = start([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
+                        f"127.0.0.1:{ports['floor']}", f"127.0.0.1:{ports['origin']}"], cpu=server_cpu)
+            wait(f"http://127.0.0.1:{ports['floor']}/")
+            floor = [("k bare hyper proxy (examples/hyper_floor)", f"http://127.0.0.1:{ports['floor']}/", plain,
+                      [fl.pid])]
         time.sleep(0.5)
         idle_rss = rss_kib(tp.pid)
         idle = {name: rss_kib(p.pid) for name, p, _ in compared}
@@ -343,6 +357,7 @@ def main():
              proxy_workers),
             ("j tokenproxy reverse, TLS to the origin", f"http://127.0.0.1:{ports['rev_tls']}/", plain, [tp.pid]),
             *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
+            *floor,
         ]
         results = {name: [] for name, _, _, _ in targets}
         one = argparse.Namespace(**{**vars(args), "connections": 1})

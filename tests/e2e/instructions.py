@@ -9,7 +9,11 @@ the reverse and the forward listener with `callgrind_control -z` / `-d`, and div
 instructions by the requests. A fixed count, not a fixed time, so fixed costs (timers,
 the runtime's idle work) weigh the same in every run.
 
-Usage: instructions.py [--binary PATH] [--requests 20000] [--connections 8] [--traced RATIO]
+`--floor` counts `examples/hyper_floor.rs` instead, the least a hyper reverse proxy does per
+request (one count, as it has no forward listener): the floor under tokenproxy's figures.
+
+Usage: instructions.py [--binary PATH | --floor [spawned|same-task]] [--requests 20000] [--connections 8]
+                       [--traced RATIO]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -65,9 +69,16 @@ def main():
     ap.add_argument("--keep", help="copy the callgrind dumps here (reverse.out, forward.out)")
     ap.add_argument("--traced", type=float, metavar="RATIO",
                     help="tracing on at this sample_ratio, exported to the origin nginx (bench's (h))")
+    ap.add_argument("--floor", nargs="?", const="spawned", choices=["spawned", "same-task"],
+                    help="count examples/hyper_floor.rs instead (its upstream connection on a task of its "
+                         "own, or polled with the client's as tokenproxy does)")
     args = ap.parse_args()
     binary = args.binary
-    if not binary:
+    if args.floor:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT,
+                       check=True)
+        binary = os.path.join(ROOT, "target", "release", "examples", "hyper_floor")
+    elif not binary:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "tokenproxy")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-callgrind-")
@@ -79,19 +90,27 @@ def main():
     try:
         start([NGINX, "-p", tmp, "-c", f"{tmp}/origin.conf", "-g", "daemon off;"])
         wait(f"http://127.0.0.1:{ports['origin']}/")
-        tp = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p",
-                    binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", "1"],
-                   env={"RUST_LOG": "warn"})
-        wait(f"http://127.0.0.1:{ports['admin']}/readyz", timeout=60)
+        grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p"]
+        if args.floor:
+            same = ["--same-task"] if args.floor == "same-task" else []
+            tp = start([*grind, binary, *same, f"127.0.0.1:{ports['rev']}", f"127.0.0.1:{ports['origin']}"])
+            wait(f"http://127.0.0.1:{ports['rev']}/", timeout=60)
+        else:
+            tp = start([*grind, binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", "1"],
+                       env={"RUST_LOG": "warn"})
+            wait(f"http://127.0.0.1:{ports['admin']}/readyz", timeout=60)
         rev = counted(tp.pid, tmp, (f"http://127.0.0.1:{ports['rev']}/", None), args, "reverse")
-        fwd = counted(tp.pid, tmp, ("http://origin.bench/", f"127.0.0.1:{ports['fwd']}"), args, "forward")
+        fwd = None
+        if not args.floor:
+            fwd = counted(tp.pid, tmp, ("http://origin.bench/", f"127.0.0.1:{ports['fwd']}"), args, "forward")
     finally:
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# {binary} · callgrind · ab -k -n {args.requests} -c {args.connections} · 1 worker")
     print(f"reverse: {rev[0]:,.0f} instructions per request ({rev[1]} requests)")
-    print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests)")
+    if fwd:
+        print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests)")
 
 
 if __name__ == "__main__":
