@@ -700,6 +700,86 @@ async fn reused_for(response: &'static str) {
     p.shutdown().await;
 }
 
+/// The upstream answers 413 after the head and reads none of the 32 MB body for a second (more
+/// than socket buffers hold), so the connection is still busy sending it when the answer ends:
+/// it is closed (its task aborted), not pooled, and the next request goes on a new connection.
+#[tokio::test]
+async fn a_connection_still_sending_a_body_when_answered_is_closed_not_pooled() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (conns, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, d) = (conns.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+            let d = d.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).await.unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if first {
+                    let answer = "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n";
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                    // Read nothing for a second, then drain until the proxy closes, counting.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let (mut sink, mut drained) = (vec![0u8; 65536], 0);
+                    while let Ok(n @ 1..) = s.read(&mut sink).await {
+                        drained += n;
+                    }
+                    d.store(drained + 1, Ordering::SeqCst);
+                } else {
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                    let mut sink = vec![0u8; 65536];
+                    while s.read(&mut sink).await.unwrap_or(0) > 0 {}
+                }
+            });
+        }
+    });
+    let idp = FakeIdp::start().await;
+    let ups = format!("  api:\n    url: http://{addr}\n    listen: 127.0.0.1:0\n    client: idp\n");
+    let p = start(&idp, "", &ups).await;
+    let rev = p.reverse_addr("api").unwrap();
+    // The app streams its body for as long as the proxy takes it.
+    let mut app = tokio::net::TcpStream::connect(rev).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n";
+    app.write_all(head.as_bytes()).await.unwrap();
+    let (mut app_read, mut app_write) = app.into_split();
+    tokio::spawn(async move {
+        let chunk = vec![b'a'; 65536];
+        for _ in 0..512 {
+            if app_write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = vec![0u8; 1024];
+    let n = app_read.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 413"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let next = get(rev, "/x", "x", "").await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "the busy connection was not reused"
+    );
+    // Closed part-way: the upstream got less than the whole body (a connection left to finish
+    // sending in the background would have delivered all of it).
+    eventually(|| closed.load(Ordering::SeqCst) > 0).await;
+    let drained = closed.load(Ordering::SeqCst) - 1;
+    assert!(drained < 33554432, "{drained} bytes: the body was sent on");
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
     let idp = FakeIdp::start().await;

@@ -1,22 +1,18 @@
 //! Connections to one upstream origin, in the HTTP version each request needs.
 //!
-//! HTTP/1.1 connections are driven inside the request's own task. hyper-util's pooled client
-//! runs every connection in a task of its own, so a request crosses tasks on the way out,
-//! again on the way back, and once more for each body chunk. Here the task serving the app's
-//! request polls the upstream connection itself while it waits for the response head and while
-//! the response body streams, and puts the connection back in the pool when the body has
-//! ended. Idle connections are not polled: one the upstream closed meanwhile is noticed when it
-//! is taken, and a request it never sent is retried on a fresh connection.
+//! An HTTP/1.1 connection does its I/O in a task of its own ([`Conn`]); the request takes it
+//! from the pool, sends on it, and its response body puts it back when the body has ended. One
+//! the upstream closed while idle is skipped when taken, and a request a reused connection
+//! never sent is retried on a fresh one.
 //!
 //! HTTP/2 requests share the multiplexed connections of [`H2Conns`]. With `protocol: auto`
 //! over TLS the first connection asks ALPN for either, and the server's choice is kept for the
 //! origin. A WebSocket handshake gets a connection of its own, which is handed to the caller
 //! once upgraded.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 
 use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
 use http::uri::InvalidUri;
@@ -24,7 +20,6 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::Connection as _;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::client::{Connector, Connectors};
@@ -133,12 +128,8 @@ impl OriginPool {
     }
 
     async fn http1(io: Io) -> Result<Conn, PoolError> {
-        let (sender, driver) = http1::handshake(io).await?;
-        Ok(Conn {
-            sender,
-            driver: Some(Box::pin(driver)),
-            idle_since: Instant::now(),
-        })
+        let (sender, connection) = http1::handshake(io).await?;
+        Ok(Conn::spawn(sender, connection))
     }
 
     /// Sends `req` (its URI from [`OriginPool::target`]) in the HTTP version `wire` and the
@@ -274,26 +265,12 @@ impl OriginPool {
                     req.headers_mut().insert(PROXY_AUTHORIZATION, auth);
                 }
             }
-            let ready = poll_fn(|cx| {
-                conn.drive(cx);
-                if !conn.alive() {
-                    return Poll::Ready(Err(PoolError::Closed));
-                }
-                conn.sender.poll_ready(cx).map_err(PoolError::from)
-            })
-            .await;
-            match ready {
+            match poll_fn(|cx| conn.sender.poll_ready(cx)).await {
                 Ok(()) => {}
                 Err(_) if reused => continue, // it went stale while idle
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
-            let mut sent = Box::pin(conn.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                conn.drive(cx);
-                sent.as_mut().poll(cx)
-            })
-            .await;
-            match result {
+            match conn.sender.try_send_request(req).await {
                 Ok(mut resp) => {
                     if let Some(parent) = self.forward.as_ref().filter(|_| resp.status() == 407) {
                         let what = format!("a request to {}", self.origin_str());

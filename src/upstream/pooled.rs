@@ -1,6 +1,6 @@
 //! Response bodies that hold what their request took from an origin's pool: the HTTP/1.1
-//! connection (driven while the body streams, put back when it ends) and the slot, released
-//! after the connection is back so that the next request finds it idle.
+//! connection (put back when the body ends) and the slot, released after the connection is
+//! back so that the next request finds it idle.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ where
     })
 }
 
-/// A response body that drives its connection and returns it to the pool at the end, then
-/// releases its slot (in that order, so that the next request finds the connection idle).
+/// A response body that returns its connection to the pool at the end, then releases its slot
+/// (in that order, so that the next request finds the connection idle).
 pub struct PooledBody {
     pub body: Incoming,
     pub conn: Option<Conn>,
@@ -46,13 +46,10 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(conn) = &mut this.conn {
-            conn.drive(cx);
-        }
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(None) = frame {
             if let Some(conn) = this.conn.take() {
-                this.pool.put(conn);
+                this.pool.put(conn, this.slot.take());
             }
             this.slot = None;
         }
@@ -74,7 +71,7 @@ impl Drop for PooledBody {
         // reusable connection; one dropped half-read does not.
         if self.body.is_end_stream() {
             if let Some(conn) = self.conn.take() {
-                self.pool.put(conn);
+                self.pool.put(conn, self.slot.take());
             }
         }
     }
