@@ -700,6 +700,62 @@ async fn reused_for(response: &'static str) {
     p.shutdown().await;
 }
 
+/// The upstream answers as soon as it has the head; the app sends the rest of its (chunked)
+/// body 20 ms later. The connection is not ready when the answer ends, becomes ready once the body is
+/// through (within the pool's 100 ms to settle), and is reused.
+#[tokio::test]
+async fn a_connection_whose_body_ends_after_the_answer_is_kept_once_it_settles() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that answers at once and reads the body meanwhile (hyper, so it frames it).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body();
+                    tokio::spawn(async move { http_body_util::BodyExt::collect(body).await });
+                    let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(ok))
+                },
+            );
+            let io = hyper_util::rt::TokioIo::new(s);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+        }
+    });
+    let idp = FakeIdp::start().await;
+    let ups = format!("  api:\n    url: http://{addr}\n    listen: 127.0.0.1:0\n    client: idp\n");
+    let p = start(&idp, "", &ups).await;
+    let rev = p.reverse_addr("api").unwrap();
+    let mut app = tokio::net::TcpStream::connect(rev).await.unwrap();
+    // Chunked, so that it streams (a small sized body is read whole first, for a replay).
+    let head = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n";
+    app.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = app.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.write_all(b"5\r\n67890\r\n0\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = get(rev, "/x", "x", "").await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the settled connection was reused"
+    );
+    p.shutdown().await;
+}
+
 /// The upstream answers 413 after the head and reads none of the 32 MB body for a second (more
 /// than socket buffers hold), so the connection is still busy sending it when the answer ends:
 /// it is closed (its task aborted), not pooled, and the next request goes on a new connection.

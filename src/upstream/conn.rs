@@ -103,8 +103,12 @@ impl IdleConns {
             drop(slot);
             return;
         }
+        // Dropped outside any runtime (a body outliving it): close rather than wait.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let pool = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut conn = conn;
             let ready = poll_fn(|cx| conn.sender.poll_ready(cx));
             if let Ok(Ok(())) = tokio::time::timeout(SETTLE, ready).await {

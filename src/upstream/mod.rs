@@ -1,8 +1,8 @@
 //! How requests reach upstreams: the connections, not the policy.
 //!
-//! - `pool`: connections to an upstream's `url`: HTTP/1.1 driven in the request's own task,
-//!   and a one-off connection for each WebSocket handshake;
-//! - `conn`: one HTTP/1.1 connection of a pool, driven by the task using it;
+//! - `pool`: connections to an upstream's `url`: HTTP/1.1 taken from and given back to the idle
+//!   list, and a one-off connection for each WebSocket handshake;
+//! - `conn`: one HTTP/1.1 connection of a pool, its I/O on a task of its own;
 //! - `h2`: multiplexed HTTP/2 connections to an upstream's `url`;
 //! - `client`: the TLS connectors (rustls, over `egress`'s dialer), and hyper-util's pooled
 //!   clients for requests whose destination is not fixed (passthrough and url-less upstreams);
