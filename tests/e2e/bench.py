@@ -220,6 +220,8 @@ def main():
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--think", type=int, default=0)
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY")
+    ap.add_argument("--only", metavar="LETTERS",
+                    help="run only these targets (a and b always, compared binaries with c): --only cdk")
     ap.add_argument("--floor", action="store_true",
                     help="add (k): examples/hyper_floor.rs, the least a hyper reverse proxy does per request")
     ap.add_argument("--all", action="store_true",
@@ -359,13 +361,17 @@ def main():
             *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
             *floor,
         ]
+        singles = targets[:4]  # a-d, also at one connection
+        if args.only:
+            targets = [t for t in targets if t[0][0] in "ab" + args.only]
+            singles = [t for t in singles if t in targets]
         results = {name: [] for name, _, _, _ in targets}
         one = argparse.Namespace(**{**vars(args), "connections": 1})
-        alone = {name: [] for name, _, _, _ in targets[:4]}  # a-d at one connection
+        alone = {name: [] for name, _, _, _ in singles}
         for _ in range(args.runs):
             for name, url, script, measured in targets:  # interleaved, so drift hits all alike
                 results[name].append(wrk(url, args, script, client_cpu, measured))
-            for name, url, script, measured in targets[:4]:
+            for name, url, script, measured in singles:
                 alone[name].append(wrk(url, one, script, client_cpu, measured))
         # RSS under 256 open connections.
         def peak_rss(pid, port):
@@ -415,8 +421,9 @@ def main():
         print(f"c {name} RSS: idle {idle[name] / 1024:.1f} MiB, at 256 connections {peaks[name] / 1024:.1f} MiB")
     print(f"token fetches during the run: {fetches.group(1) if fetches else '?'}")
     print(f"access-log lines written by (e): {lines:,}")
-    i, j = med["i nginx proxy+header, TLS to the origin"], med["j tokenproxy reverse, TLS to the origin"]
-    print(f"TLS origination (j vs i): {j[0] / i[0]:.2f}x req/s, {(j[3] + j[4]) / (i[3] + i[4]):.2f}x CPU per request")
+    i, j = med.get("i nginx proxy+header, TLS to the origin"), med.get("j tokenproxy reverse, TLS to the origin")
+    if i and j:
+        print(f"TLS origination (j vs i): {j[0] / i[0]:.2f}x req/s, {(j[3] + j[4]) / (i[3] + i[4]):.2f}x CPU per request")
     p50 = {n: statistics.median(r[1] for r in rs) for n, rs in alone.items()}
     direct = p50["a nginx direct"]
     added = {n: p50[n] - direct for n in list(p50)[1:]}

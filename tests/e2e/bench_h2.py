@@ -11,6 +11,7 @@ p50 and p99 (from h2load's per-request log), each proxy's CPU per request (user 
 connection. Not part of CI's pass/fail.
 
 Usage: bench_h2.py [--runs 3] [--requests 200000] [--connections 4] [--streams 25] [--pin]
+                   [--origin-cpu N] [--compare NAME=BINARY ...]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -140,6 +141,8 @@ def main():
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--origin-cpu", type=int, default=None,
                     help="pin the origin nginx here instead of with the proxies (with --pin: CPU 0)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY",
+                    help="another tokenproxy binary, run as targets \"h NAME\" and \"j NAME\"")
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
@@ -154,6 +157,13 @@ def main():
             f.write(text)
     with open(f"{tmp}/tokenproxy.yaml", "w") as f:
         f.write(tokenproxy)
+    others = []  # (name, binary, ports)
+    for spec in args.compare:
+        name, path = spec.split("=", 1)
+        own = {**ports, **{k: free_port() for k in ["rev_h1", "rev_h2", "fwd", "admin"]}}
+        with open(f"{tmp}/compare-{name}.yaml", "w") as f:
+            f.write(configs(tmp, own)[2])
+        others.append((name, os.path.abspath(path), own))
     try:
         origin_cpu = args.origin_cpu if args.origin_cpu is not None else server_cpu
         masters = {name: start([NGINX, "-p", tmp, "-c", f"{tmp}/{name}.conf", "-g", "daemon off;"],
@@ -165,6 +175,12 @@ def main():
         tp = start([binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", "1"], cpu=server_cpu,
                    env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{ports['admin']}/readyz")
+        compared = []
+        for name, path, own in others:
+            p = start([path, "run", "-c", f"{tmp}/compare-{name}.yaml", "--workers", "1"], cpu=server_cpu,
+                      env={"RUST_LOG": "warn"})
+            wait(f"http://127.0.0.1:{own['admin']}/readyz")
+            compared.append((name, p, own))
         idle_rss = rss_kib(tp.pid)
         per_conn = idle_connection_kib(tp.pid, ports["rev_h1"])
 
@@ -173,6 +189,8 @@ def main():
             ("h tokenproxy h2c→HTTP/1.1", f"http://127.0.0.1:{ports['rev_h1']}/", [tp.pid]),
             ("i nginx h2c→h2c (grpc_pass)", f"http://127.0.0.1:{ports['nginx_h2']}/", proxy_workers),
             ("j tokenproxy h2c→h2c", f"http://127.0.0.1:{ports['rev_h2']}/", [tp.pid]),
+            *((f"h {name}", f"http://127.0.0.1:{own['rev_h1']}/", [p.pid]) for name, p, own in compared),
+            *((f"j {name}", f"http://127.0.0.1:{own['rev_h2']}/", [p.pid]) for name, p, own in compared),
         ]
         results = {name: [] for name, _, _ in targets}
         for _ in range(args.runs):
@@ -199,7 +217,7 @@ def main():
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | CPU µs/req (user+kernel) | CPU vs nginx |")
     print("|---|---|---|---|---|---|---|---|")
     pairs = {"g": "g", "h": "g", "i": "i", "j": "i"}
-    names = {n[0]: n for n in med}
+    names = {n[0]: n for n in reversed(med)}
     for name, (rps, p50, p99, user, system) in med.items():
         ref = med[names[pairs[name[0]]]]
         print(f"| {name} | {rps:,.0f} | {rps / ref[0]:.2f}x | {p50:.2f} | {p99:.2f} | {p99 / ref[2]:.2f}x "
