@@ -4,7 +4,7 @@
 //! Each connection's hyper `Connection` future runs in a task spawned when it is made, so it is
 //! polled only when its own socket or its request channel wakes it. (It used to be polled by the
 //! task serving the request, beside that task's server connection: every wake-up of either
-//! polled both, about 3,400 more instructions per request; docs/performance.md.) Dropping a
+//! polled both, about 3,600 more instructions per request; docs/performance.md.) Dropping a
 //! [`Conn`] aborts that task and so closes the connection, as dropping the future did; one that
 //! is put back in the pool keeps its task, which also notices an upstream close while idle.
 
