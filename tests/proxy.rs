@@ -701,8 +701,8 @@ async fn reused_for(response: &'static str) {
 }
 
 /// The upstream answers as soon as it has the head; the app sends the rest of its (chunked)
-/// body 20 ms later. The connection is not ready when the answer ends, becomes ready once the body is
-/// through (within the pool's 100 ms to settle), and is reused.
+/// body 20 ms later. The connection is not ready when the answer ends, becomes ready once the
+/// body is through (within the pool's 100 ms to settle), and is reused.
 #[tokio::test]
 async fn a_connection_whose_body_ends_after_the_answer_is_kept_once_it_settles() {
     use std::sync::atomic::{AtomicUsize, Ordering};
