@@ -1,15 +1,16 @@
 //! The floor under tokenproxy's plain path: the least a reverse proxy built on hyper does per
 //! request, for `tests/e2e/bench.py --floor` and `tests/e2e/instructions.py --floor`.
 //!
-//! `hyper_floor LISTEN ORIGIN` serves HTTP/1.1 on LISTEN on tokio's current-thread runtime (as
-//! tokenproxy does with one worker). Each client connection gets one keep-alive HTTP/1.1
-//! connection to ORIGIN, opened when the client connects and driven by its own task (hyper's
-//! documented client pattern); every request goes there unchanged but for a static
-//! `Authorization` header, and the answer comes back as it is. With `--same-task` the upstream
-//! connection is polled by the client connection's task instead, beside the server connection,
-//! on every wake-up (as tokenproxy's pool does), to measure that choice alone. No routing, no header rules, no
-//! token source, no metrics, no timeouts: whatever tokenproxy spends above this is its own, and
-//! whatever this spends above nginx is hyper's and tokio's.
+//! `hyper_floor [--same-task] LISTEN ORIGIN` serves HTTP/1.1 on LISTEN on tokio's
+//! current-thread runtime (as tokenproxy does with one worker). Each client connection gets one
+//! keep-alive HTTP/1.1 connection to ORIGIN, opened when the client connects and driven by its
+//! own task (hyper's documented client pattern); every request goes there unchanged but for a
+//! static `Authorization` header, and the answer comes back as it is. No routing, no header
+//! rules, no token source, no metrics, no timeouts: whatever tokenproxy spends above this is its
+//! own, and whatever this spends above nginx is hyper's and tokio's. With `--same-task` the
+//! upstream connection is polled by the client connection's task instead, beside the server
+//! connection, on every wake-up (as tokenproxy's pool did until this was measured), to see what
+//! that choice costs alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
