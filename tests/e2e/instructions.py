@@ -71,7 +71,7 @@ def main():
                     help="tracing on at this sample_ratio, exported to the origin nginx (bench's (h))")
     ap.add_argument("--floor", nargs="?", const="spawned", choices=["spawned", "same-task"],
                     help="count examples/hyper_floor.rs instead (its upstream connection on a task of its "
-                         "own, or polled with the client's as tokenproxy does)")
+                         "own, or polled with the client's as tokenproxy's pool did)")
     args = ap.parse_args()
     binary = args.binary
     if args.floor:
