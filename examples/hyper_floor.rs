@@ -5,7 +5,8 @@
 //! current-thread runtime (as tokenproxy does with one worker). Each client connection gets one
 //! keep-alive HTTP/1.1 connection to ORIGIN, opened when the client connects and driven by its
 //! own task (hyper's documented client pattern); every request goes there unchanged but for a
-//! static `Authorization` header, and the answer comes back as it is. No routing, no header
+//! static `Authorization` header and, when it came in absolute form (as `HTTP_PROXY` clients
+//! send it), its target in origin form; the answer comes back as it is. No routing, no header
 //! rules, no token source, no metrics, no timeouts: whatever tokenproxy spends above this is its
 //! own, and whatever this spends above nginx is hyper's and tokio's. With `--same-task` the
 //! upstream connection is polled by the client connection's task instead, beside the server
@@ -21,7 +22,7 @@ use http::header::{HeaderValue, AUTHORIZATION};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -74,6 +75,12 @@ async fn serve(
     let token = HeaderValue::from_static("Bearer bench-token-0123456789");
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.headers_mut().insert(AUTHORIZATION, token.clone());
+        // An absolute-form target (a forward proxy's request) goes out in origin form.
+        if req.uri().scheme().is_some() {
+            if let Some(pq) = req.uri().path_and_query() {
+                *req.uri_mut() = Uri::from(pq.clone());
+            }
+        }
         let answer = sender.lock().expect("sender").send_request(req);
         async move { answer.await.map(|res: Response<Incoming>| res) }
     });

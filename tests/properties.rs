@@ -10,7 +10,7 @@ use tokenproxy::config::ExistingAuthorization;
 use tokenproxy::host::{normalize_host, split_authority, HostError, HostPattern};
 use tokenproxy::proxy::headers::{inject, strip_hop_by_hop};
 use tokenproxy::token::response::parse_success;
-use tokenproxy::upstream::Router;
+use tokenproxy::upstream::{Routed, Router};
 
 fn label() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -169,6 +169,54 @@ proptest! {
                 "routed {target}:{port} to {i} whose patterns do not match"),
             None => prop_assert!(!table.iter().flatten().any(|p| p.matches(&target, port)),
                 "{target}:{port} matches a pattern but was not routed"),
+        }
+    }
+
+    #[test]
+    fn the_written_table_agrees_with_the_full_route(
+        table in prop::collection::vec(prop::collection::vec(
+            (pattern(), prop::option::of(Just("/orders/*"))), 1..3), 1..6),
+        pick in any::<prop::sample::Index>(),
+        other in host(),
+        written_port in prop::option::of(prop_oneof![Just(80u16), Just(443), Just(8443), Just(9000)]),
+        upper in any::<bool>(),
+    ) {
+        let table: Vec<Vec<HostPattern>> = table
+            .iter()
+            .map(|ps| ps.iter().map(|(p, path)| {
+                HostPattern::parse(&format!("{p}{}", path.unwrap_or(""))).unwrap()
+            }).collect())
+            .collect();
+        let router = Router::new(table.iter().map(Vec::as_slice));
+        // A target written as one of the patterns' hosts (or another), with or without a port.
+        let hosts: Vec<&str> = table.iter().flatten().map(|p| p.host.as_str()).collect();
+        let host = hosts.get(pick.index(hosts.len() + 1)).copied().unwrap_or(&other);
+        let mut authority = if upper { host.to_uppercase() } else { host.to_string() };
+        if let Some(port) = written_port {
+            authority.push_str(&format!(":{port}"));
+        }
+        for default in [80u16, 443] {
+            let Ok((normal, port)) = split_authority(&authority, default) else { continue };
+            match router.written(&authority, default) {
+                Some(w) => {
+                    prop_assert_eq!(&authority[..w.host_len], &*normal);
+                    prop_assert_eq!(w.port, port);
+                    for path in ["/", "/orders/x", "/users"] {
+                        let full = router.route(&normal, port, path).unwrap();
+                        prop_assert_eq!(full, Routed { index: Some(w.index), path: None },
+                            "{} at {} for {}", authority, default, path);
+                    }
+                }
+                None => {
+                    // Missed only where the table may miss: a target not in normal form, a
+                    // host only a wildcard covers, or a host with path patterns.
+                    let exact = table.iter().flatten().any(|p| {
+                        !p.wildcard && p.path.is_none() && p.matches(&normal, port)
+                    });
+                    let paths = table.iter().flatten().any(|p| p.path.is_some());
+                    prop_assert!(upper || !exact || paths, "{} at {} not in the table", authority, default);
+                }
+            }
         }
     }
 

@@ -93,7 +93,20 @@ fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>) -> Plan {
 
 fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, ProxyError> {
     check_request(req.headers())?;
-    let target = Target::parse(req.uri())?;
+    let (scheme, authority) = Target::split(req.uri())?;
+    if let Some((host, port, up)) = snap.route_written(authority, scheme.default_port()) {
+        let target = Target {
+            scheme,
+            host: Cow::Borrowed(host),
+            port,
+        };
+        let uri = req.uri();
+        return Ok(matched(
+            up,
+            upstream_uri(up, &target, uri, || Ok(uri.clone())),
+        ));
+    }
+    let target = Target::of(scheme, authority)?;
     let (up, path) = snap.route(&target.host, target.port, req.uri().path())?;
     let uri = with_path(req.uri(), path)?;
     let Some(up) = up else {

@@ -19,8 +19,9 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// An absolute-form target (`http://host:port/path`).
-    pub fn parse(uri: &'a Uri) -> Result<Target<'a>, ProxyError> {
+    /// The scheme and the authority as written of an absolute-form target
+    /// (`http://host:port/path`).
+    pub fn split(uri: &'a Uri) -> Result<(Scheme, &'a str), ProxyError> {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
@@ -28,8 +29,13 @@ impl<'a> Target<'a> {
             None => return Err(ProxyError::NotAbsoluteForm),
         };
         let authority = uri.authority().ok_or(ProxyError::TargetWithoutHost)?;
-        let (host, port) = split_authority(authority.as_str(), scheme.default_port())
-            .map_err(ProxyError::BadTarget)?;
+        Ok((scheme, authority.as_str()))
+    }
+
+    /// A target from [`Target::split`]'s parts: the host normalised, the port defaulted.
+    pub fn of(scheme: Scheme, authority: &'a str) -> Result<Target<'a>, ProxyError> {
+        let (host, port) =
+            split_authority(authority, scheme.default_port()).map_err(ProxyError::BadTarget)?;
         Ok(Target { scheme, host, port })
     }
 

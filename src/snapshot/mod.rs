@@ -141,6 +141,19 @@ impl Snapshot {
         Ok((up, routed.path))
     }
 
+    /// The route of a forward-mode target written in normal form to a host whose upstream
+    /// does not depend on the path, found by one lookup of `authority` as written: its host
+    /// (a prefix of `authority`), port and upstream. `None`: take [`Snapshot::route`].
+    pub fn route_written<'a>(
+        &self,
+        authority: &'a str,
+        default_port: u16,
+    ) -> Option<(&'a str, u16, &Arc<Upstream>)> {
+        let written = self.router.written(authority, default_port)?;
+        let up = self.upstreams.get(written.index)?;
+        Some((authority.get(..written.host_len)?, written.port, up))
+    }
+
     /// The upstream that claims a host and port at all (a CONNECT names no path).
     pub fn claim(&self, host: &str, port: u16) -> Option<&Arc<Upstream>> {
         self.router

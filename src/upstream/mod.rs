@@ -31,7 +31,7 @@ pub use client::{ClientError, Clients, Connectors, HttpClient};
 pub use error::PoolError;
 pub use pool::OriginPool;
 pub use reuse::{Report, Reuse};
-pub use router::{RouteError, Routed, Router};
+pub use router::{RouteError, Routed, Router, Written};
 
 /// Where an upstream's requests go.
 pub enum Route {

@@ -6,8 +6,14 @@
 //! at equal length a pattern naming the port beats a portless one. Paths are compared only on
 //! hosts that have a path pattern, in their strict normal form (`host::strict`), which is also
 //! the form sent; a path whose lenient reading (`host::lenient`), of that form or of the path
-//! as written, would land on another upstream is refused, so no server behind can be made to read a prefix's token onto
-//! a path outside it.
+//! as written, would land on another upstream is refused, so no server behind can be made to
+//! read a prefix's token onto a path outside it.
+//!
+//! Most targets are written exactly as a pattern's host, with or without a port. For those
+//! the table built with the router holds the answer (`written`): one hash lookup on the
+//! target as sent, instead of normalising it and ranking the patterns, for every forward
+//! request. Its entries are computed by [`Router::route`] itself and only where the answer
+//! cannot depend on the path; anything else takes the full route.
 
 use fnv::FnvHashMap;
 
@@ -18,6 +24,18 @@ pub struct Router {
     exact: FnvHashMap<String, Vec<(HostPattern, usize)>>,
     wildcards: Vec<(HostPattern, usize)>,
     has_paths: bool,
+    /// Targets written in normal form (`host` or `host:port`) whose upstream does not depend
+    /// on the path: for `http://` (default port 80) and for `https://` (443).
+    written: [FnvHashMap<Box<str>, Written>; 2],
+}
+
+/// A target found in the written table: its host is the first `host_len` bytes of what was
+/// written, already in normal form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub host_len: usize,
+    pub port: u16,
+    pub index: usize,
 }
 
 /// Where a request goes: the upstream's index (none: unmatched), and the path to send when
@@ -58,18 +76,69 @@ impl Router {
                 }
             }
         }
+        router.written = [80, 443].map(|default| router.written_table(default));
         router
+    }
+
+    /// The written table for targets whose scheme's default port is `default`: each exact
+    /// host with each port its patterns cover, as `host:port` and, at the default port, as
+    /// `host` alone.
+    fn written_table(&self, default: u16) -> FnvHashMap<Box<str>, Written> {
+        let mut table = FnvHashMap::default();
+        for (host, patterns) in &self.exact {
+            let mut ports: Vec<u16> = patterns
+                .iter()
+                .flat_map(|(p, _)| p.port.map_or(vec![80, 443], |port| vec![port]))
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            for port in ports {
+                if self.by_path(patterns, host, port) {
+                    continue;
+                }
+                let Some(index) = self.pick(patterns, host, port, Want::Host) else {
+                    continue;
+                };
+                let written = Written {
+                    host_len: host.len(),
+                    port,
+                    index,
+                };
+                if port == default {
+                    table.insert(host.as_str().into(), written);
+                }
+                table.insert(format!("{host}:{port}").into(), written);
+            }
+        }
+        table
+    }
+
+    /// The answer for a target as written (the authority of an absolute-form request), when
+    /// it is in normal form and its upstream does not depend on the path; `None` means: take
+    /// the full route.
+    pub fn written(&self, authority: &str, default_port: u16) -> Option<Written> {
+        let table = match default_port {
+            80 => &self.written[0],
+            443 => &self.written[1],
+            _ => return None,
+        };
+        table.get(authority).copied()
+    }
+
+    /// Whether some pattern for this host and port names a path, so that routing compares
+    /// paths.
+    fn by_path(&self, exact: &[(HostPattern, usize)], host: &str, port: u16) -> bool {
+        self.has_paths
+            && exact
+                .iter()
+                .chain(&self.wildcards)
+                .any(|(p, _)| p.path.is_some() && p.matches(host, port))
     }
 
     /// The upstream for a normalised host and port and the request's path.
     pub fn route(&self, host: &str, port: u16, path: &str) -> Result<Routed, RouteError> {
         let exact = self.exact.get(host).map_or(&[][..], Vec::as_slice);
-        let by_path = self.has_paths
-            && exact
-                .iter()
-                .chain(&self.wildcards)
-                .any(|(p, _)| p.path.is_some() && p.matches(host, port));
-        if !by_path {
+        if !self.by_path(exact, host, port) {
             let index = self.pick(exact, host, port, Want::Host);
             return Ok(Routed { index, path: None });
         }
@@ -237,5 +306,41 @@ mod tests {
         let r = router(&[&["api.example.com"], &["other.example.com/orders/*"]]);
         let plain = r.route("api.example.com", 443, "/a/../%zz").unwrap();
         assert_eq!((plain.index, plain.path), (Some(0), None));
+    }
+
+    #[test]
+    fn targets_written_in_normal_form_are_found_by_one_lookup() {
+        let r = router(&[
+            &["api.example.com"],
+            &["api.example.com:8443", "[::1]:9000"],
+            &["*.example.com"],
+            &["paths.example.com/orders/*"],
+        ]);
+        let at = |authority: &str, default| r.written(authority, default).map(|w| w.index);
+        let found = r.written("api.example.com:8443", 80);
+        let want = Written {
+            host_len: "api.example.com".len(),
+            port: 8443,
+            index: 1,
+        };
+        assert_eq!(found, Some(want));
+        assert_eq!(at("api.example.com", 80), Some(0));
+        assert_eq!(at("api.example.com", 443), Some(0));
+        assert_eq!(at("api.example.com:443", 80), Some(0));
+        assert_eq!(at("[::1]:9000", 443), Some(1));
+        // Taken the full way: another port, another spelling, a wildcard's host, a host whose
+        // upstream depends on the path, a scheme without a default of 80 or 443.
+        for (authority, default) in [
+            ("api.example.com:9000", 80),
+            ("[::1]", 443),
+            ("API.example.com", 443),
+            ("api.example.com.", 443),
+            ("api.example.com:0443", 443),
+            ("x.example.com", 443),
+            ("paths.example.com", 443),
+            ("api.example.com", 8080),
+        ] {
+            assert_eq!(at(authority, default), None, "{authority} at {default}");
+        }
     }
 }

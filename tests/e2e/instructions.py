@@ -10,10 +10,12 @@ instructions by the requests. A fixed count, not a fixed time, so fixed costs (t
 the runtime's idle work) weigh the same in every run.
 
 `--floor` counts `examples/hyper_floor.rs` instead, the least a hyper reverse proxy does per
-request (one count, as it has no forward listener): the floor under tokenproxy's figures.
+request: the floor under tokenproxy's figures. Its "forward" count is the same listener sent
+the absolute-form request an `HTTP_PROXY` client sends: what hyper and http spend on that
+form alone. `--path` sets the request's path and query (default `/`).
 
 Usage: instructions.py [--binary PATH | --floor [spawned|same-task]] [--requests 20000] [--connections 8]
-                       [--traced RATIO]
+                       [--traced RATIO] [--path /v1/orders?page=2]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -57,6 +59,7 @@ def counted(pid, tmp, target, args, name):
             m = re.search(r"^summary:\s+(\d+)", fh.read(), re.M)
             total += int(m.group(1)) if m else 0
         if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
             shutil.copy(f, os.path.join(args.keep, f"{name}.out"))
     return total / max(requests, 1), requests
 
@@ -72,6 +75,9 @@ def main():
     ap.add_argument("--floor", nargs="?", const="spawned", choices=["spawned", "same-task"],
                     help="count examples/hyper_floor.rs instead (its upstream connection on a task of its "
                          "own, or polled with the client's as tokenproxy's pool did)")
+    ap.add_argument("--path", default="/",
+                    help="the request's path and query (default /, which http's URI parser takes on a "
+                         "fast path that a longer origin-form target does not)")
     args = ap.parse_args()
     binary = args.binary
     if args.floor:
@@ -99,18 +105,20 @@ def main():
             tp = start([*grind, binary, "run", "-c", f"{tmp}/tokenproxy.yaml", "--workers", "1"],
                        env={"RUST_LOG": "warn"})
             wait(f"http://127.0.0.1:{ports['admin']}/readyz", timeout=60)
-        rev = counted(tp.pid, tmp, (f"http://127.0.0.1:{ports['rev']}/", None), args, "reverse")
-        fwd = None
-        if not args.floor:
-            fwd = counted(tp.pid, tmp, ("http://origin.bench/", f"127.0.0.1:{ports['fwd']}"), args, "forward")
+        path = args.path
+        rev = counted(tp.pid, tmp, (f"http://127.0.0.1:{ports['rev']}{path}", None), args, "reverse")
+        # The floor has no forward listener: it takes the absolute-form request on its one
+        # listener, as a forward proxy would, and sends it on in origin form.
+        fwd_proxy = f"127.0.0.1:{ports['rev' if args.floor else 'fwd']}"
+        fwd = counted(tp.pid, tmp, (f"http://origin.bench{path}", fwd_proxy), args, "forward")
     finally:
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# {binary} · callgrind · ab -k -n {args.requests} -c {args.connections} · 1 worker")
+    print(f"# {binary} · callgrind · ab -k -n {args.requests} -c {args.connections} · 1 worker · {args.path}")
     print(f"reverse: {rev[0]:,.0f} instructions per request ({rev[1]} requests)")
-    if fwd:
-        print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests)")
+    print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests), "
+          f"{fwd[0] / rev[0] - 1:+.1%} over reverse")
 
 
 if __name__ == "__main__":
