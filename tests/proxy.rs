@@ -73,6 +73,11 @@ async fn forward_injects_the_token_routed_by_target_not_host_header() {
         serde_json::json!([]),
         "passthrough carries no token"
     );
+    assert_eq!(
+        r.json()["host"],
+        echo.addr.to_string(),
+        "a passthrough's Host is its target's, not the one the app wrote"
+    );
     assert_eq!(idp.calls(), 1);
     p.shutdown().await;
 }

@@ -38,8 +38,9 @@ impl<'a> Transport<'a> {
     }
 }
 
-/// The request head as it goes upstream: `Host` (regenerated from the URI by the client)
-/// and hop-by-hop headers removed, except `TE: trailers`.
+/// The request head as it goes upstream: hop-by-hop headers removed, except `TE: trailers`.
+/// The app's `Host` stays until the transport replaces it with the target's (the upstream's
+/// pool) or removes it for the client to write from the URI (the shared clients, HTTP/2).
 pub struct Head {
     pub method: Method,
     pub uri: Uri,
@@ -48,7 +49,6 @@ pub struct Head {
 
 impl Head {
     pub fn new(method: Method, uri: Uri, mut headers: HeaderMap) -> Head {
-        headers.remove(header::HOST);
         strip_request_hop_by_hop(&mut headers);
         Head {
             method,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::PROXY_AUTHORIZATION;
+use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -121,14 +121,16 @@ impl Clients {
         }
     }
 
-    /// Sends `req` (an absolute URI) over `wire`. A plaintext HTTP/1.1 request the parent
-    /// proxy carries goes to it in absolute form with its `Proxy-Authorization`, and the
-    /// parent's 407 is its refusal, not the destination's answer.
+    /// Sends `req` (an absolute URI) over `wire`, with the `Host` the client writes from that
+    /// URI in place of any the request had. A plaintext HTTP/1.1 request the parent proxy
+    /// carries goes to it in absolute form with its `Proxy-Authorization`, and the parent's
+    /// 407 is its refusal, not the destination's answer.
     pub async fn request(
         &self,
         mut req: Request<Body>,
         wire: Wire,
     ) -> Result<Response<Incoming>, ClientError> {
+        req.headers_mut().remove(HOST);
         let client = match wire {
             Wire::Default => &self.default,
             Wire::Http1 => return Ok(self.http1.request(req).await?),
