@@ -860,3 +860,38 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 200);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_answer_on_a_keep_alive_connection_is_timed_from_its_own_start() {
+    use http_body_util::{BodyExt, Empty};
+    let (idp, echo) = (FakeIdp::start().await, Echo::start().await);
+    let proxy = "  listen: 127.0.0.1:0\n  request_timeout: 300ms";
+    let p = start(&idp, proxy, &inventory(&echo, "")).await;
+    let stream = tokio::net::TcpStream::connect(p.forward_addr().unwrap())
+        .await
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str| {
+        http::Request::get(format!("http://inventory.example.com{path}"))
+            .header("host", "inventory.example.com")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Answered in time: its deadline, 300 ms from its start, stays on the connection's timer.
+    let r = sender.send_request(request("/fast")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The upstream takes 700 ms: a 504 at this request's own 300 ms, not at the last one's.
+    let started = std::time::Instant::now();
+    let r = sender.send_request(request("/slow")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(
+        took >= Duration::from_millis(290),
+        "timed out after {took:?}"
+    );
+    p.shutdown().await;
+}

@@ -146,10 +146,11 @@ async fn send_once(
                 }),
         }
     };
-    // Pinned where it is: the timeout then holds a pointer, and the request's (large) state
-    // is not copied into it, and out again, on every request.
+    // Pinned where it is: the deadline then holds a pointer, and the request's (large) state
+    // is not copied into it, and out again, on every request. The deadline's timer is the
+    // serving connection's spare where it has one (`serve::within`).
     let request = std::pin::pin!(request);
-    let resp = tokio::time::timeout(timeout, request)
+    let resp = crate::serve::within(timeout, request)
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
     trail.arrived(&resp);

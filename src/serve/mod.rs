@@ -9,10 +9,12 @@
 //! when the last one is gone. The caller bounds that wait with the drain deadline.
 
 mod conn;
+mod deadline;
 mod idle;
 mod timer;
 
 pub use conn::{connection, Protocol};
+pub use deadline::{within, Elapsed, Within};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -15,6 +15,10 @@
 //!
 //! hyper's HTTP/1 server holds at most one sleep at a time, which is what this relies on. If
 //! hyper ever asks for a sleep while nothing is lent, it gets an ordinary one of its own.
+//!
+//! The connection lends a second sleep the same way, for the deadlines of its requests' own
+//! waits ([`super::deadline`]): whoever holds that `Sleep` owns it, taking it from the thread
+//! and giving it back when done.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -27,13 +31,30 @@ use tokio::time::Sleep;
 type Slot = Option<Pin<Box<Sleep>>>;
 
 thread_local! {
-    /// The sleep of the connection being polled on this thread, if any.
+    /// The head-read sleep of the connection being polled on this thread, if any.
     static LENT: Cell<Slot> = const { Cell::new(None) };
+    /// The spare sleep of the connection being polled on this thread, for a deadline.
+    static SPARE: Cell<Slot> = const { Cell::new(None) };
 }
 
-/// One connection's head-read sleep.
+/// One connection's head-read sleep, and its spare for its requests' deadlines (made by the
+/// first deadline that finds none).
 pub struct HeadClock {
     sleep: Slot,
+    spare: Slot,
+}
+
+/// Takes the spare sleep lent to this thread, if there is one.
+pub(super) fn take_spare() -> Slot {
+    SPARE.take()
+}
+
+/// Gives a sleep back as the thread's spare, unless it already has one.
+pub(super) fn give_spare(sleep: Pin<Box<Sleep>>) {
+    SPARE.with(|spare| {
+        let held = spare.take();
+        spare.set(held.or(Some(sleep)));
+    });
 }
 
 impl HeadClock {
@@ -42,23 +63,28 @@ impl HeadClock {
     pub fn new() -> HeadClock {
         HeadClock {
             sleep: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
+            spare: None,
         }
     }
 
-    /// Runs `poll` (a poll of the connection's future) with this connection's sleep lent to
-    /// the thread, and takes it back afterwards, even if `poll` unwinds. Whatever was lent
+    /// Runs `poll` (a poll of the connection's future) with this connection's sleeps lent to
+    /// the thread, and takes them back afterwards, even if `poll` unwinds. Whatever was lent
     /// before (a connection polled inside another's poll) is restored.
     pub fn lend<R>(&mut self, poll: impl FnOnce() -> R) -> R {
         struct Return<'a> {
             clock: &'a mut HeadClock,
-            outer: Slot,
+            outer: (Slot, Slot),
         }
         impl Drop for Return<'_> {
             fn drop(&mut self) {
-                self.clock.sleep = LENT.replace(self.outer.take());
+                self.clock.sleep = LENT.replace(self.outer.0.take());
+                self.clock.spare = SPARE.replace(self.outer.1.take());
             }
         }
-        let outer = LENT.replace(self.sleep.take());
+        let outer = (
+            LENT.replace(self.sleep.take()),
+            SPARE.replace(self.spare.take()),
+        );
         let _back = Return { clock: self, outer };
         poll()
     }
