@@ -37,8 +37,8 @@ thread_local! {
     static SPARE: Cell<Slot> = const { Cell::new(None) };
 }
 
-/// One connection's head-read sleep, and its spare for its requests' deadlines (made by the
-/// first deadline that finds none).
+/// One connection's head-read sleep, and its spare for its requests' deadlines, both made
+/// with the connection (a deadline that finds no spare makes its own and leaves it here).
 pub struct HeadClock {
     sleep: Slot,
     spare: Slot,
@@ -63,7 +63,7 @@ impl HeadClock {
     pub fn new() -> HeadClock {
         HeadClock {
             sleep: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
-            spare: None,
+            spare: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
         }
     }
 
