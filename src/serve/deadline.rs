@@ -6,8 +6,9 @@
 //! answer comes, a few hundred instructions on every request. An HTTP/1 connection serves one
 //! request at a time and lends its poll a spare `Sleep`; a [`Within`] takes that sleep, moves
 //! its deadline (a later one is one atomic update, no trip to the wheel), and gives it back
-//! when it is done, answered, timed out or dropped. Where none is lent (an HTTP/2 stream, or
-//! two deadlines at once) it makes one, as `timeout` would, and leaves it as the spare.
+//! when it is done, answered, timed out or dropped (the spare ends at most
+//! [`super::timer::GRAIN`] after the deadline). Where none is lent (an HTTP/2 stream, or two
+//! deadlines at once) it makes one, as `timeout` would, and leaves it as the spare.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::timer::{give_spare, take_spare};
+use super::timer::{give_spare, move_to, take_spare};
 
 /// The wait did not end in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +65,7 @@ impl<F: Future + Unpin> Future for Within<F> {
         let deadline = this.deadline;
         let sleep = this.sleep.get_or_insert_with(|| match take_spare() {
             Some(mut spare) => {
-                spare.as_mut().reset(deadline);
+                move_to(spare.as_mut(), deadline);
                 spare
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
@@ -85,7 +86,7 @@ impl<F> Drop for Within<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::timer::HeadClock;
+    use super::super::timer::{HeadClock, GRAIN};
     use super::*;
     use std::future::{pending, ready, Pending};
     use std::task::Waker;
@@ -126,7 +127,7 @@ mod tests {
         assert!(poll_in(&mut clock, &mut second).is_pending());
         wait(299).await; // past the first deadline (300 ms), not the second (500 ms)
         assert!(poll_in(&mut clock, &mut second).is_pending());
-        wait(1).await;
+        wait(GRAIN.as_millis() as u64 + 1).await;
         assert_eq!(poll_in(&mut clock, &mut second), Poll::Ready(Err(Elapsed)));
         assert!(has_spare(&mut clock), "given back when it fired");
     }
@@ -141,7 +142,9 @@ mod tests {
         wait(100).await;
         assert_eq!(poll_in(&mut clock, &mut short), Poll::Ready(Err(Elapsed)));
         assert!(poll_in(&mut clock, &mut long).is_pending());
-        wait(200).await;
+        wait(199).await;
+        assert!(poll_in(&mut clock, &mut long).is_pending());
+        wait(GRAIN.as_millis() as u64 + 1).await;
         assert_eq!(poll_in(&mut clock, &mut long), Poll::Ready(Err(Elapsed)));
     }
 

@@ -19,6 +19,10 @@
 //! The connection lends a second sleep the same way, for the deadlines of its requests' own
 //! waits ([`super::deadline`]): whoever holds that `Sleep` owns it, taking it from the thread
 //! and giving it back when done.
+//!
+//! Both are set [`GRAIN`] later than asked ([`move_to`]), so that on a busy connection the
+//! next deadlines, which fall within that, find the sleep already where they need it and
+//! leave it: a reused sleep ends at most `GRAIN` after its deadline, never before it.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -29,6 +33,22 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 type Slot = Option<Pin<Box<Sleep>>>;
+
+/// How late a reused sleep may end. Moving a sleep costs a conversion to the wheel's ticks and
+/// an atomic update (about a hundred instructions); a deadline that the sleep already ends
+/// within `GRAIN` of costs a comparison. A busy connection's requests come well within it of
+/// each other, and deadlines here are seconds long.
+pub(super) const GRAIN: Duration = Duration::from_millis(10);
+
+/// Sets `sleep` to end no earlier than `deadline` and at most [`GRAIN`] after it, moving it
+/// only when it ends outside that (and then to the far end, for the deadlines that follow).
+pub(super) fn move_to(sleep: Pin<&mut Sleep>, deadline: tokio::time::Instant) {
+    let set = sleep.deadline();
+    let latest = deadline.checked_add(GRAIN).unwrap_or(deadline);
+    if set < deadline || set > latest {
+        sleep.reset(latest);
+    }
+}
 
 thread_local! {
     /// The head-read sleep of the connection being polled on this thread, if any.
@@ -105,7 +125,7 @@ impl hyper::rt::Timer for LentTimer {
         let Some(mut sleep) = lent else {
             return Box::pin(Own(Box::pin(tokio::time::sleep_until(deadline))));
         };
-        sleep.as_mut().reset(deadline);
+        move_to(sleep.as_mut(), deadline);
         LENT.set(Some(sleep));
         Box::pin(Lent)
     }
@@ -209,6 +229,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(millis)).await;
     }
 
+    /// From a millisecond before a deadline to the latest a reused sleep ends: the
+    /// millisecond and [`GRAIN`].
+    fn grain() -> u64 {
+        GRAIN.as_millis() as u64 + 1
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lent_sleep_ends_at_its_deadline_and_costs_no_allocation() {
         let mut clock = HeadClock::new();
@@ -217,7 +243,7 @@ mod tests {
         assert!(!lent_ready(&mut clock, &mut sleep));
         wait(9_999).await;
         assert!(!lent_ready(&mut clock, &mut sleep));
-        wait(1).await;
+        wait(grain()).await;
         assert!(lent_ready(&mut clock, &mut sleep));
     }
 
@@ -233,22 +259,52 @@ mod tests {
         wait(6_000).await;
         // Later than the first: moved in place; the first's tick at 10 s must not end it.
         let mut second = clock.lend(|| LentTimer.sleep_until(after(10_000)));
-        wait(9_000).await;
-        assert!(!lent_ready(&mut clock, &mut second), "9 s into its 10");
-        wait(1_000).await;
+        wait(9_999).await;
+        assert!(!lent_ready(&mut clock, &mut second), "just before its 10 s");
+        wait(grain()).await;
         assert!(lent_ready(&mut clock, &mut second));
         drop(second);
         // After it fired, and shorter than any before.
         let mut third = clock.lend(|| LentTimer.sleep(Duration::from_secs(2)));
         assert!(!lent_ready(&mut clock, &mut third));
-        wait(2_000).await;
+        wait(1_999).await;
+        assert!(!lent_ready(&mut clock, &mut third));
+        wait(grain()).await;
         assert!(lent_ready(&mut clock, &mut third));
         // hyper's reset moves it too.
         clock.lend(|| LentTimer.reset(&mut third, after(3_000)));
         wait(2_999).await;
         assert!(!lent_ready(&mut clock, &mut third));
-        wait(1).await;
+        wait(grain()).await;
         assert!(lent_ready(&mut clock, &mut third));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_within_the_grain_of_the_set_one_leaves_the_sleep_as_it_is() {
+        let mut clock = HeadClock::new();
+        let first = clock.lend(|| LentTimer.sleep_until(after(10_000)));
+        let set = clock.sleep.as_ref().map(|s| s.deadline());
+        drop(first);
+        wait(grain() / 2).await;
+        let second = clock.lend(|| LentTimer.sleep_until(after(10_000)));
+        assert_eq!(clock.sleep.as_ref().map(|s| s.deadline()), set, "not moved");
+        drop(second);
+        wait(grain()).await;
+        let mut third = clock.lend(|| LentTimer.sleep_until(after(10_000)));
+        let moved = clock.sleep.as_ref().map(|s| s.deadline());
+        assert!(moved > set, "moved once its deadline is past the set one");
+        // Never before its own deadline, whichever deadline it was set by.
+        wait(9_999).await;
+        assert!(!lent_ready(&mut clock, &mut third));
+        wait(grain()).await;
+        assert!(lent_ready(&mut clock, &mut third));
+        // A shorter deadline than the one set moves it back.
+        drop(third);
+        let mut short = clock.lend(|| LentTimer.sleep_until(after(1_000)));
+        wait(999).await;
+        assert!(!lent_ready(&mut clock, &mut short));
+        wait(grain()).await;
+        assert!(lent_ready(&mut clock, &mut short));
     }
 
     #[tokio::test(start_paused = true)]
@@ -274,7 +330,7 @@ mod tests {
             drop(inner.lend(|| LentTimer.sleep_until(after(1_000))));
             s
         });
-        wait(1_000).await;
+        wait(1_000 + grain()).await;
         assert!(
             !lent_ready(&mut outer, &mut outer_sleep),
             "the outer deadline is 5 s"
