@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::dpop;
 use super::error::ProxyError;
+use super::facts::Facts;
 use super::headers::inject;
 use super::retry::{next_step, Retry, Sent, Spare, Spent, Step};
 use super::send::{send, Head, Transport};
@@ -35,14 +36,14 @@ use crate::upstream::Wire;
 /// WebSocket handshake (HTTP/1.1) or a gRPC call (HTTP/2).
 pub async fn with_token(
     up: &Upstream,
-    req: Request<Incoming>,
+    (req, facts): (Request<Incoming>, &Facts),
     uri: Uri,
     config: &Config,
     wire: Wire,
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let mut head = Head::new(parts.method, uri, parts.headers);
+    let mut head = Head::new(parts.method, uri, parts.headers, facts);
     if wire == Wire::Http1 {
         upgrade::restore(&mut head.headers);
     }

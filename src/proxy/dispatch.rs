@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::error::ProxyError;
+use super::facts::Facts;
 use super::plan::{self, Entry, Plan};
 use super::trail::Trail;
 use super::{access, attempt, connect, grpc, intercept, send, upgrade};
@@ -37,16 +38,18 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         trail.trace = Some(server_span(tracer, &entry, &req, log.include_query));
     }
     let is_connect = req.method() == Method::CONNECT;
-    let caller = Caller::of(&req);
-    let websocket = upgrade::take(&mut req);
+    let facts = Facts::of(req.headers());
+    let caller = Caller::of(&req, &facts);
+    let websocket = upgrade::take(&mut req, &facts);
     let wire = Wire::of(caller.grpc, websocket.is_some());
-    let plan = plan::resolve(&app, &snap, &entry, &req);
+    let plan = plan::resolve(&app, &snap, &entry, &req, &facts);
     if let (Some(trace), Some(up)) = (&trail.trace, plan.upstream()) {
         trace.upstream(&up.name);
     }
     let (up, result) = match plan {
         Plan::Matched { up, uri } => {
-            let result = attempt::with_token(&up, req, uri, config, wire, &mut trail).await;
+            let sent = attempt::with_token(&up, (req, &facts), uri, config, wire, &mut trail);
+            let result = sent.await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, &up.name, client, r)),
                 None => result,
@@ -56,7 +59,8 @@ pub async fn handle(app: Arc<App>, entry: Entry, mut req: Request<Incoming>) -> 
         Plan::Passthrough(uri) => {
             let timeout = config.proxy.request_timeout;
             let clients = &snap.passthrough;
-            let result = send::passthrough(clients, req, uri, timeout, wire, &mut trail).await;
+            let asked = (req, &facts);
+            let result = send::passthrough(clients, asked, uri, timeout, wire, &mut trail).await;
             let result = match websocket {
                 Some(client) => result.map(|r| upgrade::hand_over(&app, UNMATCHED, client, r)),
                 None => result,
@@ -151,9 +155,9 @@ struct Caller {
 }
 
 impl Caller {
-    fn of<B>(req: &Request<B>) -> Caller {
+    fn of<B>(req: &Request<B>, facts: &Facts) -> Caller {
         Caller {
-            grpc: grpc::is_grpc(req.headers()),
+            grpc: facts.grpc(),
             http2: req.version() == Version::HTTP_2,
         }
     }

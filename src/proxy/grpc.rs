@@ -29,13 +29,6 @@ use crate::snapshot::Upstream;
 use crate::token::Token;
 use crate::token::TokenSource;
 
-/// A gRPC call, by its content type (`application/grpc`, `+proto`, `+json`, `-web`…).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// The gRPC status code for one of tokenproxy's own errors.
 pub fn status_for(e: &ProxyError) -> u8 {
     let (status, _) = e.status_and_code();

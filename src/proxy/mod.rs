@@ -17,8 +17,9 @@
 //! - `dpop`: a DPoP proof with each request carrying a DPoP-bound token, and upstream nonces.
 //! - `dispatch`: runs the plan, then records metrics and turns errors into answers, once, at
 //!   the edge (as gRPC status for a gRPC call, as JSON otherwise).
-//! - `target`, `headers`, `error`: parsing absolute-form targets, header rules, and the one
-//!   error-to-status table.
+//! - `target`, `facts`, `headers`, `error`: parsing absolute-form targets, what one pass over
+//!   a request's headers finds (for its checks, routing and stripping), header rules, and the
+//!   one error-to-status table.
 //! - `trail`, `access`: what happened to a request on its way, and the access-log line
 //!   written from it when the response ends.
 //!
@@ -31,6 +32,7 @@ pub mod connect;
 pub mod dispatch;
 pub mod dpop;
 pub mod error;
+pub mod facts;
 pub mod grpc;
 pub mod headers;
 pub mod intercept;

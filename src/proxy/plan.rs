@@ -15,7 +15,7 @@ use http::header::HOST;
 use http::{Method, Request, Uri};
 
 use super::error::ProxyError;
-use super::headers::check_request;
+use super::facts::Facts;
 use super::target::Target;
 use crate::config::{Scheme, Unmatched};
 use crate::host::{is_loopback, split_authority};
@@ -66,23 +66,29 @@ impl Plan {
     }
 }
 
-/// Decides what `req`, which came in on `entry`, is.
-pub fn resolve<B>(app: &App, snap: &Snapshot, entry: &Entry, req: &Request<B>) -> Plan {
+/// Decides what `req`, which came in on `entry` and whose headers told `facts`, is.
+pub fn resolve<B>(
+    app: &App,
+    snap: &Snapshot,
+    entry: &Entry,
+    req: &Request<B>,
+    facts: &Facts,
+) -> Plan {
     let plan = match entry {
-        Entry::Reverse(name) => Ok(reverse(snap, name, req)),
-        Entry::Intercepted(tunnel) => intercepted(app, snap, tunnel, req),
+        Entry::Reverse(name) => Ok(reverse(snap, name, req, facts)),
+        Entry::Intercepted(tunnel) => intercepted(app, snap, tunnel, req, facts),
         Entry::Forward if req.method() == Method::CONNECT => connect(app, snap, req.uri()),
-        Entry::Forward => forward(app, snap, req),
+        Entry::Forward => forward(app, snap, req, facts),
     };
     plan.unwrap_or_else(|why| Plan::Refused { up: None, why })
 }
 
-fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>) -> Plan {
+fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>, facts: &Facts) -> Plan {
     let Some(up) = snap.upstream(name) else {
         let why = ProxyError::UpstreamRemoved(name.to_string());
         return Plan::Refused { up: None, why };
     };
-    let uri = check_request(req.headers()).and_then(|()| match &up.route {
+    let uri = facts.check(req.headers()).and_then(|()| match &up.route {
         Route::Url(pool) => pool
             .target(req.uri())
             .map_err(|_| ProxyError::PathNotForwardable),
@@ -91,8 +97,13 @@ fn reverse<B>(snap: &Snapshot, name: &str, req: &Request<B>) -> Plan {
     matched(up, uri)
 }
 
-fn forward<B>(app: &App, snap: &Snapshot, req: &Request<B>) -> Result<Plan, ProxyError> {
-    check_request(req.headers())?;
+fn forward<B>(
+    app: &App,
+    snap: &Snapshot,
+    req: &Request<B>,
+    facts: &Facts,
+) -> Result<Plan, ProxyError> {
+    facts.check(req.headers())?;
     let (scheme, authority) = Target::split(req.uri())?;
     if let Some((host, port, up)) = snap.route_written(authority, scheme.default_port()) {
         let target = Target {
@@ -156,8 +167,9 @@ fn intercepted<B>(
     snap: &Snapshot,
     tunnel: &Target<'_>,
     req: &Request<B>,
+    facts: &Facts,
 ) -> Result<Plan, ProxyError> {
-    check_request(req.headers())?;
+    facts.check(req.headers())?;
     let Some(claimed) = snap
         .claim(&tunnel.host, tunnel.port)
         .filter(|u| u.config.intercept)

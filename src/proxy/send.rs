@@ -13,6 +13,7 @@ use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
+use super::facts::Facts;
 use super::headers::{strip_hop_by_hop, strip_request_hop_by_hop};
 use super::trail::Trail;
 use crate::body::{incoming, Body};
@@ -48,8 +49,9 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn new(method: Method, uri: Uri, mut headers: HeaderMap) -> Head {
-        strip_request_hop_by_hop(&mut headers);
+    /// The head of a request whose headers told `facts`, stripped.
+    pub fn new(method: Method, uri: Uri, mut headers: HeaderMap, facts: &Facts) -> Head {
+        strip_request_hop_by_hop(&mut headers, facts);
         Head {
             method,
             uri,
@@ -70,7 +72,7 @@ impl Head {
 /// a token.
 pub async fn passthrough(
     clients: &Clients,
-    req: Request<Incoming>,
+    (req, facts): (Request<Incoming>, &Facts),
     uri: Option<Uri>,
     timeout: Duration,
     wire: Wire,
@@ -78,7 +80,7 @@ pub async fn passthrough(
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let uri = uri.unwrap_or(parts.uri);
-    let mut head = Head::new(parts.method, uri, parts.headers);
+    let mut head = Head::new(parts.method, uri, parts.headers, facts);
     if wire == Wire::Http1 {
         super::upgrade::restore(&mut head.headers);
     }

@@ -17,17 +17,15 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
 
+use super::facts::Facts;
 use crate::body::Body;
 use crate::serve::stopped;
 use crate::snapshot::App;
 
 /// Takes the app side of a WebSocket handshake out of `req`, or `None` for any other request.
-pub fn take<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
-    // `Upgrade` first: one lookup, and almost every request has none.
-    if !req.headers().contains_key(UPGRADE)
-        || req.version() != Version::HTTP_11
-        || !is_websocket(req.headers())
-    {
+pub fn take<B>(req: &mut Request<B>, facts: &Facts) -> Option<OnUpgrade> {
+    // `Upgrade` first: almost every request has none.
+    if !facts.upgrade() || req.version() != Version::HTTP_11 || !is_websocket(req.headers()) {
         return None;
     }
     req.extensions_mut().remove::<OnUpgrade>()
