@@ -163,10 +163,11 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map of `pairs`, in order (the header tests' too).
+    pub(in crate::proxy) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(

@@ -120,18 +120,8 @@ pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyErr
 
 #[cfg(test)]
 mod tests {
+    use super::super::facts::tests::map;
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
 
     fn strip_request(headers: &mut HeaderMap) -> bool {
         let facts = Facts::of(headers);
