@@ -31,9 +31,10 @@ use crate::snapshot::Upstream;
 use crate::token::Token;
 use crate::upstream::Wire;
 
-/// Sends a matched request to `uri` with its upstream's token, replaying once if the
-/// upstream refuses the token and the request can be sent again. `wire` says whether it is a
-/// WebSocket handshake (HTTP/1.1) or a gRPC call (HTTP/2).
+/// Sends a matched request (with the [`Facts`] read from its headers) to `uri` with its
+/// upstream's token, replaying once if the upstream refuses the token and the request can be
+/// sent again. `wire` says whether it is a WebSocket handshake (HTTP/1.1) or a gRPC call
+/// (HTTP/2).
 pub async fn with_token(
     up: &Upstream,
     (req, facts): (Request<Incoming>, &Facts),

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ProxyError;
 
-pub(super) const HOP_BY_HOP_COUNT: usize = 9;
+const HOP_BY_HOP_COUNT: usize = 9;
 pub(super) static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

@@ -68,8 +68,8 @@ impl Head {
     }
 }
 
-/// Sends an unmatched request as it is (to `uri` if given), minus hop-by-hop headers: never
-/// a token.
+/// Sends an unmatched request (with the [`Facts`] read from its headers) as it is (to `uri`
+/// if given), minus hop-by-hop headers: never a token.
 pub async fn passthrough(
     clients: &Clients,
     (req, facts): (Request<Incoming>, &Facts),
