@@ -108,16 +108,6 @@ pub fn inject(
     }
 }
 
-/// The one `Host` header of a request, refusing duplicates.
-pub fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ProxyError> {
-    let mut all = headers.get_all(header::HOST).iter();
-    let first = all.next();
-    if all.next().is_some() {
-        return Err(ProxyError::DuplicateHost);
-    }
-    Ok(first)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::facts::tests::map;
@@ -208,11 +198,5 @@ mod tests {
         let mut h = map(&[("x-other", "1")]);
         assert!(inject(&mut h, ExistingAuthorization::Reject, &token).unwrap());
         assert_eq!(h[header::AUTHORIZATION], "Bearer new");
-    }
-
-    #[test]
-    fn duplicate_host_is_refused() {
-        assert!(single_host(&map(&[("host", "a"), ("host", "b")])).is_err());
-        assert_eq!(single_host(&map(&[("host", "a")])).unwrap().unwrap(), "a");
     }
 }
