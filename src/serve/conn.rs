@@ -1,16 +1,16 @@
 //! One connection, served as HTTP/1.1 or HTTP/2 until it ends or the listener stops.
 //!
-//! HTTP/1.1 keeps upgrades (CONNECT, WebSocket) and hyper's header limits and read timeout
-//! (on a [`LentTimer`], which moves one sleep from head to head instead of making one each).
-//! HTTP/2 gets the limits that guard against its known attacks: a cap on concurrent streams,
-//! on the header list (which also bounds a CONTINUATION flood), on streams reset before they
-//! are served (rapid reset) and on streams reset for protocol errors; h2 itself bounds ping
-//! and settings floods. Either way a stop shuts the connection down gracefully.
+//! HTTP/1.1 keeps upgrades (CONNECT, WebSocket) and hyper's header limits. HTTP/2 gets the
+//! limits that guard against its known attacks: a cap on concurrent streams, on the header
+//! list (which also bounds a CONTINUATION flood), on streams reset before they are served
+//! (rapid reset) and on streams reset for protocol errors; h2 itself bounds ping and settings
+//! floods. Either way a connection idle for `header_read_timeout` (no request open: waiting for
+//! a head, or a head that trickles in) is closed ([`super::idle`]), and a stop shuts it down
+//! gracefully.
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::idle::{tracked, Activity, IdleTimer};
-use super::timer::{Clocked, LentTimer};
+use super::idle::{Activity, Answered, IdleTimer};
+use super::timer::Clocked;
 use super::StopSignal;
 use crate::body::Body;
 use crate::config::Limits;
@@ -47,33 +47,35 @@ pub async fn connection<I, F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let io = TokioIo::new(io);
+    let activity = Activity::new();
+    let requests = activity.clone();
+    let idle = IdleTimer::new(activity, limits.header_read_timeout);
     let res = match protocol {
         Protocol::Http1 => {
-            // Not an `async` block around the handler's future: the block would move that
-            // future (kilobytes: the whole request pipeline) into itself on its first poll;
-            // `Answered` polls it where hyper put it.
-            let service = service_fn(move |req| Answered {
-                answer: handler(req),
-            });
+            // The handler's future is polled where hyper put it (`Answered`), not moved.
+            // hyper's own `header_read_timeout` is off: the idle timer covers it.
+            let service = service_fn(move |req| Answered::new(handler(req), requests.open()));
             let conn = http1::Builder::new()
-                .timer(LentTimer)
-                .header_read_timeout(limits.header_read_timeout)
+                .header_read_timeout(None)
                 .max_headers(limits.max_headers)
                 .max_buf_size(limits.max_head_bytes)
                 .serve_connection(io, service)
                 .with_upgrades();
             let conn = Clocked::new(conn);
-            until_stopped(conn, |c| c.conn().graceful_shutdown(), stop, None).await
+            until_stopped(
+                conn,
+                |c| c.conn().graceful_shutdown(),
+                stop,
+                idle,
+                WhenIdle::Close,
+            )
+            .await
         }
         Protocol::Http2 => {
-            let activity = Activity::new();
-            let streams = activity.clone();
             let service = service_fn(move |req| {
-                let guard = streams.stream();
                 // Boxed: hyper spawns each stream as a task and moves its future on the way;
                 // a pointer moves for free, the request's whole state machine would not.
-                let fut = Box::pin(handler(req));
-                async move { Ok::<_, Infallible>(fut.await.map(|b| tracked(b, guard))) }
+                Answered::new(Box::pin(handler(req)), requests.open())
             });
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -82,8 +84,14 @@ pub async fn connection<I, F, Fut>(
                 .max_pending_accept_reset_streams(limits.http2_max_pending_reset_streams)
                 .max_local_error_reset_streams(limits.http2_max_error_reset_streams)
                 .serve_connection(io, service);
-            let idle = IdleTimer::new(activity, limits.header_read_timeout);
-            until_stopped(conn, |c| c.graceful_shutdown(), stop, Some(idle)).await
+            until_stopped(
+                conn,
+                |c| c.graceful_shutdown(),
+                stop,
+                idle,
+                WhenIdle::GoAway,
+            )
+            .await
         }
     };
     if let Err(e) = res {
@@ -91,16 +99,27 @@ pub async fn connection<I, F, Fut>(
     }
 }
 
-/// Drives `conn` to its end; on a stop (or, for HTTP/2, when idle) asks it to shut down
-/// gracefully and drives it to the end of that. A stop's shutdown is bounded by the drain
-/// deadline; an idle one by the idle timeout again, because an HTTP/2 graceful shutdown
-/// waits for the client to answer a PING, and a client that never does would otherwise keep
-/// its connection.
+/// What an idle connection gets.
+enum WhenIdle {
+    /// Closed at once (HTTP/1.1: whatever part of a head came is dropped, as the head read
+    /// timeout does; an idle keep-alive connection just closes).
+    Close,
+    /// A graceful shutdown (HTTP/2's GOAWAY, which a client answers by opening a new
+    /// connection when it next needs one), bounded by the idle timeout again, because it
+    /// waits for the client to answer a PING and one that never does would otherwise keep
+    /// its connection.
+    GoAway,
+}
+
+/// Drives `conn` to its end; when it has been idle too long, ends it as `when_idle` says; on
+/// a stop, asks it to shut down gracefully and drives it to the end of that (bounded by the
+/// drain deadline).
 async fn until_stopped<C>(
     conn: C,
     shutdown: impl FnOnce(Pin<&mut C>),
     stop: watch::Receiver<bool>,
-    mut idle: Option<IdleTimer>,
+    mut idle: IdleTimer,
+    when_idle: WhenIdle,
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
@@ -111,23 +130,26 @@ where
         if let Poll::Ready(res) = conn.as_mut().poll(cx) {
             return Poll::Ready(Ended::Done(res));
         }
-        if let Some(idle) = &mut idle {
-            if idle.poll_expired(cx).is_ready() {
-                return Poll::Ready(Ended::Idle(idle.timeout()));
-            }
+        if idle.poll_expired(cx).is_ready() {
+            return Poll::Ready(Ended::Idle);
         }
         stop.poll_stopped(cx).map(|()| Ended::Stopped)
     })
     .await;
-    match ended {
-        Ended::Done(res) => res,
-        Ended::Stopped => {
+    match (ended, when_idle) {
+        (Ended::Done(res), _) => res,
+        (Ended::Stopped, _) => {
             shutdown(conn.as_mut());
             conn.await
         }
-        Ended::Idle(grace) => {
+        (Ended::Idle, WhenIdle::Close) => {
+            tracing::debug!("connection idle past header_read_timeout: closed");
+            Ok(())
+        }
+        (Ended::Idle, WhenIdle::GoAway) => {
             shutdown(conn.as_mut());
             // No stream is open, so nothing is lost by dropping it when the grace is over.
+            let grace = idle.timeout();
             tokio::time::timeout(grace, conn).await.unwrap_or(Ok(()))
         }
     }
@@ -136,21 +158,5 @@ where
 enum Ended {
     Done(Result<(), hyper::Error>),
     Stopped,
-    Idle(std::time::Duration),
-}
-
-pin_project_lite::pin_project! {
-    /// The handler's answer as hyper's service wants it, polled in place.
-    struct Answered<F> {
-        #[pin]
-        answer: F,
-    }
-}
-
-impl<F: Future> Future for Answered<F> {
-    type Output = Result<F::Output, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().answer.poll(cx).map(Ok)
-    }
+    Idle,
 }

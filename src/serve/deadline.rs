@@ -86,14 +86,14 @@ impl<F> Drop for Within<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::timer::{HeadClock, GRAIN};
+    use super::super::timer::{Spare, GRAIN};
     use super::*;
     use std::future::{pending, ready, Pending};
     use std::task::Waker;
 
     type Forever = Within<Pending<()>>;
 
-    fn poll_in(clock: &mut HeadClock, w: &mut Forever) -> Poll<Result<(), Elapsed>> {
+    fn poll_in(clock: &mut Spare, w: &mut Forever) -> Poll<Result<(), Elapsed>> {
         let mut cx = Context::from_waker(Waker::noop());
         clock.lend(|| Pin::new(w).poll(&mut cx))
     }
@@ -102,7 +102,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(millis)).await;
     }
 
-    fn has_spare(clock: &mut HeadClock) -> bool {
+    fn has_spare(clock: &mut Spare) -> bool {
         clock.lend(|| match take_spare() {
             Some(sleep) => {
                 give_spare(sleep);
@@ -114,7 +114,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_on_the_reused_spare_ends_at_its_own_time_not_the_last_ones() {
-        let mut clock = HeadClock::new();
+        let mut clock = Spare::new();
         let mut first = within(Duration::from_millis(300), pending());
         assert!(poll_in(&mut clock, &mut first).is_pending());
         wait(100).await;
@@ -134,7 +134,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn two_deadlines_at_once_keep_their_own() {
-        let mut clock = HeadClock::new();
+        let mut clock = Spare::new();
         let mut short = within(Duration::from_millis(100), pending());
         let mut long = within(Duration::from_millis(300), pending());
         assert!(poll_in(&mut clock, &mut long).is_pending());
