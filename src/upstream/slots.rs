@@ -1,5 +1,6 @@
-//! `max_connections` and `max_pending` of one origin: a fair (FIFO) semaphore of connection
-//! slots, and a bound on how many requests may wait for one.
+//! `max_connections` and `max_pending` of one origin: connection slots, taken at once while
+//! any are free and nobody waits, else in a first-come first-served queue, and a bound on how
+//! many requests may wait for one.
 //!
 //! A slot is held by an HTTP/1.1 request for as long as its connection is busy (until the
 //! response body ends and the connection is back in the pool), and by an HTTP/2 request for
