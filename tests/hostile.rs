@@ -365,6 +365,83 @@ async fn every_request_head_gets_its_own_header_read_timeout() {
     p.shutdown().await;
 }
 
+/// `header_read_timeout` is for a connection waiting for a request: an answer that takes
+/// longer than it, and a body that streams for longer, are not cut; the idle connection after
+/// them is.
+#[tokio::test]
+async fn a_slow_answer_and_a_long_body_outlast_the_header_read_timeout() {
+    // An origin that answers after 700 ms, then sends five chunks 300 ms apart.
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let capture = Capture {
+        addr: origin.local_addr().unwrap(),
+        heads: Arc::default(),
+    };
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = origin.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while find(&seen, b"\r\n\r\n").is_none() {
+                    let Ok(n @ 1..) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                s.write_all(head.as_bytes()).await.unwrap();
+                for i in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    s.write_all(format!("1\r\n{i}\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+                s.write_all(b"0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let (_idp, p) = proxy_to(&capture, "  header_read_timeout: 300ms\n").await;
+    let mut s = TcpStream::connect(p.forward_addr().unwrap()).await.unwrap();
+    s.write_all(b"GET http://api.example.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while find(&answer, b"\r\n0\r\n\r\n").is_none() {
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        let n = read.expect("the answer keeps coming").unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for i in 0..5 {
+        assert!(
+            answer.contains(&format!("\r\n1\r\n{i}\r\n")),
+            "chunk {i}: {answer}"
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2_000));
+    // Idle now: closed after about the timeout.
+    let idle = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_connection_cap_holds_new_clients_until_one_leaves() {
     let capture = Capture::start(OK).await;
