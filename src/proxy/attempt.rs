@@ -44,9 +44,9 @@ pub async fn with_token(
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let mut head = Head::new(parts.method, uri, parts.headers, facts);
+    let mut head = Head::new(parts, uri, facts);
     if wire == Wire::Http1 {
-        upgrade::restore(&mut head.headers);
+        upgrade::restore(head.headers_mut());
     }
     // A gRPC call is never replayed (see `grpc`), so its body streams from the first byte.
     let keep = match wire {
@@ -62,7 +62,7 @@ pub async fn with_token(
         // What a retry needs, kept only while one is still possible.
         let spare = (spent.may_retry() && payload.replayable()).then(|| Spare::of(&head));
         let injected = inject(
-            &mut head.headers,
+            head.headers_mut(),
             up.config.existing_authorization,
             token.header(),
         )?;

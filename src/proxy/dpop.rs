@@ -31,13 +31,13 @@ pub fn prove(
     let (Some(bound), Some(dpop)) = (&token.dpop, &up.dpop) else {
         return Ok(None);
     };
-    let (origin, path) = target(transport, &head.uri);
+    let (origin, path) = target(transport, head.uri());
     let htu = format!("{origin}{path}");
     let nonce = dpop.nonces.get(&origin);
     let proof = bound
         .key
         .proof(
-            head.method.as_str(),
+            head.method().as_str(),
             &htu,
             Some(&bound.ath),
             nonce.as_deref(),
@@ -45,7 +45,7 @@ pub fn prove(
         .map_err(|e| ProxyError::TokenUnavailable(format!("cannot sign a DPoP proof: {e}")))?;
     let value = HeaderValue::try_from(proof)
         .map_err(|_| ProxyError::TokenUnavailable("unencodable DPoP proof".into()))?;
-    head.headers.insert(DPOP, value);
+    head.headers_mut().insert(DPOP, value);
     dpop.proofs.inc();
     Ok(Some(origin))
 }

@@ -26,7 +26,7 @@ pub(super) const UPGRADE_INDEX: usize = 8;
 
 /// What one pass over a message's headers finds: which hop-by-hop headers it carries and
 /// whether a `Connection` header names others (for their removal), how many `Host` headers it
-/// has, and whether its content type is gRPC's. A request's facts are read once where it comes
+/// has, whether it has a `Content-Length`, and whether its content type is gRPC's. A request's facts are read once where it comes
 /// in and serve its checks, its routing and its stripping; looking each up by name would hash
 /// it, and the headers are few.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub struct Facts {
     hop: u16,
     names_others: bool,
     hosts: u8,
+    content_length: bool,
     /// A `Content-Type` was seen; `grpc` is about the first, as `HeaderMap::get` would be.
     typed: bool,
     grpc: bool,
@@ -50,6 +51,7 @@ impl Facts {
                     facts.names_others |= i == 0 && !options_only(value);
                 }
                 Kind::Host => facts.hosts = facts.hosts.saturating_add(1),
+                Kind::ContentLength => facts.content_length = true,
                 Kind::ContentType if !facts.typed => {
                     facts.typed = true;
                     facts.grpc = value.as_bytes().starts_with(b"application/grpc");
@@ -86,6 +88,12 @@ impl Facts {
         self.grpc
     }
 
+    /// Both `Content-Length` and `Transfer-Encoding`: framing that two parsers may read two
+    /// ways (RFC 9112 §6.1), refused in a response.
+    pub fn ambiguous_framing(&self) -> bool {
+        self.content_length && self.has(TRANSFER_ENCODING_INDEX)
+    }
+
     /// The checks every request gets before routing: a single `Host`, and its framing.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
         if self.hosts > 1 {
@@ -99,11 +107,12 @@ impl Facts {
 }
 
 /// What a header name is to [`Facts`]: a hop-by-hop one (its position in [`HOP_BY_HOP`]),
-/// `Host`, `Content-Type`, or any other. A match on the (lowercase) name is a length check
-/// and at most one comparison, where comparing with each name in turn is eleven.
+/// `Host`, `Content-Length`, `Content-Type`, or any other. A match on the (lowercase) name is
+/// a length check and at most one comparison, where comparing with each name in turn is twelve.
 enum Kind {
     Hop(usize),
     Host,
+    ContentLength,
     ContentType,
     Other,
 }
@@ -120,6 +129,7 @@ fn kind(name: &HeaderName) -> Kind {
         "transfer-encoding" => Kind::Hop(7),
         "upgrade" => Kind::Hop(8),
         "host" => Kind::Host,
+        "content-length" => Kind::ContentLength,
         "content-type" => Kind::ContentType,
         _ => Kind::Other,
     }
@@ -198,6 +208,10 @@ pub(super) mod tests {
         assert_eq!(hop.hop, 1 << TE_INDEX | 1, "te and connection");
         assert!(!hop.names_others);
         assert!(facts(&[("connection", "close, x-hop")]).names_others);
+        let both = [("Content-Length", "3"), ("transfer-encoding", "chunked")];
+        assert!(facts(&both).ambiguous_framing());
+        assert!(!facts(&both[..1]).ambiguous_framing());
+        assert!(!facts(&both[1..]).ambiguous_framing());
     }
 
     #[test]

@@ -20,10 +20,10 @@ static PROTECTED: [HeaderName; 4] = [
     header::CONTENT_TYPE,
 ];
 
-/// Removes hop-by-hop headers and those listed in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let facts = Facts::of(headers);
-    strip(headers, &facts, false);
+/// Removes hop-by-hop headers and those listed in `Connection` from a message whose [`Facts`]
+/// were read.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, facts: &Facts) {
+    strip(headers, facts, false);
 }
 
 /// [`strip_hop_by_hop`] for a request whose [`Facts`] were read, keeping `TE: trailers`: it
@@ -113,6 +113,11 @@ mod tests {
     use super::super::facts::tests::map;
     use super::*;
 
+    fn strip_response(headers: &mut HeaderMap) {
+        let facts = Facts::of(headers);
+        strip_hop_by_hop(headers, &facts);
+    }
+
     fn strip_request(headers: &mut HeaderMap) -> bool {
         let facts = Facts::of(headers);
         strip_request_hop_by_hop(headers, &facts)
@@ -137,7 +142,7 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         let mut request = h.clone();
-        strip_hop_by_hop(&mut h);
+        strip_response(&mut h);
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort();
         assert_eq!(names, ["authorization", "content-length", "host", "x-keep"]);
@@ -160,7 +165,7 @@ mod tests {
             ("x-hop", "1"),
             ("x-keep", "yes"),
         ]);
-        strip_hop_by_hop(&mut second);
+        strip_response(&mut second);
         assert_eq!(second.keys().collect::<Vec<_>>(), ["x-keep"]);
     }
 

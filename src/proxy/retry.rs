@@ -152,13 +152,13 @@ pub struct Spare {
 impl Spare {
     pub fn of(head: &Head) -> Spare {
         let headers = head
-            .headers
+            .headers()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Spare {
-            method: head.method.clone(),
-            uri: head.uri.clone(),
+            method: head.method().clone(),
+            uri: head.uri().clone(),
             headers,
         }
     }
@@ -168,11 +168,7 @@ impl Spare {
         for (k, v) in self.headers {
             headers.append(k, v);
         }
-        Head {
-            method: self.method,
-            uri: self.uri,
-            headers,
-        }
+        Head::of(self.method, self.uri, headers)
     }
 }
 

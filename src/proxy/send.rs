@@ -5,11 +5,14 @@
 //! `request_timeout` to answer, an ambiguously framed response is refused, and hop-by-hop
 //! headers are removed from the response.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, Uri};
+use futures_util::future::Either;
+use http::header::HeaderMap;
+use http::request::Parts;
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
@@ -42,29 +45,47 @@ impl<'a> Transport<'a> {
 /// The request head as it goes upstream: hop-by-hop headers removed, except `TE: trailers`.
 /// The app's `Host` stays until the transport replaces it with the target's (the upstream's
 /// pool) or removes it for the client to write from the URI (the shared clients, HTTP/2).
-pub struct Head {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-}
+/// The app's own version and extensions do not go on: the upstream connection has its own.
+pub struct Head(Parts);
 
 impl Head {
-    /// The head of a request whose headers told `facts`, stripped.
-    pub fn new(method: Method, uri: Uri, mut headers: HeaderMap, facts: &Facts) -> Head {
-        strip_request_hop_by_hop(&mut headers, facts);
-        Head {
-            method,
-            uri,
-            headers,
-        }
+    /// The head of a request whose headers told `facts`, stripped, for `uri`. Kept as the
+    /// request's own `Parts`, so that sending it builds no new request around them.
+    pub fn new(mut parts: Parts, uri: Uri, facts: &Facts) -> Head {
+        strip_request_hop_by_hop(&mut parts.headers, facts);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.extensions.clear();
+        Head(parts)
+    }
+
+    /// A head made of its pieces (a replay's, from what was kept).
+    pub fn of(method: Method, uri: Uri, headers: HeaderMap) -> Head {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = uri;
+        parts.headers = headers;
+        Head(parts)
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.0.method
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.0.uri
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.0.headers
+    }
+
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.0.headers
     }
 
     pub fn with_body(self, body: Body) -> Request<Body> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.headers_mut() = self.headers;
-        req
+        Request::from_parts(self.0, body)
     }
 }
 
@@ -78,11 +99,11 @@ pub async fn passthrough(
     wire: Wire,
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    let uri = uri.unwrap_or(parts.uri);
-    let mut head = Head::new(parts.method, uri, parts.headers, facts);
+    let (mut parts, body) = req.into_parts();
+    let uri = uri.unwrap_or_else(|| std::mem::take(&mut parts.uri));
+    let mut head = Head::new(parts, uri, facts);
     if wire == Wire::Http1 {
-        super::upgrade::restore(&mut head.headers);
+        super::upgrade::restore(head.headers_mut());
     }
     send(
         Transport::Client(clients),
@@ -96,9 +117,25 @@ pub async fn passthrough(
 
 /// Sends `req` and returns the response head, checked, with hop-by-hop headers removed.
 /// When the request is traced, the send is an attempt span whose context goes upstream.
-pub async fn send(
-    transport: Transport<'_>,
+///
+/// Not an `async fn`: an untraced request is [`send_once`]'s future itself, one layer fewer
+/// for each poll to pass; a traced one is boxed (its span's state is large).
+pub fn send<'a>(
+    transport: Transport<'a>,
     req: Request<Body>,
+    wire: Wire,
+    timeout: Duration,
+    trail: &'a mut Trail,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a {
+    match trail.trace {
+        None => Either::Left(send_once(transport, req, wire, timeout, trail)),
+        Some(_) => Either::Right(Box::pin(send_traced(transport, req, wire, timeout, trail))),
+    }
+}
+
+async fn send_traced(
+    transport: Transport<'_>,
+    mut req: Request<Body>,
     wire: Wire,
     timeout: Duration,
     trail: &mut Trail,
@@ -106,14 +143,13 @@ pub async fn send(
     let Some(trace) = &trail.trace else {
         return send_once(transport, req, wire, timeout, trail).await;
     };
-    let mut req = req;
     let attempt = trace.attempt(req.method(), req.uri(), trail.sends, trail.retry.take());
     trail.sends += 1;
     attempt.inject(req.headers_mut());
     if let Some(parent) = attempt.parent() {
         req.extensions_mut().insert(parent);
     }
-    let result = Box::pin(send_once(transport, req, wire, timeout, trail)).await;
+    let result = send_once(transport, req, wire, timeout, trail).await;
     match &result {
         Ok(resp) => attempt.answered(resp.status().as_u16()),
         Err(e) => attempt.failed(e.status_and_code().1),
@@ -157,15 +193,14 @@ async fn send_once(
         .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
     trail.arrived(&resp);
     let (mut parts, body) = resp.into_parts();
-    if parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        // Ambiguous framing (RFC 9112 §6.1): refuse rather than pick one reading of it.
+    let facts = Facts::of(&parts.headers);
+    if facts.ambiguous_framing() {
+        // Refused rather than read one way here and maybe another by the app.
         return Err(ProxyError::BadUpstreamResponse(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, &facts);
     Ok(Response::from_parts(parts, body))
 }
 
