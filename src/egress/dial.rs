@@ -146,6 +146,17 @@ impl Stream {
     fn new(io: TokioIo<TcpStream>, early: Bytes, proxied: bool) -> Stream {
         Stream { io, early, proxied }
     }
+
+    /// The TCP connection alone, when the parent sent nothing ahead of the far side's first
+    /// read: for a caller that keeps the connection's other facts itself, and would rather
+    /// its reads did not pass through this wrapper. (Whether requests go in absolute form is
+    /// then the caller's to remember.)
+    pub fn into_tcp(self) -> Result<TokioIo<TcpStream>, Stream> {
+        match self.early.is_empty() {
+            true => Ok(self.io),
+            false => Err(self),
+        }
+    }
 }
 
 impl Connection for Stream {

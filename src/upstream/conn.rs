@@ -32,7 +32,10 @@ pub struct Conn {
 
 impl Conn {
     /// Starts the connection's I/O task.
-    pub fn spawn(sender: SendRequest<Body>, connection: Connection<Io, Body>) -> Conn {
+    pub fn spawn<I>(sender: SendRequest<Body>, connection: Connection<I, Body>) -> Conn
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");

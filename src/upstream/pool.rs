@@ -10,15 +10,17 @@
 //! origin. A WebSocket handshake gets a connection of its own, which is handed to the caller
 //! once upgraded.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
 use http::uri::InvalidUri;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::Connection as _;
 use tower_service::Service;
 
@@ -127,7 +129,20 @@ impl OriginPool {
         Self::http1(io).await
     }
 
+    /// An HTTP/1.1 connection on `io`. A plaintext one speaks on the bare TCP stream: its
+    /// task then reads and writes without the TLS and parent wrappers' layers in between, as
+    /// every request's answer passes through them.
     async fn http1(io: Io) -> Result<Conn, PoolError> {
+        let io = match io {
+            MaybeHttpsStream::Http(stream) => match stream.into_tcp() {
+                Ok(tcp) => {
+                    let (sender, connection) = http1::handshake(tcp).await?;
+                    return Ok(Conn::spawn(sender, connection));
+                }
+                Err(stream) => MaybeHttpsStream::Http(stream),
+            },
+            tls => tls,
+        };
         let (sender, connection) = http1::handshake(io).await?;
         Ok(Conn::spawn(sender, connection))
     }
@@ -135,28 +150,55 @@ impl OriginPool {
     /// Sends `req` (its URI from [`OriginPool::target`]) in the HTTP version `wire` and the
     /// upstream's `protocol` call for, and returns the response. A WebSocket handshake's
     /// response carries the upgrade (`hyper::upgrade::on`).
-    pub async fn send(
+    ///
+    /// Not an `async fn`: the usual request (HTTP/1.1 to the origin, a slot free) is sent by
+    /// [`OriginPool::send_h1`]'s own future, without a layer of state machine around it that
+    /// every poll would pass through. Everything else (a wait for a slot, HTTP/2, a WebSocket
+    /// handshake, the first request of `protocol: auto` over TLS) is boxed, so that its state
+    /// does not enlarge every request's.
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
+        req: Request<Body>,
+        wire: Wire,
+    ) -> impl Future<Output = Result<Response<Body>, PoolError>> + Send + 'a {
+        if wire == Wire::Default && self.speaks_http1() {
+            if let Some(slot) = self.slots.now() {
+                return Either::Left(self.send_h1(req, None, slot));
+            }
+        }
+        Either::Right(Box::pin(self.send_other(req, wire)))
+    }
+
+    /// Whether a request that needs no particular version goes as HTTP/1.1.
+    fn speaks_http1(&self) -> bool {
+        match self.protocol {
+            UpstreamProtocol::Http1 => true,
+            UpstreamProtocol::Http2 => false,
+            UpstreamProtocol::Auto => !self.tls || self.alpn.load(Ordering::Relaxed) == ALPN_HTTP1,
+        }
+    }
+
+    /// [`OriginPool::send`] for the rest: waits for a slot if there is none, and sends in the
+    /// version the request and the origin call for.
+    async fn send_other(
         self: &Arc<Self>,
         req: Request<Body>,
         wire: Wire,
     ) -> Result<Response<Body>, PoolError> {
-        // Below the cap a slot is taken without awaiting; the queue's future is boxed so
-        // that its state does not enlarge every request's.
         let slot = match self.slots.now() {
             Some(slot) => slot,
             None => {
                 // A traced request's wait is a span of its own, from here to its slot.
                 let _span = req.extensions().get::<Traced>().map(Traced::queue_span);
-                Box::pin(self.slots.queue()).await?
+                self.slots.queue().await?
             }
         };
-        // Everything but the HTTP/1.1 path is boxed: inline, its state would make every
-        // request's future larger, and the HTTP/1.1 path is the one to keep lean. A WebSocket
-        // handshake holds its slot until the answer; the upgraded connection is not counted.
+        // A WebSocket handshake holds its slot until the answer; the upgraded connection is
+        // not counted.
         match (wire, self.protocol) {
-            (Wire::Http1, _) => Box::pin(self.upgrade(req)).await,
+            (Wire::Http1, _) => self.upgrade(req).await,
             (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => {
-                Box::pin(self.send_h2(req, &self.connectors.http2, slot)).await
+                self.send_h2(req, &self.connectors.http2, slot).await
             }
             (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None, slot).await,
             (Wire::Default, UpstreamProtocol::Auto) if !self.tls => {
@@ -164,7 +206,7 @@ impl OriginPool {
             }
             (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
                 ALPN_HTTP1 => self.send_h1(req, None, slot).await,
-                ALPN_H2 => Box::pin(self.send_h2(req, &self.connectors.http2, slot)).await,
+                ALPN_H2 => self.send_h2(req, &self.connectors.http2, slot).await,
                 _ => Box::pin(self.probe(req, slot)).await,
             },
         }
