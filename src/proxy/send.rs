@@ -120,6 +120,7 @@ pub async fn passthrough(
 ///
 /// Not an `async fn`: an untraced request is [`send_once`]'s future itself, one layer fewer
 /// for each poll to pass; a traced one is boxed (its span's state is large).
+#[inline]
 pub fn send<'a>(
     transport: Transport<'a>,
     req: Request<Body>,

@@ -156,6 +156,7 @@ impl OriginPool {
     /// every poll would pass through. Everything else (a wait for a slot, HTTP/2, a WebSocket
     /// handshake, the first request of `protocol: auto` over TLS) is boxed, so that its state
     /// does not enlarge every request's.
+    #[inline]
     pub fn send<'a>(
         self: &'a Arc<Self>,
         req: Request<Body>,
