@@ -26,8 +26,9 @@ pub(super) const UPGRADE_INDEX: usize = 8;
 
 /// What one pass over a message's headers finds: which hop-by-hop headers it carries and
 /// whether a `Connection` header names others (for their removal), how many `Host` headers it
-/// has, whether it has a `Content-Length`, and whether its content type is gRPC's. A request's facts are read once where it comes
-/// in and serve its checks, its routing and its stripping; looking each up by name would hash
+/// has, whether it has a `Content-Length`, and whether its content type is gRPC's. A request's
+/// facts are read once where it comes in and serve its checks, its routing and its stripping;
+/// a response's serve its framing check and its stripping. Looking each up by name would hash
 /// it, and the headers are few.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Facts {
