@@ -210,3 +210,26 @@ impl Write for Stream {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_bare_stream_is_given_only_when_nothing_was_read_ahead() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let direct = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        assert!(Stream::new(direct, Bytes::new(), true).into_tcp().is_ok());
+        let tunnelled = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let early = Stream::new(tunnelled, Bytes::from_static(b"HTTP/1.1 200"), false);
+        let kept = early
+            .into_tcp()
+            .expect_err("the parent's early bytes keep the wrapper");
+        assert_eq!(
+            &kept.early[..],
+            b"HTTP/1.1 200",
+            "and are still to be read first"
+        );
+    }
+}

@@ -141,6 +141,7 @@ async fn send_traced(
     timeout: Duration,
     trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
+    // `send` calls this only with a trace; without one it is a plain send all the same.
     let Some(trace) = &trail.trace else {
         return send_once(transport, req, wire, timeout, trail).await;
     };

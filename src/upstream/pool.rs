@@ -42,6 +42,19 @@ const ALPN_UNKNOWN: u8 = 0;
 const ALPN_HTTP1: u8 = 1;
 const ALPN_H2: u8 = 2;
 
+/// How one request goes to the origin: decided once, before its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// HTTP/1.1 on a pooled connection.
+    Http1,
+    /// A stream on a shared HTTP/2 connection.
+    Http2,
+    /// The first request of `protocol: auto` over TLS, which asks ALPN.
+    Probe,
+    /// A WebSocket handshake, on a connection of its own.
+    Upgrade,
+}
+
 /// The connections to one upstream `url` (`scheme://host:port/base`).
 pub struct OriginPool {
     origin: Uri,
@@ -162,29 +175,35 @@ impl OriginPool {
         req: Request<Body>,
         wire: Wire,
     ) -> impl Future<Output = Result<Response<Body>, PoolError>> + Send + 'a {
-        if wire == Wire::Default && self.speaks_http1() {
+        let way = self.way(wire);
+        if way == Way::Http1 {
             if let Some(slot) = self.slots.now() {
                 return Either::Left(self.send_h1(req, None, slot));
             }
         }
-        Either::Right(Box::pin(self.send_other(req, wire)))
+        Either::Right(Box::pin(self.send_other(req, way)))
     }
 
-    /// Whether a request that needs no particular version goes as HTTP/1.1.
-    fn speaks_http1(&self) -> bool {
-        match self.protocol {
-            UpstreamProtocol::Http1 => true,
-            UpstreamProtocol::Http2 => false,
-            UpstreamProtocol::Auto => !self.tls || self.alpn.load(Ordering::Relaxed) == ALPN_HTTP1,
+    /// How a request with this `wire` need goes to the origin (ALPN's answer read once).
+    fn way(&self, wire: Wire) -> Way {
+        match (wire, self.protocol) {
+            (Wire::Http1, _) => Way::Upgrade,
+            (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => Way::Http2,
+            (Wire::Default, UpstreamProtocol::Http1) => Way::Http1,
+            (Wire::Default, UpstreamProtocol::Auto) if !self.tls => Way::Http1,
+            (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
+                ALPN_HTTP1 => Way::Http1,
+                ALPN_H2 => Way::Http2,
+                _ => Way::Probe,
+            },
         }
     }
 
-    /// [`OriginPool::send`] for the rest: waits for a slot if there is none, and sends in the
-    /// version the request and the origin call for.
+    /// [`OriginPool::send`] for the rest: waits for a slot if there is none, and sends `way`.
     async fn send_other(
         self: &Arc<Self>,
         req: Request<Body>,
-        wire: Wire,
+        way: Way,
     ) -> Result<Response<Body>, PoolError> {
         let slot = match self.slots.now() {
             Some(slot) => slot,
@@ -196,20 +215,11 @@ impl OriginPool {
         };
         // A WebSocket handshake holds its slot until the answer; the upgraded connection is
         // not counted.
-        match (wire, self.protocol) {
-            (Wire::Http1, _) => self.upgrade(req).await,
-            (Wire::Http2, _) | (Wire::Default, UpstreamProtocol::Http2) => {
-                self.send_h2(req, &self.connectors.http2, slot).await
-            }
-            (Wire::Default, UpstreamProtocol::Http1) => self.send_h1(req, None, slot).await,
-            (Wire::Default, UpstreamProtocol::Auto) if !self.tls => {
-                self.send_h1(req, None, slot).await
-            }
-            (Wire::Default, UpstreamProtocol::Auto) => match self.alpn.load(Ordering::Relaxed) {
-                ALPN_HTTP1 => self.send_h1(req, None, slot).await,
-                ALPN_H2 => self.send_h2(req, &self.connectors.http2, slot).await,
-                _ => Box::pin(self.probe(req, slot)).await,
-            },
+        match way {
+            Way::Upgrade => self.upgrade(req).await,
+            Way::Http1 => self.send_h1(req, None, slot).await,
+            Way::Http2 => self.send_h2(req, &self.connectors.http2, slot).await,
+            Way::Probe => Box::pin(self.probe(req, slot)).await,
         }
     }
 
