@@ -9,13 +9,21 @@ the reverse and the forward listener with `callgrind_control -z` / `-d`, and div
 instructions by the requests. A fixed count, not a fixed time, so fixed costs (timers,
 the runtime's idle work) weigh the same in every run.
 
+`--cache` also simulates the first-level caches and the branch predictor and prints, per
+request, the misses, callgrind's cycle estimate and the distinct code a request runs
+(`cachesim.py`): where CPU time goes that the instruction count does not show. It runs about
+twice as slowly.
+
+`--nginx` counts the bench's nginx proxy (`bench.py`'s (b), one worker, no master process)
+instead, reverse only: where hyper and tokenproxy stand against it, on the same terms.
+
 `--floor` counts `examples/hyper_floor.rs` instead, the least a hyper reverse proxy does per
 request: the floor under tokenproxy's figures. Its "forward" count is the same listener sent
 the absolute-form request an `HTTP_PROXY` client sends: what hyper and http spend on that
 form alone. `--path` sets the request's path and query (default `/`).
 
-Usage: instructions.py [--binary PATH | --floor [spawned|same-task]] [--requests 20000] [--connections 8]
-                       [--traced RATIO] [--path /v1/orders?page=2]
+Usage: instructions.py [--binary PATH | --floor [spawned|same-task] | --nginx] [--requests 20000]
+                       [--connections 8] [--traced RATIO] [--path /v1/orders?page=2] [--cache]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -27,7 +35,9 @@ import subprocess
 import tempfile
 import time
 
+import cachesim
 from bench import NGINX, PROCS, ROOT, origin_config, start, tokenproxy_config, wait
+from bench_runtime import nginx_proxy
 from procs import free_port, stop
 
 
@@ -53,15 +63,17 @@ def counted(pid, tmp, target, args, name):
     for f in glob.glob(f"{tmp}/callgrind.out.*"):
         os.remove(f)
     subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
-    total = 0
+    total, cache = 0, None
     for f in glob.glob(f"{tmp}/callgrind.out.*"):
         with open(f) as fh:
             m = re.search(r"^summary:\s+(\d+)", fh.read(), re.M)
             total += int(m.group(1)) if m else 0
+        if args.cache:
+            cache = cachesim.figures(f, requests)
         if args.keep:
             os.makedirs(args.keep, exist_ok=True)
             shutil.copy(f, os.path.join(args.keep, f"{name}.out"))
-    return total / max(requests, 1), requests
+    return total / max(requests, 1), requests, cache
 
 
 def main():
@@ -78,9 +90,16 @@ def main():
     ap.add_argument("--path", default="/",
                     help="the request's path and query (default /, which http's URI parser takes on a "
                          "fast path that a longer origin-form target does not)")
+    ap.add_argument("--cache", action="store_true",
+                    help="also simulate the caches and branch predictor: misses, estimated cycles and "
+                         "distinct code run per request")
+    ap.add_argument("--nginx", action="store_true",
+                    help="count the bench's nginx proxy instead (reverse only)")
     args = ap.parse_args()
     binary = args.binary
-    if args.floor:
+    if args.nginx:
+        binary = NGINX
+    elif args.floor:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT,
                        check=True)
         binary = os.path.join(ROOT, "target", "release", "examples", "hyper_floor")
@@ -97,7 +116,15 @@ def main():
         start([NGINX, "-p", tmp, "-c", f"{tmp}/origin.conf", "-g", "daemon off;"])
         wait(f"http://127.0.0.1:{ports['origin']}/")
         grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out.%p"]
-        if args.floor:
+        if args.cache:
+            grind[2:2] = ["--cache-sim=yes", "--branch-sim=yes", "--dump-instr=yes"]
+        if args.nginx:
+            with open(f"{tmp}/proxy.conf", "w") as f:
+                f.write(nginx_proxy(tmp, "proxy", 1, ports["rev"], ports["origin"]))
+            tp = start([*grind, NGINX, "-p", tmp, "-c", f"{tmp}/proxy.conf", "-g",
+                        "daemon off; master_process off;"])
+            wait(f"http://127.0.0.1:{ports['rev']}/", timeout=60)
+        elif args.floor:
             same = ["--same-task"] if args.floor == "same-task" else []
             tp = start([*grind, binary, *same, f"127.0.0.1:{ports['rev']}", f"127.0.0.1:{ports['origin']}"])
             wait(f"http://127.0.0.1:{ports['rev']}/", timeout=60)
@@ -110,15 +137,21 @@ def main():
         # The floor has no forward listener: it takes the absolute-form request on its one
         # listener, as a forward proxy would, and sends it on in origin form.
         fwd_proxy = f"127.0.0.1:{ports['rev' if args.floor else 'fwd']}"
-        fwd = counted(tp.pid, tmp, (f"http://origin.bench{path}", fwd_proxy), args, "forward")
+        fwd = None
+        if not args.nginx:  # the bench's nginx has no forward listener
+            fwd = counted(tp.pid, tmp, (f"http://origin.bench{path}", fwd_proxy), args, "forward")
     finally:
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# {binary} · callgrind · ab -k -n {args.requests} -c {args.connections} · 1 worker · {args.path}")
     print(f"reverse: {rev[0]:,.0f} instructions per request ({rev[1]} requests)")
-    print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests), "
-          f"{fwd[0] / rev[0] - 1:+.1%} over reverse")
+    if fwd:
+        print(f"forward: {fwd[0]:,.0f} instructions per request ({fwd[1]} requests), "
+              f"{fwd[0] / rev[0] - 1:+.1%} over reverse")
+    for name, counts in (("reverse", rev), ("forward", fwd)):
+        if counts and counts[2]:
+            print(f"{name}: {cachesim.describe(counts[2])}")
 
 
 if __name__ == "__main__":
