@@ -37,6 +37,8 @@ def figures(path, requests):
                 skip = True
             elif line.startswith("ob="):
                 obj = line[3:].split(")")[0]
+            elif line.startswith("positions:") and "instr" not in line:
+                raise SystemExit(f"{path}: no instruction addresses (was callgrind run with --dump-instr=yes?)")
             elif line.startswith("events:"):
                 events = line.split()[1:]
             elif line.startswith("summary:"):

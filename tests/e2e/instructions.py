@@ -78,13 +78,14 @@ def counted(pid, tmp, target, args, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--binary")
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--keep", help="copy the callgrind dumps here (reverse.out, forward.out)")
     ap.add_argument("--traced", type=float, metavar="RATIO",
                     help="tracing on at this sample_ratio, exported to the origin nginx (bench's (h))")
-    ap.add_argument("--floor", nargs="?", const="spawned", choices=["spawned", "same-task"],
+    which.add_argument("--floor", nargs="?", const="spawned", choices=["spawned", "same-task"],
                     help="count examples/hyper_floor.rs instead (its upstream connection on a task of its "
                          "own, or polled with the client's as tokenproxy's pool did)")
     ap.add_argument("--path", default="/",
@@ -93,7 +94,7 @@ def main():
     ap.add_argument("--cache", action="store_true",
                     help="also simulate the caches and branch predictor: misses, estimated cycles and "
                          "distinct code run per request")
-    ap.add_argument("--nginx", action="store_true",
+    which.add_argument("--nginx", action="store_true",
                     help="count the bench's nginx proxy instead (reverse only)")
     args = ap.parse_args()
     binary = args.binary
