@@ -17,12 +17,14 @@ TCP work is most of it, and it is the same for any proxy making the same system 
 Not part of CI's pass/fail.
 
 Usage: bench.py [--runs 3] [--duration 10] [--connections 64] [--pin] [--workers 1] [--think 0]
-                [--compare NAME=BINARY ...] [--floor] [--all]
+                [--compare NAME=BINARY ...] [--floor] [--all] [--binary PATH]
   --all      then run bench_https.py (interception) and bench_h2.py (h2c in, HTTP/1.1 and h2c
              out) with the same --pin and --runs: every scenario side by side with nginx
   --pin      servers on CPU 0, wrk on CPU 1 (needs 2 cores)
   --compare  another tokenproxy binary (another commit, another allocator), run as one more
              reverse target "c NAME" in the same interleaved runs, with its own RSS figures
+  --binary   measure this tokenproxy build (a PGO build from pgo.py, another commit) as (c)-(h)
+             and (j) instead of building target/release/tokenproxy; --all passes it on
   --floor    add (k), examples/hyper_floor.rs: a bare hyper reverse proxy (one upstream
              connection per client connection, a static header, nothing else), the floor
              under tokenproxy's figures on this stack
@@ -224,14 +226,18 @@ def main():
                     help="run only these targets (a and b always, compared binaries with c): --only cdk")
     ap.add_argument("--floor", action="store_true",
                     help="add (k): examples/hyper_floor.rs, the least a hyper reverse proxy does per request")
+    ap.add_argument("--binary", help="measure this tokenproxy build instead of target/release/tokenproxy")
     ap.add_argument("--all", action="store_true",
                     help="then run bench_https.py (interception) and bench_h2.py (h2c) with the same --pin and --runs")
     args = ap.parse_args()
     compare = [spec.split("=", 1) for spec in args.compare]
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "tokenproxy")
+    if args.binary:
+        binary = os.path.abspath(args.binary)
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
+        binary = os.path.join(ROOT, "target", "release", "tokenproxy")
     if args.floor:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
@@ -435,6 +441,7 @@ def main():
     if args.all:
         here = os.path.dirname(os.path.abspath(__file__))
         pin = ["--pin"] if args.pin else []
+        pin += ["--binary", binary] if args.binary else []
         for script in ["bench_https.py", "bench_h2.py"]:
             print(flush=True)
             subprocess.run([sys.executable, os.path.join(here, script), "--runs", str(args.runs), *pin], check=True)

@@ -11,7 +11,9 @@ p50 and p99 (from h2load's per-request log), each proxy's CPU per request (user 
 connection. Not part of CI's pass/fail.
 
 Usage: bench_h2.py [--runs 3] [--requests 200000] [--connections 4] [--streams 25] [--pin]
-                   [--origin-cpu N] [--compare NAME=BINARY ...]
+                   [--origin-cpu N] [--compare NAME=BINARY ...] [--binary PATH]
+  --binary  measure this tokenproxy build (a PGO build from pgo.py) instead of
+            target/release/tokenproxy
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -143,11 +145,13 @@ def main():
                     help="pin the origin nginx here instead of with the proxies (with --pin: CPU 0)")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY",
                     help="another tokenproxy binary, run as targets \"h NAME\" and \"j NAME\"")
+    ap.add_argument("--binary", help="measure this tokenproxy build instead of target/release/tokenproxy")
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "tokenproxy")
+    if not args.binary:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
+    binary = os.path.abspath(args.binary or os.path.join(ROOT, "target", "release", "tokenproxy"))
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-h2-")
     ports = {k: free_port() for k in ["origin", "origin_h2c", "nginx_h1", "nginx_h2", "rev_h1", "rev_h2",
                                       "fwd", "admin"]}

@@ -8,6 +8,9 @@ time of a first request to a new host (a newly minted certificate, through token
 Not part of CI's pass/fail.
 
 Usage: bench_https.py [--runs 3] [--seconds 8] [--connections 64] [--pin] [--first 20]
+                      [--binary PATH]
+  --binary  measure this tokenproxy build (a PGO build from pgo.py) instead of
+            target/release/tokenproxy
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -116,11 +119,13 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true")
     ap.add_argument("--first", type=int, default=20)
+    ap.add_argument("--binary", help="measure this tokenproxy build instead of target/release/tokenproxy")
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
-    for what in [["--bin", "tokenproxy"], ["--example", "tlsload"]]:
-        subprocess.run(["cargo", "build", "--release", "--quiet", *what], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "tokenproxy")
+    for what in [[] if args.binary else ["--bin", "tokenproxy"], ["--example", "tlsload"]]:
+        if what:
+            subprocess.run(["cargo", "build", "--release", "--quiet", *what], cwd=ROOT, check=True)
+    binary = os.path.abspath(args.binary or os.path.join(ROOT, "target", "release", "tokenproxy"))
     tlsload = os.path.join(ROOT, "target", "release", "examples", "tlsload")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-https-")
     ports = {k: free_port() for k in ["origin", "origin_tls", "nginx", "fwd", "admin"]}

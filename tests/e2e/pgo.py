@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""A profile-guided (PGO) release build of tokenproxy: the same source and settings as
+`cargo build --release`, laid out and inlined by what a request really runs.
+
+1. builds tokenproxy with `-Cprofile-generate` (target/pgo/generate);
+2. runs `bench.py --all` against that build, a few seconds a scenario: plain reverse and
+   forward at 64 connections and at one, the access log, the shared cache on Redis, DPoP,
+   tracing, TLS origination, HTTPS interception, h2c in with HTTP/1.1 and h2c out (the
+   benchmark's mix is the training: a path it never runs is laid out as cold);
+3. merges the profiles with `llvm-profdata` of rustc's own LLVM version;
+4. builds with `-Cprofile-use` (target/pgo/use) and copies the binary to target/pgo/tokenproxy.
+
+Measure it with `bench.py --binary target/pgo/tokenproxy` or `instructions.py --binary ...`.
+Needs what bench.py needs (nginx, wrk, ab, redis-server, h2load, openssl) and an llvm-profdata
+whose LLVM major version is rustc's (`rustc -vV`): Debian's `llvm-<major>` package, or rustup's
+`llvm-tools` component. About 10 minutes on a 2-core machine, two release builds of it.
+
+Usage: pgo.py [--duration 3] [--profile FILE]
+  --profile  skip steps 1-3 and build with this merged profile (one made earlier by this script
+             with the same source: a profile of other source still builds, but guides less)
+Everything the training runs listens on 127.0.0.1 and is stopped by PID at the end.
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+OUT = os.path.join(ROOT, "target", "pgo")
+
+
+def llvm_major(text):
+    """The major version in `rustc -vV`'s or `llvm-profdata --version`'s output, or None."""
+    m = re.search(r"LLVM version:?\s+(\d+)\.", text)
+    return int(m.group(1)) if m else None
+
+
+def find_profdata(major):
+    """An llvm-profdata of LLVM `major` (a profile from another major version does not merge or
+    load), or SystemExit naming what was found and how to get the right one."""
+    sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    found = []
+    for candidate in [shutil.which(f"llvm-profdata-{major}"),
+                      *glob.glob(os.path.join(sysroot, "lib", "rustlib", "*", "bin", "llvm-profdata")),
+                      shutil.which("llvm-profdata")]:
+        if not candidate:
+            continue
+        out = subprocess.run([candidate, "--version"], capture_output=True, text=True)
+        version = llvm_major(out.stdout + out.stderr)
+        if version == major:
+            return candidate
+        found.append(f"{candidate} (LLVM {version})")
+    raise SystemExit(f"pgo.py: rustc uses LLVM {major} and no llvm-profdata of that version was found"
+                     f"{' (found: ' + ', '.join(found) + ')' if found else ''}; install Debian's "
+                     f"llvm-{major} package or `rustup component add llvm-tools`")
+
+
+def build(target_dir, rustflag):
+    """`cargo build --release --locked --bin tokenproxy` with one more rustc flag, in its own
+    target directory (other flags are another build of every crate)."""
+    env = {**os.environ, "CARGO_TARGET_DIR": target_dir,
+           "RUSTFLAGS": f"{os.environ.get('RUSTFLAGS', '')} {rustflag}".strip()}
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--bin", "tokenproxy"],
+                   cwd=ROOT, env=env, check=True)
+    return os.path.join(target_dir, "release", "tokenproxy")
+
+
+def train(profdata, duration):
+    """Steps 1-3: the merged profile's path."""
+    raw = os.path.join(OUT, "raw")
+    instrumented = build(os.path.join(OUT, "generate"), f"-Cprofile-generate={raw}")
+    # Build scripts and proc macros are instrumented too and ran during the build: only the
+    # benchmark's profile is wanted.
+    shutil.rmtree(raw, ignore_errors=True)
+    log = os.path.join(OUT, "train.log")
+    print(f"pgo.py: training on bench.py --all ({duration} s a scenario), output in {log}", flush=True)
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--binary", instrumented, "--all",
+                        "--runs", "1", "--duration", str(duration)], cwd=HERE, stdout=f,
+                       stderr=subprocess.STDOUT, check=True)
+    profiles = glob.glob(os.path.join(raw, "*.profraw"))
+    if not profiles:
+        raise SystemExit(f"pgo.py: the training wrote no profile to {raw} (see {log})")
+    merged = os.path.join(OUT, "tokenproxy.profdata")
+    subprocess.run([profdata, "merge", "-o", merged, *profiles], check=True)
+    return merged
+
+
+def main():
+    ap = argparse.ArgumentParser(description="a profile-guided release build of tokenproxy")
+    ap.add_argument("--duration", type=int, default=3, help="seconds of load a benchmark scenario")
+    ap.add_argument("--profile", help="build with this merged .profdata instead of training")
+    args = ap.parse_args()
+    major = llvm_major(subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout)
+    if major is None:
+        raise SystemExit("pgo.py: `rustc -vV` names no LLVM version")
+    os.makedirs(OUT, exist_ok=True)
+    started = time.monotonic()
+    if args.profile:
+        merged = os.path.abspath(args.profile)
+    else:
+        merged = train(find_profdata(major), args.duration)
+    binary = build(os.path.join(OUT, "use"), f"-Cprofile-use={merged}")
+    final = os.path.join(OUT, "tokenproxy")
+    shutil.copy2(binary, final)
+    print(f"pgo.py: {final} ({os.path.getsize(final) / 2**20:.1f} MiB), profile {merged}, "
+          f"{time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
