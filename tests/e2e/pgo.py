@@ -35,7 +35,7 @@ OUT = os.path.join(ROOT, "target", "pgo")
 
 
 def llvm_major(text):
-    """The major version in `rustc -vV`'s or `llvm-profdata --version`'s output, or None."""
+    """The major version in `rustc -vV`'s or `llvm-profdata merge --version`'s output, or None."""
     m = re.search(r"LLVM version:?\s+(\d+)\.", text)
     return int(m.group(1)) if m else None
 
@@ -51,7 +51,8 @@ def find_profdata(major):
                       shutil.which("llvm-profdata")]:
         if not candidate:
             continue
-        out = subprocess.run([candidate, "--version"], capture_output=True, text=True)
+        # `merge --version`: older llvm-profdata take no bare `--version`.
+        out = subprocess.run([candidate, "merge", "--version"], capture_output=True, text=True)
         version = llvm_major(out.stdout + out.stderr)
         if version == major:
             return candidate
@@ -81,9 +82,12 @@ def train(profdata, duration):
     log = os.path.join(OUT, "train.log")
     print(f"pgo.py: training on bench.py --all ({duration} s a scenario), output in {log}", flush=True)
     with open(log, "w") as f:
-        subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--binary", instrumented, "--all",
-                        "--runs", "1", "--duration", str(duration)], cwd=HERE, stdout=f,
-                       stderr=subprocess.STDOUT, check=True)
+        ran = subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--binary", instrumented, "--all",
+                              "--runs", "1", "--duration", str(duration)], cwd=HERE, stdout=f,
+                             stderr=subprocess.STDOUT)
+    if ran.returncode != 0:
+        raise SystemExit(f"pgo.py: the training run (bench.py --all) failed with status {ran.returncode}; "
+                         f"see {log}")
     profiles = glob.glob(os.path.join(raw, "*.profraw"))
     if not profiles:
         raise SystemExit(f"pgo.py: the training wrote no profile to {raw} (see {log})")
