@@ -13,7 +13,8 @@
 Measure it with `bench.py --binary target/pgo/tokenproxy` or `instructions.py --binary ...`.
 Needs what bench.py needs (nginx, wrk, ab, redis-server, h2load, openssl) and an llvm-profdata
 whose LLVM major version is rustc's (`rustc -vV`): Debian's `llvm-<major>` package, or rustup's
-`llvm-tools` component. About 10 minutes on a 2-core machine, two release builds of it.
+`llvm-tools` component. About 11 minutes on a 2-core machine where `cargo build --release` has
+run before (bench_https.py builds its TLS client there), most of it pgo.py's own two builds.
 
 Usage: pgo.py [--duration 3] [--profile FILE]
   --profile  skip steps 1-3 and build with this merged profile (one made earlier by this script
