@@ -109,6 +109,8 @@ def main():
     started = time.monotonic()
     if args.profile:
         merged = os.path.abspath(args.profile)
+        if not os.path.isfile(merged):
+            raise SystemExit(f"pgo.py: no profile at {merged}")
     else:
         merged = train(find_profdata(major), args.duration)
     binary = build(os.path.join(OUT, "use"), f"-Cprofile-use={merged}")
