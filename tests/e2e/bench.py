@@ -440,11 +440,11 @@ def main():
           + ", ".join(f"{reason} {int(n):,}" for reason, n in dropped))
     if args.all:
         here = os.path.dirname(os.path.abspath(__file__))
-        pin = ["--pin"] if args.pin else []
-        pin += ["--binary", binary] if args.binary else []
+        passed = (["--pin"] if args.pin else []) + (["--binary", binary] if args.binary else [])
         for script in ["bench_https.py", "bench_h2.py"]:
             print(flush=True)
-            subprocess.run([sys.executable, os.path.join(here, script), "--runs", str(args.runs), *pin], check=True)
+            subprocess.run([sys.executable, os.path.join(here, script), "--runs", str(args.runs), *passed],
+                           check=True)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,9 @@ def main():
     ap.add_argument("--binary", help="measure this tokenproxy build instead of target/release/tokenproxy")
     args = ap.parse_args()
     server_cpu, client_cpu = (0, 1) if args.pin else (None, None)
-    for what in [[] if args.binary else ["--bin", "tokenproxy"], ["--example", "tlsload"]]:
-        if what:
-            subprocess.run(["cargo", "build", "--release", "--quiet", *what], cwd=ROOT, check=True)
+    if not args.binary:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "tlsload"], cwd=ROOT, check=True)
     binary = os.path.abspath(args.binary or os.path.join(ROOT, "target", "release", "tokenproxy"))
     tlsload = os.path.join(ROOT, "target", "release", "examples", "tlsload")
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-https-")
