@@ -10,15 +10,22 @@
 3. merges the profiles with `llvm-profdata` of rustc's own LLVM version;
 4. builds with `-Cprofile-use` (target/pgo/use) and copies the binary to target/pgo/tokenproxy.
 
+With `--bolt`, step 4 links with `--emit-relocs` and BOLT (LLVM's post-link optimizer) lays the
+guided binary out once more: it instruments the binary (target/pgo/bolt/instrumented), runs the
+same training against it, and reorders its functions and blocks by that profile, hot code
+together and cold blocks split out; the result is target/pgo/tokenproxy. It needs `llvm-bolt`
+and `merge-fdata` of any recent LLVM (Debian's `bolt-<major>` package); about 3 minutes more.
+
 Measure it with `bench.py --binary target/pgo/tokenproxy` or `instructions.py --binary ...`.
 Needs what bench.py needs (nginx, wrk, ab, redis-server, h2load, openssl) and an llvm-profdata
 whose LLVM major version is rustc's (`rustc -vV`): Debian's `llvm-<major>` package, or rustup's
 `llvm-tools` component. About 11 minutes on a 2-core machine where `cargo build --release` has
 run before (bench_https.py builds its TLS client there), most of it pgo.py's own two builds.
 
-Usage: pgo.py [--duration 3] [--profile FILE]
+Usage: pgo.py [--duration 3] [--profile FILE] [--bolt]
   --profile  skip steps 1-3 and build with this merged profile (one made earlier by this script
              with the same source: a profile of other source still builds, but guides less)
+  --bolt     then optimise the guided binary's layout with BOLT, as above
 Everything the training runs listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -73,6 +80,19 @@ def build(target_dir, rustflag):
     return os.path.join(target_dir, "release", "tokenproxy")
 
 
+def run_training(binary, duration, log):
+    """`bench.py --all` against `binary`, its output in `log`; SystemExit if it fails."""
+    print(f"pgo.py: training {os.path.relpath(binary, ROOT)} on bench.py --all ({duration} s a "
+          f"scenario), output in {log}", flush=True)
+    with open(log, "w") as f:
+        ran = subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--binary", binary, "--all",
+                              "--runs", "1", "--duration", str(duration)], cwd=HERE, stdout=f,
+                             stderr=subprocess.STDOUT)
+    if ran.returncode != 0:
+        raise SystemExit(f"pgo.py: the training run (bench.py --all) failed with status {ran.returncode}; "
+                         f"see {log}")
+
+
 def train(profdata, duration):
     """Steps 1-3: the merged profile's path."""
     raw = os.path.join(OUT, "raw")
@@ -81,14 +101,7 @@ def train(profdata, duration):
     # benchmark's profile is wanted.
     shutil.rmtree(raw, ignore_errors=True)
     log = os.path.join(OUT, "train.log")
-    print(f"pgo.py: training on bench.py --all ({duration} s a scenario), output in {log}", flush=True)
-    with open(log, "w") as f:
-        ran = subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--binary", instrumented, "--all",
-                              "--runs", "1", "--duration", str(duration)], cwd=HERE, stdout=f,
-                             stderr=subprocess.STDOUT)
-    if ran.returncode != 0:
-        raise SystemExit(f"pgo.py: the training run (bench.py --all) failed with status {ran.returncode}; "
-                         f"see {log}")
+    run_training(instrumented, duration, log)
     profiles = glob.glob(os.path.join(raw, "*.profraw"))
     if not profiles:
         raise SystemExit(f"pgo.py: the training wrote no profile to {raw} (see {log})")
@@ -97,14 +110,63 @@ def train(profdata, duration):
     return merged
 
 
+def find_bolt_tool(name):
+    """`llvm-bolt` or `merge-fdata`: unversioned, else the newest `<name>-<major>`. BOLT reads
+    machine code, so any recent LLVM's will do; SystemExit if there is none."""
+    versioned = []
+    for path in os.environ.get("PATH", "").split(os.pathsep):
+        for candidate in glob.glob(os.path.join(path, f"{name}-[0-9]*")):
+            suffix = candidate.rsplit("-", 1)[1]
+            if suffix.isdigit() and os.access(candidate, os.X_OK):
+                versioned.append((int(suffix), candidate))
+    found = shutil.which(name) or (max(versioned)[1] if versioned else None)
+    if not found:
+        raise SystemExit(f"pgo.py: --bolt needs {name}; install Debian's bolt-<major> package "
+                         f"(e.g. bolt-22) or LLVM's own build of BOLT")
+    return found
+
+
+def bolt(binary, duration):
+    """Lays the guided `binary` (linked with --emit-relocs) out again by what the training runs:
+    instrument, train, merge, optimise. Returns the optimised binary's path."""
+    llvm_bolt, merge_fdata = find_bolt_tool("llvm-bolt"), find_bolt_tool("merge-fdata")
+    work = os.path.join(OUT, "bolt")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    instrumented = os.path.join(work, "instrumented")
+    # One profile file per process (bench.py starts several), written when the process exits.
+    subprocess.run([llvm_bolt, binary, "-instrument", f"--instrumentation-file={work}/prof",
+                    "--instrumentation-file-append-pid", "-o", instrumented],
+                   stdout=subprocess.DEVNULL, check=True)
+    log = os.path.join(work, "train.log")
+    run_training(instrumented, duration, log)
+    profiles = glob.glob(os.path.join(work, "prof.*.fdata"))
+    if not profiles:
+        raise SystemExit(f"pgo.py: the BOLT training wrote no profile to {work} (see {log})")
+    merged = os.path.join(work, "merged.fdata")
+    with open(merged, "w") as f:
+        subprocess.run([merge_fdata, *profiles], stdout=f, stderr=subprocess.DEVNULL, check=True)
+    optimised = os.path.join(work, "tokenproxy")
+    with open(os.path.join(work, "bolt.log"), "w") as f:
+        subprocess.run([llvm_bolt, binary, "-o", optimised, f"-data={merged}",
+                        "-reorder-blocks=ext-tsp", "-reorder-functions=cdsort", "-split-functions",
+                        "-split-all-cold", "-split-eh", "-icf=1", "-use-gnu-stack", "-dyno-stats"],
+                       stdout=f, stderr=subprocess.STDOUT, check=True)
+    return optimised
+
+
 def main():
     ap = argparse.ArgumentParser(description="a profile-guided release build of tokenproxy")
     ap.add_argument("--duration", type=int, default=3, help="seconds of load a benchmark scenario")
     ap.add_argument("--profile", help="build with this merged .profdata instead of training")
+    ap.add_argument("--bolt", action="store_true", help="then lay the guided binary out with BOLT")
     args = ap.parse_args()
     major = llvm_major(subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout)
     if major is None:
         raise SystemExit("pgo.py: `rustc -vV` names no LLVM version")
+    if args.bolt:  # a missing tool is said before the builds, not after them
+        find_bolt_tool("llvm-bolt")
+        find_bolt_tool("merge-fdata")
     os.makedirs(OUT, exist_ok=True)
     started = time.monotonic()
     if args.profile:
@@ -113,10 +175,15 @@ def main():
             raise SystemExit(f"pgo.py: no profile at {merged}")
     else:
         merged = train(find_profdata(major), args.duration)
-    binary = build(os.path.join(OUT, "use"), f"-Cprofile-use={merged}")
+    # BOLT moves functions only in a binary that keeps its relocations.
+    relocs = " -Clink-arg=-Wl,--emit-relocs" if args.bolt else ""
+    binary = build(os.path.join(OUT, "use"), f"-Cprofile-use={merged}{relocs}")
+    if args.bolt:
+        binary = bolt(binary, args.duration)
     final = os.path.join(OUT, "tokenproxy")
     shutil.copy2(binary, final)
-    print(f"pgo.py: {final} ({os.path.getsize(final) / 2**20:.1f} MiB), profile {merged}, "
+    print(f"pgo.py: {final} ({os.path.getsize(final) / 2**20:.1f} MiB"
+          f"{', laid out by BOLT' if args.bolt else ''}), profile {merged}, "
           f"{time.monotonic() - started:.0f} s")
 
 
