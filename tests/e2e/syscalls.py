@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
-"""System calls per proxied request at one connection (performance issue, item 1): what the
-one-connection path does beyond nginx, counted by `strace -c` (counts, not times: strace slows
-everything, but a request makes the same calls).
+"""System calls and page faults per proxied request (performance issue, item 1): what the
+path does beyond nginx in the kernel, counted by `strace -c` (counts, not times: strace slows
+everything, but a request makes the same calls) and the process's minor faults (/proc).
 
 Runs nginx (one worker) as a reverse proxy adding a static header, and a tokenproxy reverse
 listener (one worker, or --runtime current-thread), each in front of the same origin nginx,
-sends a fixed number of keep-alive requests over one connection (ab -k -c 1), and prints the
-system calls per request by name, side by side.
+sends a fixed number of keep-alive requests over --connections connections (ab -k), and prints
+the system calls per request by name, side by side. `--floor` adds examples/hyper_floor.rs.
+At 32 connections `brk` and the faults show glibc trimming and regrowing the heap's top
+(docs/performance.md, "Tenth round").
 
-Usage: syscalls.py [--binary PATH] [--requests 5000] [--runtime multi-thread|current-thread]
+`--perf` counts by `perf stat` tracepoints instead: a fixed list of calls, at full speed. strace
+stops the process at every call, which changes how requests overlap, and with that the heap's
+pattern: under strace the `brk` calls all but vanish.
+
+Usage: syscalls.py [--binary PATH] [--requests 5000] [--connections 1] [--floor] [--perf]
+                   [--runtime multi-thread|current-thread]
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -24,25 +32,55 @@ from bench_runtime import nginx_proxy, tokenproxy_config
 from procs import free_port, stop
 
 
-def counted(pids, url, requests):
-    """{syscall: calls per request} of `pids` (and their threads) while ab sends `requests`."""
-    out = tempfile.mktemp(prefix="strace-")
-    argv = ["strace", "-f", "-c", "-o", out]
+def minor_faults(pids):
+    total = 0
     for pid in pids:
-        argv += ["-p", str(pid)]
+        with open(f"/proc/{pid}/stat") as f:
+            total += int(f.read().rsplit(")", 1)[1].split()[7])
+    return total
+
+
+# What --perf counts: the calls a request makes, and those of the heap.
+PERF_CALLS = ["recvfrom", "writev", "epoll_wait", "read", "write", "sendto", "futex", "brk", "mmap", "munmap",
+              "madvise"]
+
+
+def counted(pids, url, requests, connections, perf=False):
+    """{syscall: calls per request} of `pids` (and their threads) while ab sends `requests`,
+    and their minor page faults per request as "(page faults)". `perf`: by `perf stat`
+    tracepoints (PERF_CALLS only, and the process runs at full speed) instead of strace."""
+    out = tempfile.mktemp(prefix="syscalls-")
+    if perf:
+        events = ",".join(f"syscalls:sys_enter_{name}" for name in PERF_CALLS)
+        argv = ["perf", "stat", "-x,", "-o", out, "-e", events, "-p", ",".join(map(str, pids))]
+    else:
+        argv = ["strace", "-f", "-c", "-o", out]
+        for pid in pids:
+            argv += ["-p", str(pid)]
     tracer = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
-    subprocess.run(["ab", "-q", "-k", "-n", str(requests), "-c", "1", url], capture_output=True, timeout=300,
-                   check=True)
-    tracer.terminate()
+    faults = minor_faults(pids)
+    subprocess.run(["ab", "-q", "-k", "-n", str(requests), "-c", str(connections), url], capture_output=True,
+                   timeout=300, check=True)
+    faults = minor_faults(pids) - faults
+    if perf:
+        tracer.send_signal(signal.SIGINT)  # perf stat writes its counts on SIGINT
+    else:
+        tracer.terminate()
     tracer.wait(timeout=30)
     calls = {}
     with open(out) as f:
         for line in f:
-            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-            if m and m.group(2) != "total":
-                calls[m.group(2)] = int(m.group(1)) / requests
+            if perf:
+                m = re.match(r"(\d+),[^,]*,syscalls:sys_enter_(\w+),", line)
+                if m:
+                    calls[m.group(2)] = int(m.group(1)) / requests
+            else:
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+                if m and m.group(2) != "total":
+                    calls[m.group(2)] = int(m.group(1)) / requests
     os.unlink(out)
+    calls["(page faults)"] = faults / requests
     return calls
 
 
@@ -50,10 +88,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "tokenproxy"))
     ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--connections", type=int, default=1)
+    ap.add_argument("--floor", action="store_true", help="count examples/hyper_floor.rs too")
+    ap.add_argument("--perf", action="store_true",
+                    help="count with perf stat (a few calls, no slowdown) instead of strace (every call)")
     ap.add_argument("--runtime", default="multi-thread")
     args = ap.parse_args()
+    if args.floor:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="tokenproxy-syscalls-")
-    port = {k: free_port() for k in ["origin", "nginx", "rev", "admin"]}
+    port = {k: free_port() for k in ["origin", "nginx", "rev", "admin", "floor"]}
     try:
         with open(f"{tmp}/origin.conf", "w") as f:
             f.write(origin_config(tmp, port["origin"]))
@@ -67,21 +111,30 @@ def main():
         tp = start([args.binary, "run", "-c", f"{tmp}/tp.yaml", *flags], env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{port['origin']}/")
         wait(f"http://127.0.0.1:{port['admin']}/readyz")
+        if args.floor:
+            floor = start([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
+                           f"127.0.0.1:{port['floor']}", f"127.0.0.1:{port['origin']}"])
+            wait(f"http://127.0.0.1:{port['floor']}/")
         time.sleep(0.3)
-        nginx = counted(children(proxy.pid), f"http://127.0.0.1:{port['nginx']}/", args.requests)
-        ours = counted([tp.pid], f"http://127.0.0.1:{port['rev']}/", args.requests)
+        n, c, perf = args.requests, args.connections, args.perf
+        columns = {"nginx": counted(children(proxy.pid), f"http://127.0.0.1:{port['nginx']}/", n, c, perf),
+                   "tokenproxy": counted([tp.pid], f"http://127.0.0.1:{port['rev']}/", n, c, perf)}
+        if args.floor:
+            columns["floor"] = counted([floor.pid], f"http://127.0.0.1:{port['floor']}/", n, c, perf)
     finally:
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# system calls per request, ab -k -c 1 -n {args.requests}, one worker each "
+    print(f"# system calls per request, ab -k -c {args.connections} -n {args.requests}, one worker each "
           f"(tokenproxy {args.runtime})")
-    print("| call | nginx | tokenproxy |")
-    print("|---|---:|---:|")
-    for name in sorted(set(nginx) | set(ours), key=lambda n: -(ours.get(n, 0) + nginx.get(n, 0))):
-        if max(ours.get(name, 0), nginx.get(name, 0)) >= 0.01:
-            print(f"| {name} | {nginx.get(name, 0):.2f} | {ours.get(name, 0):.2f} |")
-    print(f"| total | {sum(nginx.values()):.2f} | {sum(ours.values()):.2f} |")
+    print("| call | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    names = {name for calls in columns.values() for name in calls}
+    for name in sorted(names, key=lambda n: -sum(calls.get(n, 0) for calls in columns.values())):
+        if max(calls.get(name, 0) for calls in columns.values()) >= 0.001:
+            print(f"| {name} | " + " | ".join(f"{calls.get(name, 0):.3f}" for calls in columns.values()) + " |")
+    print("| total calls | " + " | ".join(f"{sum(v for k, v in calls.items() if k != '(page faults)'):.2f}"
+                                       for calls in columns.values()) + " |")
 
 
 if __name__ == "__main__":
