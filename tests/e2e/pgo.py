@@ -126,6 +126,15 @@ def find_bolt_tool(name):
     return found
 
 
+def logged(argv, log, stdout=None):
+    """Runs `argv` with its messages in `log` (and its output in `stdout`, if given); SystemExit
+    naming the log if it fails."""
+    with open(log, "w") as f:
+        ran = subprocess.run(argv, stdout=stdout or f, stderr=f)
+    if ran.returncode != 0:
+        raise SystemExit(f"pgo.py: {os.path.basename(argv[0])} failed with status {ran.returncode}; see {log}")
+
+
 def bolt(binary, duration):
     """Lays the guided `binary` (linked with --emit-relocs) out again by what the training runs:
     instrument, train, merge, optimise. Returns the optimised binary's path."""
@@ -135,23 +144,22 @@ def bolt(binary, duration):
     os.makedirs(work)
     instrumented = os.path.join(work, "instrumented")
     # One profile file per process (bench.py starts several), written when the process exits.
-    subprocess.run([llvm_bolt, binary, "-instrument", f"--instrumentation-file={work}/prof",
-                    "--instrumentation-file-append-pid", "-o", instrumented],
-                   stdout=subprocess.DEVNULL, check=True)
+    # BOLT warns about some of ring's assembly functions and leaves them as they are.
+    logged([llvm_bolt, binary, "-instrument", f"--instrumentation-file={work}/prof",
+            "--instrumentation-file-append-pid", "-o", instrumented], os.path.join(work, "instrument.log"))
     log = os.path.join(work, "train.log")
     run_training(instrumented, duration, log)
     profiles = glob.glob(os.path.join(work, "prof.*.fdata"))
     if not profiles:
         raise SystemExit(f"pgo.py: the BOLT training wrote no profile to {work} (see {log})")
     merged = os.path.join(work, "merged.fdata")
-    with open(merged, "w") as f:
-        subprocess.run([merge_fdata, *profiles], stdout=f, stderr=subprocess.DEVNULL, check=True)
+    with open(merged, "w") as out:
+        logged([merge_fdata, *profiles], os.path.join(work, "merge.log"), stdout=out)
     optimised = os.path.join(work, "tokenproxy")
-    with open(os.path.join(work, "bolt.log"), "w") as f:
-        subprocess.run([llvm_bolt, binary, "-o", optimised, f"-data={merged}",
-                        "-reorder-blocks=ext-tsp", "-reorder-functions=cdsort", "-split-functions",
-                        "-split-all-cold", "-split-eh", "-icf=1", "-use-gnu-stack", "-dyno-stats"],
-                       stdout=f, stderr=subprocess.STDOUT, check=True)
+    # Safe folding only: a function whose address is taken keeps an address of its own.
+    logged([llvm_bolt, binary, "-o", optimised, f"-data={merged}", "-reorder-blocks=ext-tsp",
+            "-reorder-functions=cdsort", "-split-functions", "-split-all-cold", "-split-eh", "-icf=safe",
+            "-use-gnu-stack", "-dyno-stats"], os.path.join(work, "bolt.log"))
     return optimised
 
 
