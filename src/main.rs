@@ -188,9 +188,9 @@ fn main() -> ExitCode {
 /// glibc's malloc gives memory at the top of its heap back to the kernel once more than
 /// `M_TRIM_THRESHOLD` (128 KiB) of it is free, and takes it back with `brk` and fresh pages when
 /// it is needed again. A proxy's buffers come and go with every request: at 32 keep-alive
-/// connections the heap crossed that line every seven requests (a `brk` each time, a page fault
-/// every nine requests), which cost a request as much kernel time as all the rest of its
-/// allocations did in user time (docs/performance.md, "Tenth round"). So the binary starts from
+/// connections the heap crossed that line every seven requests (a `brk` each time, and page
+/// faults on the regrown pages): about a microsecond of kernel time a request, near a tenth of
+/// its CPU (docs/performance.md, "Tenth round"). So the binary starts from
 /// the settings glibc itself moves to once it has handed out and freed a 1 MiB buffer: blocks
 /// under 1 MiB from the heap, and the heap's top trimmed only past 2 MiB free; at most 2 MiB
 /// more stays resident after a burst. glibc's own settings in the environment
