@@ -190,11 +190,11 @@ fn main() -> ExitCode {
 /// it is needed again. A proxy's buffers come and go with every request: at 32 keep-alive
 /// connections the heap crossed that line every seven requests (a `brk` each time, and page
 /// faults on the regrown pages): about a microsecond of kernel time a request, near a tenth of
-/// its CPU (docs/performance.md, "Tenth round"). So the binary starts from
-/// the settings glibc itself moves to once it has handed out and freed a 1 MiB buffer: blocks
-/// under 1 MiB from the heap, and the heap's top trimmed only past 2 MiB free; at most 2 MiB
-/// more stays resident after a burst. glibc's own settings in the environment
-/// (`GLIBC_TUNABLES=glibc.malloc.…`, `MALLOC_*_`) win. Not with another allocator built in.
+/// its CPU (docs/performance.md, "Tenth round"). So the binary starts from the settings glibc
+/// itself moves to once it has handed out and freed a 1 MiB buffer: blocks under 1 MiB from the
+/// heap, and the heap's top trimmed only past 2 MiB free; at most 2 MiB more stays resident
+/// after a burst. glibc's own settings in the environment (`GLIBC_TUNABLES=glibc.malloc.…`,
+/// `MALLOC_*_`) win. Not with another allocator built in.
 mod heap {
     #[cfg(all(
         target_os = "linux",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """System calls and page faults per proxied request (performance issue, item 1): what the
 path does beyond nginx in the kernel, counted by `strace -c` (counts, not times: strace slows
-everything, but a request makes the same calls) and the process's minor faults (/proc).
+everything, and a request makes the same calls, except the heap's: see --perf) and the
+process's minor faults (/proc).
 
 Runs nginx (one worker) as a reverse proxy adding a static header, and a tokenproxy reverse
 listener (one worker, or --runtime current-thread), each in front of the same origin nginx,
@@ -15,7 +16,8 @@ stops the process at every call, which changes how requests overlap, and with th
 pattern: under strace the `brk` calls all but vanish.
 
 Usage: syscalls.py [--binary PATH] [--requests 5000] [--connections 1] [--floor] [--perf]
-                   [--runtime multi-thread|current-thread]
+                   [--runtime auto|multi-thread|current-thread]
+  --runtime  tokenproxy's runtime at one worker (auto: the current-thread one, as deployed)
 Everything listens on 127.0.0.1 and is stopped by PID at the end.
 """
 import argparse
@@ -92,7 +94,7 @@ def main():
     ap.add_argument("--floor", action="store_true", help="count examples/hyper_floor.rs too")
     ap.add_argument("--perf", action="store_true",
                     help="count with perf stat (a few calls, no slowdown) instead of strace (every call)")
-    ap.add_argument("--runtime", default="multi-thread")
+    ap.add_argument("--runtime", default="auto", choices=["auto", "multi-thread", "current-thread"])
     args = ap.parse_args()
     if args.floor:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
@@ -107,7 +109,7 @@ def main():
         proxy = start([NGINX, "-p", tmp, "-c", f"{tmp}/proxy.conf", "-g", "daemon off;"])
         with open(f"{tmp}/tp.yaml", "w") as f:
             f.write(tokenproxy_config(port["origin"], port["rev"], port["admin"]))
-        flags = ["--workers", "1"] if args.runtime == "multi-thread" else ["--runtime", args.runtime]
+        flags = ["--workers", "1", "--runtime", args.runtime]
         tp = start([args.binary, "run", "-c", f"{tmp}/tp.yaml", *flags], env={"RUST_LOG": "warn"})
         wait(f"http://127.0.0.1:{port['origin']}/")
         wait(f"http://127.0.0.1:{port['admin']}/readyz")
@@ -126,7 +128,7 @@ def main():
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# system calls per request, ab -k -c {args.connections} -n {args.requests}, one worker each "
-          f"(tokenproxy {args.runtime})")
+          f"(tokenproxy --runtime {args.runtime}){', perf stat' if args.perf else ', strace'}")
     print("| call | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     names = {name for calls in columns.values() for name in calls}
