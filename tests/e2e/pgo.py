@@ -80,8 +80,9 @@ def build(target_dir, rustflag):
     return os.path.join(target_dir, "release", "tokenproxy")
 
 
-def run_training(binary, duration, log):
-    """`bench.py --all` against `binary`, its output in `log`; SystemExit if it fails."""
+def run_training(binary, duration, log, profiles):
+    """`bench.py --all` against `binary`, its output in `log`: the paths of the profiles it
+    wrote (those matching the glob `profiles`); SystemExit if it fails or wrote none."""
     print(f"pgo.py: training {os.path.relpath(binary, ROOT)} on bench.py --all ({duration} s a "
           f"scenario), output in {log}", flush=True)
     with open(log, "w") as f:
@@ -91,6 +92,10 @@ def run_training(binary, duration, log):
     if ran.returncode != 0:
         raise SystemExit(f"pgo.py: the training run (bench.py --all) failed with status {ran.returncode}; "
                          f"see {log}")
+    written = glob.glob(profiles)
+    if not written:
+        raise SystemExit(f"pgo.py: the training wrote no profile ({profiles}); see {log}")
+    return written
 
 
 def train(profdata, duration):
@@ -100,11 +105,8 @@ def train(profdata, duration):
     # Build scripts and proc macros are instrumented too and ran during the build: only the
     # benchmark's profile is wanted.
     shutil.rmtree(raw, ignore_errors=True)
-    log = os.path.join(OUT, "train.log")
-    run_training(instrumented, duration, log)
-    profiles = glob.glob(os.path.join(raw, "*.profraw"))
-    if not profiles:
-        raise SystemExit(f"pgo.py: the training wrote no profile to {raw} (see {log})")
+    profiles = run_training(instrumented, duration, os.path.join(OUT, "train.log"),
+                            os.path.join(raw, "*.profraw"))
     merged = os.path.join(OUT, "tokenproxy.profdata")
     subprocess.run([profdata, "merge", "-o", merged, *profiles], check=True)
     return merged
@@ -147,11 +149,8 @@ def bolt(binary, duration):
     # BOLT warns about some of ring's assembly functions and leaves them as they are.
     logged([llvm_bolt, binary, "-instrument", f"--instrumentation-file={work}/prof",
             "--instrumentation-file-append-pid", "-o", instrumented], os.path.join(work, "instrument.log"))
-    log = os.path.join(work, "train.log")
-    run_training(instrumented, duration, log)
-    profiles = glob.glob(os.path.join(work, "prof.*.fdata"))
-    if not profiles:
-        raise SystemExit(f"pgo.py: the BOLT training wrote no profile to {work} (see {log})")
+    profiles = run_training(instrumented, duration, os.path.join(work, "train.log"),
+                            os.path.join(work, "prof.*.fdata"))
     merged = os.path.join(work, "merged.fdata")
     with open(merged, "w") as out:
         logged([merge_fdata, *profiles], os.path.join(work, "merge.log"), stdout=out)
