@@ -137,10 +137,9 @@ def logged(argv, log, stdout=None):
         raise SystemExit(f"pgo.py: {os.path.basename(argv[0])} failed with status {ran.returncode}; see {log}")
 
 
-def bolt(binary, duration):
+def bolt(binary, duration, llvm_bolt, merge_fdata):
     """Lays the guided `binary` (linked with --emit-relocs) out again by what the training runs:
     instrument, train, merge, optimise. Returns the optimised binary's path."""
-    llvm_bolt, merge_fdata = find_bolt_tool("llvm-bolt"), find_bolt_tool("merge-fdata")
     work = os.path.join(OUT, "bolt")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -171,9 +170,8 @@ def main():
     major = llvm_major(subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout)
     if major is None:
         raise SystemExit("pgo.py: `rustc -vV` names no LLVM version")
-    if args.bolt:  # a missing tool is said before the builds, not after them
-        find_bolt_tool("llvm-bolt")
-        find_bolt_tool("merge-fdata")
+    # Found first, so that a missing tool is said before the builds, not after them.
+    bolt_tools = (find_bolt_tool("llvm-bolt"), find_bolt_tool("merge-fdata")) if args.bolt else None
     os.makedirs(OUT, exist_ok=True)
     started = time.monotonic()
     if args.profile:
@@ -186,7 +184,7 @@ def main():
     relocs = " -Clink-arg=-Wl,--emit-relocs" if args.bolt else ""
     binary = build(os.path.join(OUT, "use"), f"-Cprofile-use={merged}{relocs}")
     if args.bolt:
-        binary = bolt(binary, args.duration)
+        binary = bolt(binary, args.duration, *bolt_tools)
     final = os.path.join(OUT, "tokenproxy")
     shutil.copy2(binary, final)
     print(f"pgo.py: {final} ({os.path.getsize(final) / 2**20:.1f} MiB"
