@@ -8,8 +8,9 @@ should match (c), (g) a fourth whose client has `token_type: dpop` (an ES256 pro
 for every request), (h) a fifth with `tracing` at `sample_ratio: 1` (three spans a request,
 exported to an nginx location that takes them), and TLS origination: (i) nginx and (j) a
 tokenproxy reverse listener each sending over verified TLS (keep-alive, session reuse) to the
-origin's TLS port. Then (a)-(d) once more at one connection (wrk -c1): the p50 each proxy adds
-over direct, against nginx's. Same wrk settings for all, several runs each,
+origin's TLS port. Then (a)-(d), the compared builds and the floor once more at one connection
+(wrk -c1): the p50 each proxy adds over direct, against nginx's, and its CPU time per request
+there. Same wrk settings for all, several runs each,
 medians; prints req/s, p50 and p99 with ratios to (b) and (a), tokenproxy's RSS idle and at 256
 connections, and the token fetches during the run. For (b), (c) and (d) it also prints the
 proxy's own CPU time per request, user and kernel, read from /proc: on loopback the kernel's
@@ -367,7 +368,8 @@ def main():
             *((f"c {name}", f"http://127.0.0.1:{own['rev']}/", plain, [p.pid]) for name, p, own in compared),
             *floor,
         ]
-        singles = targets[:4]  # a-d, also at one connection
+        # a-d, the compared builds and the floor, also at one connection
+        singles = [t for t in targets if t[0][0] in "abcdk"]
         if args.only:
             targets = [t for t in targets if t[0][0] in "ab" + args.only]
             singles = [t for t in singles if t in targets]
@@ -430,12 +432,17 @@ def main():
     i, j = med.get("i nginx proxy+header, TLS to the origin"), med.get("j tokenproxy reverse, TLS to the origin")
     if i and j:
         print(f"TLS origination (j vs i): {j[0] / i[0]:.2f}x req/s, {(j[3] + j[4]) / (i[3] + i[4]):.2f}x CPU per request")
-    p50 = {n: statistics.median(r[1] for r in rs) for n, rs in alone.items()}
-    direct = p50["a nginx direct"]
-    added = {n: p50[n] - direct for n in list(p50)[1:]}
-    nginx_added = added["b nginx proxy+header"]
-    print(f"one connection (wrk -c1), p50 added over direct ({direct:.3f} ms): "
-          + ", ".join(f"{n[2:]} {v:.3f} ms ({v / nginx_added:.2f}x nginx's)" for n, v in added.items()))
+    single = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in alone.items()}
+    direct = single["a nginx direct"][1]
+    nginx_added = single["b nginx proxy+header"][1] - direct
+    print()
+    print(f"| one connection (wrk -c1), p50 added over direct ({direct * 1000:.0f} µs) | added µs "
+          "| vs b | CPU µs per request (user + kernel) |")
+    print("|---|---|---|---|")
+    for name, (_, p50, _, user, system) in list(single.items())[1:]:
+        added = p50 - direct
+        print(f"| {name} | {added * 1000:.0f} | {added / nginx_added:.2f}x "
+              f"| {user:.1f} + {system:.1f} = {user + system:.1f} |")
     print(f"spans exported by (h): {int(exported.group(1)) if exported else '?':,}; dropped: "
           + ", ".join(f"{reason} {int(n):,}" for reason, n in dropped))
     if args.all:
