@@ -191,6 +191,17 @@ def to_ms(text):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
+def floor_binary():
+    """Builds examples/hyper_floor.rs, the floor under tokenproxy's figures, and returns its path."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "examples", "hyper_floor")
+
+
+def medians(results):
+    """{name: [wrk() tuples, one a run]} → {name: the median of each of wrk()'s five figures}."""
+    return {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
+
+
 def wrk(url, args, script=None, cpu=None, measured=()):
     """req/s, p50 ms, p99 ms, and the CPU µs per request (user, system) of `measured`."""
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
@@ -239,8 +250,7 @@ def main():
     else:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "tokenproxy")
-    if args.floor:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
+    floor_path = floor_binary() if args.floor else None
     tmp = tempfile.mkdtemp(prefix="tokenproxy-bench-")
     ports = {k: free_port() for k in ["origin", "nginx_proxy", "rev", "fwd", "admin", "origin_tls",
                                       "nginx_tls", "rev_tls", "floor"]}
@@ -343,8 +353,7 @@ def main():
             wait(f"http://127.0.0.1:{own['admin']}/readyz")
         floor = []
         if args.floor:
-            fl = start([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
-                        f"127.0.0.1:{ports['floor']}", f"127.0.0.1:{ports['origin']}"], cpu=server_cpu)
+            fl = start([floor_path, f"127.0.0.1:{ports['floor']}", f"127.0.0.1:{ports['origin']}"], cpu=server_cpu)
             wait(f"http://127.0.0.1:{ports['floor']}/")
             floor = [("k bare hyper proxy (examples/hyper_floor)", f"http://127.0.0.1:{ports['floor']}/", plain,
                       [fl.pid])]
@@ -407,7 +416,7 @@ def main():
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
+    med = medians(results)
     a, b = med["a nginx direct"], med["b nginx proxy+header"]
     cpu = platform.processor() or platform.machine()
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores ({cpu}) · wrk -t1 -c{args.connections} "
@@ -432,7 +441,7 @@ def main():
     i, j = med.get("i nginx proxy+header, TLS to the origin"), med.get("j tokenproxy reverse, TLS to the origin")
     if i and j:
         print(f"TLS origination (j vs i): {j[0] / i[0]:.2f}x req/s, {(j[3] + j[4]) / (i[3] + i[4]):.2f}x CPU per request")
-    single = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in alone.items()}
+    single = medians(alone)
     direct = single["a nginx direct"][1]
     nginx_added = single["b nginx proxy+header"][1] - direct
     print()

@@ -21,12 +21,11 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
 
-from bench import NGINX, PROCS, ROOT, children, cpu_seconds, nginx_config, rss_kib, start, wait
+from bench import NGINX, PROCS, ROOT, children, cpu_seconds, medians, nginx_config, rss_kib, start, wait
 from procs import free_port, stop
 
 TOKEN = "bench-token-0123456789"
@@ -213,7 +212,7 @@ def main():
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
+    med = medians(results)
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores · h2load -n {args.requests} "
           f"-c {args.connections} -m {args.streams} · {args.runs} runs, medians · one nginx worker, one "
           f"tokenproxy worker · pinned {args.pin} · origin on CPU "

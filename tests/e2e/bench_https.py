@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 
-from bench import NGINX, PROCS, ROOT, children, cpu_seconds, nginx_config, start, wait
+from bench import NGINX, PROCS, ROOT, children, cpu_seconds, medians, nginx_config, start, wait
 from procs import free_port, stop
 
 TOKEN = "bench-token-0123456789"
@@ -160,7 +159,7 @@ def main():
         for p in reversed(PROCS):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
+    med = medians(results)
     e = med["e nginx TLS in, TLS out + header"]
     print(f"# {time.strftime('%Y-%m-%d')} · tlsload -c{args.connections} {args.seconds}s · {args.runs} runs, "
           f"medians · workers {args.workers} · pinned {args.pin}")

@@ -22,12 +22,11 @@ Everything listens on 127.0.0.1 and is stopped by PID at the end.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 
-from bench import NGINX, PROCS, ROOT, children, nginx_config, origin_config, start, wait, wrk
+from bench import NGINX, PROCS, ROOT, children, medians, nginx_config, origin_config, start, wait, wrk
 from procs import free_port, stop
 
 
@@ -119,7 +118,7 @@ def main():
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for n, rs in results.items()}
+    med = medians(results)
     print(f"# {time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores · wrk -t1 -c{args.connections} "
           f"-d{args.duration}s · {args.runs} runs, medians · one-worker targets pinned {args.pin}")
     print("| target | req/s | vs nginx | p50 ms | p99 ms | CPU µs/req (user+kernel) | CPU vs nginx |")

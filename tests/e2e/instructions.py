@@ -33,10 +33,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 
 import cachesim
-from bench import NGINX, PROCS, ROOT, origin_config, start, tokenproxy_config, wait
+from bench import NGINX, PROCS, ROOT, floor_binary, origin_config, start, tokenproxy_config, wait
 from bench_runtime import nginx_proxy
 from procs import free_port, stop
 
@@ -101,9 +100,7 @@ def main():
     if args.nginx:
         binary = NGINX
     elif args.floor:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT,
-                       check=True)
-        binary = os.path.join(ROOT, "target", "release", "examples", "hyper_floor")
+        binary = floor_binary()
     elif not binary:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tokenproxy"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "tokenproxy")

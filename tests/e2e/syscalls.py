@@ -5,7 +5,7 @@ everything, and a request makes the same calls, except the heap's: see --perf) a
 process's minor faults (/proc).
 
 Runs nginx (one worker) as a reverse proxy adding a static header, and a tokenproxy reverse
-listener (one worker, or --runtime current-thread), each in front of the same origin nginx,
+listener (one worker, on the runtime --runtime names), each in front of the same origin nginx,
 sends a fixed number of keep-alive requests over --connections connections (ab -k), and prints
 the system calls per request by name, side by side. `--floor` adds examples/hyper_floor.rs.
 At 32 connections `brk` and the faults show glibc trimming and regrowing the heap's top
@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import time
 
-from bench import NGINX, PROCS, ROOT, children, nginx_config, origin_config, start, wait
+from bench import NGINX, PROCS, ROOT, children, floor_binary, origin_config, start, wait
 from bench_runtime import nginx_proxy, tokenproxy_config
 from procs import free_port, stop
 
@@ -96,8 +96,7 @@ def main():
                     help="count with perf stat (a few calls, no slowdown) instead of strace (every call)")
     ap.add_argument("--runtime", default="auto", choices=["auto", "multi-thread", "current-thread"])
     args = ap.parse_args()
-    if args.floor:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"], cwd=ROOT, check=True)
+    floor_path = floor_binary() if args.floor else None
     tmp = tempfile.mkdtemp(prefix="tokenproxy-syscalls-")
     port = {k: free_port() for k in ["origin", "nginx", "rev", "admin", "floor"]}
     try:
@@ -114,8 +113,7 @@ def main():
         wait(f"http://127.0.0.1:{port['origin']}/")
         wait(f"http://127.0.0.1:{port['admin']}/readyz")
         if args.floor:
-            floor = start([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
-                           f"127.0.0.1:{port['floor']}", f"127.0.0.1:{port['origin']}"])
+            floor = start([floor_path, f"127.0.0.1:{port['floor']}", f"127.0.0.1:{port['origin']}"])
             wait(f"http://127.0.0.1:{port['floor']}/")
         time.sleep(0.3)
         n, c, perf = args.requests, args.connections, args.perf
