@@ -45,7 +45,7 @@ CARGO_TARGET_DIR="$out/generate" RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$r
 rm -rf "$raw"
 
 echo "pgo-build.sh: training"
-target/release/examples/pgo_train "$out/generate/release/tokenproxy" \
+"${CARGO_TARGET_DIR:-$root/target}/release/examples/pgo_train" "$out/generate/release/tokenproxy" \
   --seconds "${PGO_TRAIN_SECONDS:-2}"
 "$profdata" merge -o "$out/tokenproxy.profdata" "$raw"
 
